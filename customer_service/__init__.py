@@ -1,0 +1,11 @@
+"""customer_service subsystem (non-core)."""
+
+from __future__ import annotations
+
+from peak.component import Component
+
+__all__ = ["component"]
+
+
+def component() -> Component:
+    return Component(name="customer_service")

@@ -1,0 +1,1 @@
+"""peak: the shared kit (settings, pools, Lua registry, app composition, CLI, local stack)."""

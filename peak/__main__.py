@@ -1,0 +1,3 @@
+from peak.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The app composition: one Starlette app mounting every subsystem's routes, with one lifespan.
+
+``components()`` is the list of subsystems; it is the only place (with the CLI) that imports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from peak import health
+from peak.component import Component
+from peak.context import open_context
+from peak.errors import exception_handlers
+from peak.logs import configure
+from peak.middleware import RequestMiddleware
+from peak.settings import Settings, SettingsError
+
+__all__ = ["components", "create_app"]
+
+
+def components() -> list[Component]:
+    import customer_service
+    import degrade
+    import reviews
+    import seckill
+    import sso
+
+    return [
+        sso.component(),
+        seckill.component(),
+        reviews.component(),
+        customer_service.component(),
+        degrade.component(),
+    ]
+
+
+def create_app(settings: Settings | None = None, parts: Sequence[Component] | None = None) -> Starlette:
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:
+            print(f"peak: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    parts = components() if parts is None else list(parts)
+    configure(json=settings.log_json, level=settings.log_level, access=settings.access_log)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
+        async with open_context(settings, parts, "api") as ctx:
+            yield {"ctx": ctx}
+
+    routes: list[BaseRoute] = [*health.routes()]
+    for part in parts:
+        routes.extend(part.routes)
+    middleware = [Middleware(RequestMiddleware)]
+    for part in parts:
+        middleware.extend(part.middleware)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers(),  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )

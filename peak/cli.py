@@ -1,0 +1,101 @@
+"""The `peak` command: the local stack, the server, the workers, migrations and each subsystem's commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from peak import migrations
+from peak.commands import CommandError, cli_context, fail, load_settings, require_servers, run, say
+from peak.settings import Settings, SettingsError
+from peak.stack import StackError
+
+__all__ = ["main", "migrate_now"]
+
+
+async def migrate_now(settings: Settings) -> list[migrations.Migration]:
+    from peak.app import components
+
+    parts = components()
+    async with cli_context(settings, parts) as ctx, ctx.db.acquire() as conn:
+        return await migrations.apply(conn, migrations.discover(parts))
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    done = run(lambda: migrate_now(settings))
+    for m in done:
+        say(f"applied {m.component}/{m.name}")
+    say(f"{len(done)} migrations applied; the database is up to date")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from peak.up import run_up
+
+    return run_up(Settings.from_env())
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    require_servers(settings)
+    argv = [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "peak.app:create_app",
+        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
+        "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
+    ]  # fmt: skip
+    env = {**os.environ, "PEAK_REDIS_URL": settings.require("redis_url"),
+           "PEAK_DATABASE_URL": settings.require("database_url")}  # fmt: skip
+    os.execve(sys.executable, argv, env)  # noqa: S606 - replace this process with the server
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from peak.app import components
+    from peak.logs import configure
+    from peak.worker import run_worker
+
+    settings = load_settings()
+    require_servers(settings)
+    configure(json=settings.log_json, level=settings.log_level)
+    run(lambda: run_worker(settings, components()))
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    rows = Settings.describe()
+    width = max(len(r[0]) for r in rows)
+    for env, kind, default, doc in rows:
+        say(f"{env:<{width}}  {kind:<5}  {default or '-':<12}  {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from peak.app import components
+
+    parser = argparse.ArgumentParser(prog="peak", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="start the whole stack on this machine").set_defaults(func=_cmd_up)
+    sub.add_parser("serve", help="run the API server alone (granian)").set_defaults(func=_cmd_serve)
+    sub.add_parser("worker", help="run the background loops (orders, timeouts, …)").set_defaults(
+        func=_cmd_worker
+    )
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=_cmd_migrate)
+    sub.add_parser("settings", help="list every setting").set_defaults(func=_cmd_settings)
+    for part in components():
+        if part.cli is not None:
+            part.cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        return fail(str(exc), 2)
+    except (CommandError, StackError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return 130

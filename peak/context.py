@@ -1,0 +1,83 @@
+"""The per-process context: settings, pools, scripts and the services components register.
+
+Created once by the lifespan (API), by `peak worker`, or by a CLI command; nothing global.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar, cast
+
+import asyncpg
+
+from peak.component import Component, Role
+from peak.db import create_pool
+from peak.lua import Scripts
+from peak.redis import RedisClient, create_redis
+from peak.settings import Settings
+
+__all__ = ["Context", "context_of", "open_context"]
+
+T = TypeVar("T")
+log = logging.getLogger("peak")
+
+
+class Context:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisClient,
+        db: asyncpg.Pool,
+        scripts: Scripts,
+        components: Sequence[Component],
+        role: Role,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.db = db
+        self.scripts = scripts
+        self.components = tuple(components)
+        self.role = role
+        self._services: dict[type[Any], Any] = {}
+
+    def put(self, service: object, kind: type[Any] | None = None) -> None:
+        self._services[kind or type(service)] = service
+
+    def get(self, kind: type[T]) -> T:
+        try:
+            return cast(T, self._services[kind])
+        except KeyError:
+            raise LookupError(
+                f"no {kind.__name__} service in this process; is its component listed?"
+            ) from None
+
+    def find(self, kind: type[T]) -> T | None:
+        return cast("T | None", self._services.get(kind))
+
+
+@contextlib.asynccontextmanager
+async def open_context(
+    settings: Settings, components: Sequence[Component], role: Role, *, start_services: bool = True
+) -> AsyncIterator[Context]:
+    redis_url = settings.require("redis_url")
+    database_url = settings.require("database_url")
+    async with contextlib.AsyncExitStack() as stack:
+        redis = create_redis(redis_url, pool_size=settings.redis_pool_size)
+        stack.push_async_callback(redis.aclose)
+        db = await create_pool(database_url, size=settings.db_pool_size)
+        stack.push_async_callback(db.close)
+        scripts = Scripts.from_package()
+        await scripts.load(redis)
+        ctx = Context(settings, redis, db, scripts, components, role)
+        if start_services:
+            for component in components:
+                for factory in component.services:
+                    await stack.enter_async_context(factory(ctx, role))
+        yield ctx
+
+
+def context_of(request: Any) -> Context:
+    """The process context from a Starlette request (put there by the lifespan)."""
+    return cast(Context, request.state.ctx)

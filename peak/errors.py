@@ -1,0 +1,131 @@
+"""The exception hierarchy every package raises, and the one place it becomes an error response.
+
+Every error body is ``{"error": {"code": "<snake_case>", "message": "<text for a person>"}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from peak.responses import JSONResponse
+
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "Forbidden",
+    "InvalidJSON",
+    "InvalidRequest",
+    "NotFound",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "error_body",
+    "exception_handlers",
+]
+
+
+class ApiError(Exception):
+    """An answer for the client. Subclasses fix ``status_code`` and ``code``; instances carry the message."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = dict(headers or {})
+
+
+class InvalidJSON(ApiError):
+    status_code = 400
+    code = "invalid_json"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthenticated"
+
+    def __init__(self, message: str = "a valid bearer token is required", **kwargs: object) -> None:
+        headers = {"WWW-Authenticate": 'Bearer realm="peak"'}
+        super().__init__(message, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidRequest(ApiError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = retry_after_s
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "the request could not be read"),
+    404: ("not_found", "no such resource"),
+    405: ("method_not_allowed", "this method is not allowed on this path"),
+    413: ("payload_too_large", "the request body is too large"),
+}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
+    if exc.status_code == 404 and exc.detail not in ("Not Found", None):
+        message = str(exc.detail)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+def exception_handlers() -> dict[type[Exception] | int, object]:
+    return {ApiError: _api_error, HTTPException: _http_exception}

@@ -1,0 +1,99 @@
+"""Kit routes: liveness, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from peak import migrations
+from peak.context import context_of
+from peak.metrics import metrics_endpoint
+from peak.openapi import openapi_document
+from peak.responses import JSONResponse
+from peak.routing import ApiRoute, route
+
+__all__ = ["routes"]
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    ctx = context_of(request)
+    checks: dict[str, str] = {}
+
+    async def redis_check() -> None:
+        await ctx.redis.ping()
+
+    async def db_check() -> None:
+        async with ctx.db.acquire() as conn:
+            missing = await migrations.pending(conn, migrations.discover(ctx.components))
+        if missing:
+            names = ", ".join(f"{m.component}/{m.name}" for m in missing)
+            raise RuntimeError(f"migrations not applied: {names}; run `peak migrate`")
+
+    for name, check in (("redis", redis_check), ("postgres", db_check)):
+        try:
+            await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
+            checks[name] = "ok"
+        except Exception as exc:  # any failure is the answer here, not an error
+            checks[name] = f"{type(exc).__name__}: {exc}".strip(": ") or "unreachable"
+    failing = [name for name, state in checks.items() if state != "ok"]
+    if failing:
+        body: dict[str, Any] = {
+            "error": {"code": "not_ready", "message": f"not ready: {', '.join(failing)} failing"},
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def openapi(request: Request) -> Response:
+    document = openapi_document(request.app.routes, title="peak", version=_version())
+    return JSONResponse(document)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("peak")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+_STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+
+
+def routes() -> list[ApiRoute]:
+    return [
+        route("/healthz", healthz, summary="The process is alive", tag="ops", responses={200: _STATUS}),
+        route(
+            "/readyz",
+            readyz,
+            summary="Redis and PostgreSQL answer and every migration is applied",
+            tag="ops",
+            responses={200: _STATUS},
+            errors={503: ["not_ready"]},
+        ),
+        route(
+            "/metrics",
+            metrics_endpoint,
+            summary="Prometheus metrics",
+            tag="ops",
+            responses={200: {"type": "string", "description": "Prometheus text format"}},
+        ),
+        route(
+            "/openapi.json",
+            openapi,
+            summary="This OpenAPI 3.1 document",
+            tag="ops",
+            responses={200: {"type": "object"}},
+        ),
+    ]

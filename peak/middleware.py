@@ -1,0 +1,95 @@
+"""The request middleware: request id, one access-log line and the metrics of every request.
+
+Pure ASGI rather than BaseHTTPMiddleware: it sits on every hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from peak.errors import error_body
+from peak.logs import access_log
+from peak.metrics import REQUEST_SECONDS, REQUESTS
+from peak.responses import dumps
+from peak.routing import ROUTE_KEY
+
+__all__ = ["RequestMiddleware"]
+
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_INTERNAL = dumps(error_body("internal_error", "an unexpected error occurred; it has been logged"))
+log = logging.getLogger("peak")
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _SAFE_ID.match(value):
+                request_id = value
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        scope["request_id"] = request_id.decode()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Logged once here with the request id; the client gets a body without details.
+            log.exception(
+                "unhandled error on %s %s [%s]", scope["method"], scope["path"], scope["request_id"]
+            )
+            if status == 0:
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(_INTERNAL)),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _INTERNAL})
+            status = 500
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get(ROUTE_KEY, "unmatched")
+            method = scope["method"]
+            REQUESTS.labels(method, route, str(status)).inc()
+            REQUEST_SECONDS.labels(method, route).observe(elapsed)
+            if not access_log.disabled:
+                access_log.info(
+                    "%s %s %d %.1fms %s",
+                    method,
+                    route,
+                    status,
+                    elapsed * 1000,
+                    scope["request_id"],
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "request_id": scope["request_id"],
+                    },
+                )

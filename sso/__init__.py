@@ -1,0 +1,11 @@
+"""sso subsystem."""
+
+from __future__ import annotations
+
+from peak.component import Component
+
+__all__ = ["component"]
+
+
+def component() -> Component:
+    return Component(name="sso")

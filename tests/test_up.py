@@ -1,0 +1,100 @@
+"""`peak up` as a user runs it: private servers, migrations, API and workers; SIGTERM leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+
+from peak.stack import free_port
+from tests.support import start_peak, wait_http
+
+
+def _sessions_started_by(pid: int) -> set[int]:
+    """Session ids of the direct children of ``pid``: each server runs in a session of its own."""
+    sessions = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                sessions.add(int(fields[3]))
+    return sessions
+
+
+def _alive_in(sessions: set[int]) -> list[str]:
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if int(fields[3]) in sessions and fields[0] != "Z":
+                alive.append(f"{entry}: {cmd}")
+    return alive
+
+
+def _env_file(data_dir: Path) -> dict[str, str]:
+    lines = (data_dir / "env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
+
+
+async def _write(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute("CREATE TABLE IF NOT EXISTS up_probe (v text); INSERT INTO up_probe VALUES ('kept')")
+    await conn.close()
+
+
+async def _read(pg_url: str) -> list[str]:
+    conn = await asyncpg.connect(pg_url)
+    rows = await conn.fetch("SELECT v FROM up_probe")
+    await conn.close()
+    return [r["v"] for r in rows]
+
+
+@pytest.mark.slow
+def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "stack"
+    port = free_port()
+    env = {
+        "PEAK_DATA_DIR": str(data_dir),
+        "PEAK_PORT": str(port),
+        "PEAK_WORKERS": "2",
+        "PEAK_REDIS_URL": "",
+        "PEAK_DATABASE_URL": "",
+        "PEAK_SECRET_KEY": "",
+    }
+    for round_ in (1, 2):
+        log = tmp_path / f"up{round_}.log"
+        proc = start_peak("up", env=env, log=log)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=90)
+            urls = _env_file(data_dir)
+            client = redis.Redis.from_url(urls["PEAK_REDIS_URL"], decode_responses=True)
+            if round_ == 1:
+                client.set("up:probe", "kept")
+                asyncio.run(_write(urls["PEAK_DATABASE_URL"]))
+            else:
+                assert client.get("up:probe") == "kept"
+                assert asyncio.run(_read(urls["PEAK_DATABASE_URL"])) == ["kept"]
+            client.close()
+            sessions = _sessions_started_by(proc.pid)
+            assert len(sessions) >= 4, sessions  # redis, postgres, granian, one worker
+            assert (os.stat(data_dir / "secret_key").st_mode & 0o777) == 0o600
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            code = proc.wait(30)
+        output = log.read_text()
+        assert code == 0, output
+        assert "peak: stopped" in output
+        assert _alive_in(sessions | {proc.pid}) == [], output
+        assert not (data_dir / "env").exists()
