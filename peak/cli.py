@@ -41,11 +41,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     require_servers(settings)
-    argv = [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "peak.app:create_app",
-        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
-        "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
-    ]  # fmt: skip
+    from peak.up import server_command
+
+    argv = server_command(settings)
     env = {**os.environ, "PEAK_REDIS_URL": settings.require("redis_url"),
            "PEAK_DATABASE_URL": settings.require("database_url")}  # fmt: skip
     os.execve(sys.executable, argv, env)  # noqa: S606 - replace this process with the server

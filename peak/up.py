@@ -1,7 +1,8 @@
 """`peak up`: the whole stack on this machine, stopped cleanly by Ctrl-C or SIGTERM.
 
 With no PEAK_REDIS_URL/PEAK_DATABASE_URL it starts private servers under PEAK_DATA_DIR; then it applies the
-migrations, starts the API server (granian) and the background workers, and watches them.
+migrations, starts the API server (granian) and the background workers, and watches them. ``LocalStack`` is the
+same thing as an object, for `peak bench` and `peak loadtest`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 from peak.settings import Settings
 from peak.stack import PostgresServer, RedisServer, StackError, stop_process
 
-__all__ = ["ENV_FILE", "run_up"]
+__all__ = ["ENV_FILE", "LocalStack", "run_up"]
 
 ENV_FILE = "env"
 _READY_TIMEOUT_S = 60.0
@@ -42,21 +45,132 @@ def _secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise StackError(
-                f"the API server exited with code {server.returncode} while starting; see its output above"
-            )
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as answer:  # noqa: S310 - our own URL
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise StackError(f"the API did not answer {url}/readyz with 200 within {timeout_s:.0f} s")
+def server_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "peak.app:create_app",
+        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
+        "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
+    ]  # fmt: skip
+
+
+class LocalStack:
+    """Private servers (where no URL is set), migrations, the API server and the background workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        env: Mapping[str, str] | None = None,
+        say: Callable[[str], None] = _say,
+        output: IO[bytes] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.say = say
+        self.output = output
+        self.env = {**os.environ, **(env or {})}
+        self.data_dir = Path(settings.data_dir).resolve()
+        self.redis: RedisServer | None = None
+        self.postgres: PostgresServer | None = None
+        self.server: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_base_url()
+
+    def start(self) -> Settings:
+        """Start everything and wait until /readyz answers 200; returns the settings with the server URLs."""
+        settings = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.redis_url is None:
+            self.redis = RedisServer(self.data_dir / "redis")
+            self.say(f"starting redis-server on port {self.redis.port} (data in {self.redis.data_dir})")
+            self.redis.start()
+            settings = replace(settings, redis_url=self.redis.url)
+        if settings.database_url is None:
+            self.postgres = PostgresServer(self.data_dir / "postgres", say=self.say)
+            self.say(f"starting PostgreSQL on port {self.postgres.port} (data in {self.postgres.data_dir})")
+            self.postgres.start()
+            settings = replace(settings, database_url=self.postgres.url)
+        if settings.secret_key is None:
+            settings = replace(settings, secret_key=_secret_key(self.data_dir))
+        self.settings = settings
+        self.env.update(
+            PEAK_REDIS_URL=settings.require("redis_url"),
+            PEAK_DATABASE_URL=settings.require("database_url"),
+            PEAK_SECRET_KEY=settings.require("secret_key"),
+        )
+        metrics_dir = self.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+        from peak.cli import migrate_now
+
+        self.say("applying migrations")
+        asyncio.run(migrate_now(settings))
+        (self.data_dir / ENV_FILE).write_text(
+            f"PEAK_REDIS_URL={settings.redis_url}\nPEAK_DATABASE_URL={settings.database_url}\n"
+        )
+        self.server = self._spawn(server_command(settings))
+        for _ in range(settings.background_workers):
+            self.workers.append(self._spawn([sys.executable, "-m", "peak", "worker"]))
+        self._wait_ready()
+        return settings
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.output,
+            stderr=self.output,
+            start_new_session=True,
+        )
+
+    def _wait_ready(self) -> None:
+        assert self.server is not None
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise StackError(
+                    f"the API server exited with code {self.server.returncode} while starting; see its output"
+                )
+            try:
+                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as answer:  # noqa: S310 - our own URL
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise StackError(
+            f"the API did not answer {self.base_url}/readyz with 200 within {_READY_TIMEOUT_S:.0f} s"
+        )
+
+    def check(self) -> str | None:
+        """What died, if it cannot be replaced; a dead background worker is replaced and reported."""
+        if self.server is not None and self.server.poll() is not None:
+            return f"the API server exited with code {self.server.returncode}"
+        for name, server in (("redis-server", self.redis), ("PostgreSQL", self.postgres)):
+            if server is not None and server.proc is not None and server.proc.poll() is not None:
+                return f"{name} exited with code {server.proc.returncode}"
+        for i, worker in enumerate(self.workers):
+            if worker.poll() is not None:
+                self.say(f"background worker exited with code {worker.returncode}; starting a new one")
+                self.workers[i] = self._spawn([sys.executable, "-m", "peak", "worker"])
+        return None
+
+    def stop(self) -> None:
+        for child in [*self.workers, self.server]:
+            if child is not None:
+                stop_process(child, signal.SIGTERM, 8.0)
+        self.workers.clear()
+        self.server = None
+        if self.postgres is not None:
+            self.postgres.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        (self.data_dir / ENV_FILE).unlink(missing_ok=True)
 
 
 def run_up(settings: Settings) -> int:
@@ -67,95 +181,23 @@ def run_up(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-
-    data_dir = Path(settings.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    redis: RedisServer | None = None
-    postgres: PostgresServer | None = None
-    children: list[subprocess.Popen[bytes]] = []
+    stack = LocalStack(settings)
     try:
-        if settings.redis_url is None:
-            redis = RedisServer(data_dir / "redis")
-            _say(f"starting redis-server on port {redis.port} (data in {redis.data_dir})")
-            redis.start()
-            settings = replace(settings, redis_url=redis.url)
-        if settings.database_url is None:
-            postgres = PostgresServer(data_dir / "postgres", say=_say)
-            _say(f"starting PostgreSQL on port {postgres.port} (data in {postgres.data_dir})")
-            postgres.start()
-            settings = replace(settings, database_url=postgres.url)
-        if settings.secret_key is None:
-            settings = replace(settings, secret_key=_secret_key(data_dir))
-        env.update(
-            PEAK_REDIS_URL=settings.require("redis_url"),
-            PEAK_DATABASE_URL=settings.require("database_url"),
-            PEAK_SECRET_KEY=settings.require("secret_key"),
-        )
-        metrics_dir = data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-
-        from peak.cli import migrate_now
-
-        _say("applying migrations")
-        asyncio.run(migrate_now(settings))
-        env_file = data_dir / ENV_FILE
-        env_file.write_text(
-            f"PEAK_REDIS_URL={settings.redis_url}\nPEAK_DATABASE_URL={settings.database_url}\n"
-        )
-
-        server = subprocess.Popen(
-            [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "peak.app:create_app",
-             "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
-             "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096"],
-            env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        children.append(server)
-        workers: list[subprocess.Popen[bytes]] = []
-        for _ in range(settings.background_workers):
-            workers.append(_start_worker(env))
-        children.extend(workers)
-        base = settings.public_base_url()
-        _wait_ready(base, server, _READY_TIMEOUT_S)
+        settings = stack.start()
+        base = stack.base_url
         _say(f"API        {base}  ({settings.workers} processes)")
         _say(f"ready      {base}/readyz   metrics {base}/metrics   OpenAPI {base}/openapi.json")
         _say(f"Redis      {settings.redis_url}")
         _say(f"PostgreSQL {settings.database_url}")
-        _say(f"workers    {len(workers)} background worker processes")
-        _say("Ctrl-C stops everything; other terminals find this stack through " + str(env_file))
+        _say(f"workers    {len(stack.workers)} background worker processes")
+        _say(f"Ctrl-C stops everything; other terminals find this stack through {stack.data_dir / ENV_FILE}")
         while not stop.wait(0.5):
-            if server.poll() is not None:
-                _say(f"the API server exited with code {server.returncode}; stopping everything")
+            failure = stack.check()
+            if failure is not None:
+                _say(f"{failure}; stopping everything")
                 return 1
-            for name, proc in (
-                ("redis-server", redis and redis.proc),
-                ("PostgreSQL", postgres and postgres.proc),
-            ):
-                if proc and proc.poll() is not None:
-                    _say(f"{name} exited with code {proc.returncode}; stopping everything")
-                    return 1
-            for i, w in enumerate(workers):
-                if w.poll() is not None:
-                    _say(f"background worker exited with code {w.returncode}; starting a new one")
-                    children.remove(w)
-                    workers[i] = _start_worker(env)
-                    children.append(workers[i])
         _say("stopping")
         return 0
     finally:
-        for child in reversed(children):
-            stop_process(child, signal.SIGTERM, 8.0)
-        if postgres is not None:
-            postgres.stop()
-        if redis is not None:
-            redis.stop()
-        (data_dir / ENV_FILE).unlink(missing_ok=True)
+        stack.stop()
         _say("stopped")
-
-
-def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "peak", "worker"], env=env, stdin=subprocess.DEVNULL, start_new_session=True
-    )
