@@ -68,6 +68,10 @@ class Settings:
         secret=True,
     )
 
+    bench_baseline: bool = _setting(
+        "PEAK_BENCH_BASELINE", False, "mount the naive row-lock purchase that `peak bench` compares with"
+    )
+
     # SSO
     sso_issuer: str | None = _setting("PEAK_SSO_ISSUER", None, "JWT `iss`; default the public URL")
     sso_audience: str = _setting("PEAK_SSO_AUDIENCE", "peak", "JWT `aud` of access tokens")
@@ -132,10 +136,153 @@ class Settings:
         low=100,
         high=3600000,
     )
+    seckill_sweep_interval_s: float = _setting(
+        "PEAK_SECKILL_SWEEP_INTERVAL_S",
+        1.0,
+        "how often a worker cancels unpaid orders past pay_by",
+        low=0.05,
+        high=3600,
+    )
+    seckill_soldout_recheck_s: float = _setting(
+        "PEAK_SECKILL_SOLDOUT_RECHECK_S",
+        0.5,
+        "how often each process rechecks the events it remembers as sold out",
+        low=0.05,
+        high=60,
+    )
+    seckill_coalesce_max: int = _setting(
+        "PEAK_SECKILL_COALESCE_MAX",
+        128,
+        "purchases of one event sent in one script call (1 turns coalescing off)",
+        low=1,
+        high=1000,
+    )
 
     # Degradation controller
     degrade_resync_s: float = _setting(
         "PEAK_DEGRADE_RESYNC_S", 0.5, "periodic resync of switch modes", low=0.05, high=60
+    )
+    degrade_controller: bool = _setting(
+        "PEAK_DEGRADE_CONTROLLER", True, "let the automatic controller shed `auto` subsystems"
+    )
+    degrade_sample_s: float = _setting(
+        "PEAK_DEGRADE_SAMPLE_S", 1.0, "controller sample interval", low=0.02, high=60
+    )
+    degrade_window_s: float = _setting(
+        "PEAK_DEGRADE_WINDOW_S", 10.0, "sliding window of core p99 latency and error ratio", low=0.1, high=600
+    )
+    degrade_high_samples: int = _setting(
+        "PEAK_DEGRADE_HIGH_SAMPLES",
+        3,
+        "K: samples above a high mark before shedding a tier",
+        low=1,
+        high=1000,
+    )
+    degrade_low_samples: int = _setting(
+        "PEAK_DEGRADE_LOW_SAMPLES", 10, "M: samples below every low mark before restoring", low=1, high=10000
+    )
+    degrade_dwell_s: float = _setting(
+        "PEAK_DEGRADE_DWELL_S", 30.0, "least time a tier stays shed before it is restored", low=0, high=86400
+    )
+    degrade_step_s: float = _setting(
+        "PEAK_DEGRADE_STEP_S", 5.0, "least time between two automatic changes, fleet-wide", low=0, high=3600
+    )
+    degrade_quiet_s: float = _setting(
+        "PEAK_DEGRADE_QUIET_S",
+        5.0,
+        "no restore while any process reported pressure this recently",
+        low=0,
+        high=3600,
+    )
+    degrade_inflight_high: int = _setting(
+        "PEAK_DEGRADE_INFLIGHT_HIGH", 512, "in-flight requests per process: high mark", low=1, high=10000000
+    )
+    degrade_inflight_low: int = _setting(
+        "PEAK_DEGRADE_INFLIGHT_LOW", 128, "in-flight requests per process: low mark", low=0, high=10000000
+    )
+    degrade_p99_high_ms: float = _setting(
+        "PEAK_DEGRADE_P99_HIGH_MS", 500.0, "p99 latency of core routes: high mark", low=0.1, high=600000
+    )
+    degrade_p99_low_ms: float = _setting(
+        "PEAK_DEGRADE_P99_LOW_MS", 200.0, "p99 latency of core routes: low mark", low=0, high=600000
+    )
+    degrade_lag_high_ms: float = _setting(
+        "PEAK_DEGRADE_LAG_HIGH_MS", 200.0, "event-loop lag: high mark", low=0.1, high=600000
+    )
+    degrade_lag_low_ms: float = _setting(
+        "PEAK_DEGRADE_LAG_LOW_MS", 50.0, "event-loop lag: low mark", low=0, high=600000
+    )
+    degrade_cpu_high: float = _setting(
+        "PEAK_DEGRADE_CPU_HIGH", 0.95, "process CPU, fraction of one core: high mark", low=0.01, high=256
+    )
+    degrade_cpu_low: float = _setting(
+        "PEAK_DEGRADE_CPU_LOW", 0.7, "process CPU, fraction of one core: low mark", low=0, high=256
+    )
+    degrade_error_high: float = _setting(
+        "PEAK_DEGRADE_ERROR_HIGH", 0.25, "5xx ratio of core routes: high mark", low=0.001, high=1
+    )
+    degrade_error_low: float = _setting(
+        "PEAK_DEGRADE_ERROR_LOW", 0.05, "5xx ratio of core routes: low mark", low=0, high=1
+    )
+    degrade_min_calls: int = _setting(
+        "PEAK_DEGRADE_MIN_CALLS",
+        20,
+        "core calls in the window before p99 and error ratio count",
+        low=1,
+        high=1000000,
+    )
+    degrade_retry_after_s: int = _setting(
+        "PEAK_DEGRADE_RETRY_AFTER_S", 5, "Retry-After of a shed subsystem's 503", low=1, high=3600
+    )
+    degrade_heartbeat_s: float = _setting(
+        "PEAK_DEGRADE_HEARTBEAT_S",
+        1.0,
+        "process heartbeat interval (its record lives 3 intervals)",
+        low=0.1,
+        high=600,
+    )
+    degrade_audit_max: int = _setting(
+        "PEAK_DEGRADE_AUDIT_MAX", 100000, "audit entries kept (oldest trimmed)", low=100, high=100000000
+    )
+    degrade_breaker_error_ratio: float = _setting(
+        "PEAK_DEGRADE_BREAKER_ERROR_RATIO", 0.5, "breaker trips at this failed-call ratio", low=0.01, high=1
+    )
+    degrade_breaker_slow_ratio: float = _setting(
+        "PEAK_DEGRADE_BREAKER_SLOW_RATIO", 0.5, "breaker trips at this slow-call ratio", low=0.01, high=1
+    )
+    degrade_breaker_slow_ms: float = _setting(
+        "PEAK_DEGRADE_BREAKER_SLOW_MS", 1000.0, "a call slower than this is slow", low=1, high=600000
+    )
+    degrade_breaker_min_calls: int = _setting(
+        "PEAK_DEGRADE_BREAKER_MIN_CALLS",
+        5,
+        "calls in the window before the breaker may trip",
+        low=1,
+        high=100000,
+    )
+    degrade_breaker_window_s: float = _setting(
+        "PEAK_DEGRADE_BREAKER_WINDOW_S", 10.0, "breaker statistics window", low=0.1, high=3600
+    )
+    degrade_breaker_open_s: float = _setting(
+        "PEAK_DEGRADE_BREAKER_OPEN_S", 5.0, "time open before half-open probes", low=0.01, high=3600
+    )
+    degrade_breaker_probes: int = _setting(
+        "PEAK_DEGRADE_BREAKER_PROBES", 3, "half-open probe calls that must succeed to close", low=1, high=1000
+    )
+    reviews_page_size: int = _setting("PEAK_REVIEWS_PAGE_SIZE", 20, "reviews per page", low=1, high=200)
+    reviews_cache_ttl_s: int = _setting(
+        "PEAK_REVIEWS_CACHE_TTL_S",
+        604800,
+        "how long the cached summary served when shed lives",
+        low=1,
+        high=31536000,
+    )
+    cs_claim_idle_ms: int = _setting(
+        "PEAK_CS_CLAIM_IDLE_MS",
+        30000,
+        "queued support message pending this long is taken over",
+        low=100,
+        high=3600000,
     )
 
     def public_base_url(self) -> str:

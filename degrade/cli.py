@@ -1,0 +1,100 @@
+"""`peak degrade ls | set NAME open|shed|auto --reason TEXT [--force] | audit`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from degrade import store
+from degrade.board import Board
+from degrade.ops import set_switch
+from peak.commands import CommandError, cli_context, load_settings, run, say
+from peak.context import Context
+from peak.errors import ApiError
+
+__all__ = ["add_commands"]
+
+
+async def _board(ctx: Context) -> Board:
+    board = Board.from_components(ctx.components, exclude="degrade")
+    board.replace(await store.load(ctx.redis))
+    return board
+
+
+def _in_context(work: Any) -> Any:
+    from peak.app import components
+
+    settings = load_settings()
+
+    async def main() -> Any:
+        async with cli_context(settings, components()) as ctx:
+            try:
+                return await work(ctx)
+            except RedisError as exc:
+                raise CommandError(f"Redis cannot be reached ({exc}); is the stack up (`peak up`)?") from None
+            except ApiError as exc:
+                raise CommandError(exc.message) from None
+
+    return run(main)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    async def work(ctx: Context) -> list[dict[str, Any]]:
+        board = await _board(ctx)
+        return [board.describe(n) for n in sorted(board.subsystems)]
+
+    rows = _in_context(work)
+    say(f"{'NAME':<18} {'TIER':<15} {'MODE':<5} {'STATE':<5} {'SINCE':<24} {'BY':<20} REASON")
+    for r in rows:
+        say(
+            f"{r['name']:<18} {r['tier']:<15} {r['mode']:<5} {r['effective']:<5} {r['since'] or '-':<24} "
+            f"{r['changed_by'] or '-':<20} {r['reason'] or ''}"
+        )
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    who = f"cli:{getpass.getuser()}"
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        return await set_switch(
+            ctx, await _board(ctx), args.name,
+            mode=args.mode, tier=args.tier, reason=args.reason, who=who, force=args.force,
+        )  # fmt: skip
+
+    result = _in_context(work)
+    verb = "set" if result["changed"] else "already"
+    say(f"{result['name']}: {verb} mode {result['mode']}, tier {result['tier']}, now {result['effective']}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    async def work(ctx: Context) -> list[dict[str, Any]]:
+        return await store.audit(ctx.redis, since=args.since, limit=args.limit)
+
+    for e in _in_context(work):
+        say(
+            f"{e['at']}  {e['name']:<18} {e['field']:<5} {e['old']:>5} -> {e['new']:<5} "
+            f"{e['source']:<10} {e['by']:<24} {e['reason']}"
+        )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("degrade", help="switches of the degradation controller")
+    cmds = parser.add_subparsers(dest="degrade_command", required=True, metavar="ACTION")
+    cmds.add_parser("ls", help="every subsystem's tier, mode and state").set_defaults(func=_ls)
+    setter = cmds.add_parser("set", help="set a subsystem's mode (audited)")
+    setter.add_argument("name")
+    setter.add_argument("mode", choices=("open", "shed", "auto"), nargs="?")
+    setter.add_argument("--reason", required=True, help="why; goes to the audit log")
+    setter.add_argument("--tier", choices=("critical_plus", "critical", "sheddable_plus", "sheddable"))
+    setter.add_argument("--force", action="store_true", help="needed to shed a critical tier")
+    setter.set_defaults(func=_set)
+    audit = cmds.add_parser("audit", help="the audit log, oldest first")
+    audit.add_argument("--since", help="ISO time, epoch ms or an entry id")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.set_defaults(func=_audit)

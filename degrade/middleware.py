@@ -1,0 +1,108 @@
+"""The degradation middleware: on every request, a dict lookup on in-memory state, no Redis, no extra await.
+
+It maps the request to its subsystem by the first path segment, counts in-flight requests, times core
+requests for the controller, and for a shed subsystem either lets the matched route serve its fallback (the
+endpoint is marked with ``degrade.client.fallback`` and sees ``degrade.client.shed_name(request)``) or answers
+503 ``degraded`` itself. Every response of a shed subsystem carries ``X-Degraded: <name>``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from degrade.board import Board
+from degrade.errors import Degraded
+from degrade.signals import Signals
+from peak.errors import error_body
+from peak.responses import dumps
+
+__all__ = ["SHED_KEY", "DegradeMiddleware"]
+
+SHED_KEY = "peak.degraded"
+FALLBACK_ATTR = "degrade_fallback"
+
+
+class DegradeMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._parts: tuple[Board, Signals] | None = None
+
+    def _bind(self, scope: Scope) -> tuple[Board, Signals] | None:
+        ctx = scope.get("state", {}).get("ctx")
+        if ctx is None:
+            return None
+        board, signals = ctx.find(Board), ctx.find(Signals)
+        if board is None or signals is None:
+            return None
+        self._parts = (board, signals)
+        return self._parts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parts = self._parts or self._bind(scope)
+        if parts is None:
+            await self.app(scope, receive, send)
+            return
+        board, signals = parts
+        path: str = scope["path"]
+        end = path.find("/", 1)
+        name = board.prefixes.get(path[1:end] if end > 0 else path[1:])
+        if name is not None and board.shed[name]:
+            await self._shed(board, name, scope, receive, send)
+            return
+        signals.inflight += 1
+        if name is None or name not in board.core:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                signals.inflight -= 1
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            signals.inflight -= 1
+            signals.record(time.perf_counter() - start, status >= 500)
+
+    async def _shed(self, board: Board, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        route = board.route_for(name, scope)
+        endpoint = getattr(route, "endpoint", None)
+        header = (b"x-degraded", name.encode())
+        if endpoint is not None and getattr(endpoint, FALLBACK_ATTR, False):
+            scope[SHED_KEY] = name
+
+            async def send_marked(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
+
+            await self.app(scope, receive, send_marked)
+            return
+        retry_after = scope["state"]["ctx"].settings.degrade_retry_after_s
+        error = Degraded(name, retry_after_s=retry_after)
+        body = dumps(error_body(error.code, error.message))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                    (b"retry-after", str(retry_after).encode()),
+                    header,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

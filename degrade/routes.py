@@ -1,0 +1,121 @@
+"""The admin API: list and set switches, read the audit log, see every live process."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from degrade import store
+from degrade.board import Board
+from degrade.ops import set_switch, unreachable
+from degrade.service import Degrade
+from peak.context import context_of
+from peak.errors import Forbidden, InvalidRequest, Unauthorized
+from peak.responses import JSONResponse
+from peak.routing import ApiRoute, route
+from peak.schema import read_body, rule
+
+__all__ = ["Authorizer", "SwitchChange", "admin_token_check", "routes"]
+
+# Checks the caller is an admin and returns who they are (anything with ``username``, or a string);
+# raises Unauthorized/Forbidden. The composition passes sso.client.require_admin; degrade never imports sso.
+Authorizer = Callable[[Request], Awaitable[object]]
+
+_AUDIT_MAX = 1000
+
+
+@dataclass
+class SwitchChange:
+    reason: str = field(metadata=rule(min_length=1, max_length=500, description="why; goes to the audit log"))
+    mode: Literal["open", "shed", "auto"] | None = None
+    tier: Literal["critical_plus", "critical", "sheddable_plus", "sheddable"] | None = None
+    force: bool = field(default=False, metadata=rule(description="required to shed a critical tier by hand"))
+
+
+async def admin_token_check(request: Request) -> object:
+    """The fallback authorizer: only the PEAK_ADMIN_TOKEN bearer."""
+    expected = context_of(request).settings.admin_token
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized()
+    if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Forbidden("an admin credential is required")
+    return "admin-token"
+
+
+def _who(principal: object) -> str:
+    return str(getattr(principal, "username", None) or principal)
+
+
+def routes(authorize: Authorizer) -> list[ApiRoute]:
+    async def list_switches(request: Request) -> Response:
+        await authorize(request)
+        ctx = context_of(request)
+        board = ctx.get(Board)
+        switches = [board.describe(name) for name in sorted(board.subsystems)]
+        return JSONResponse({"switches": switches, **board.status()})
+
+    async def put_switch(request: Request) -> Response:
+        who = _who(await authorize(request))
+        ctx = context_of(request)
+        body = await read_body(request, SwitchChange)
+        result = await set_switch(
+            ctx, ctx.get(Board), request.path_params["name"],
+            mode=body.mode, tier=body.tier, reason=body.reason, who=who, force=body.force,
+        )  # fmt: skip
+        return JSONResponse(result)
+
+    async def read_audit(request: Request) -> Response:
+        await authorize(request)
+        since = request.query_params.get("since") or None
+        raw_limit = request.query_params.get("limit", "100")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _AUDIT_MAX:
+            raise InvalidRequest(f"limit must be a whole number from 1 to {_AUDIT_MAX}")
+        try:
+            entries = await store.audit(context_of(request).redis, since=since, limit=int(raw_limit))
+        except RedisError as exc:
+            raise unreachable(exc) from None
+        return JSONResponse({"entries": entries, "next": entries[-1]["id"] if entries else since})
+
+    async def status(request: Request) -> Response:
+        await authorize(request)
+        ctx = context_of(request)
+        body: dict[str, Any] = {"this_process": ctx.get(Degrade).status()}
+        try:
+            body["processes"] = await store.processes(ctx.redis)
+        except RedisError as exc:
+            body["processes"] = None
+            body["processes_error"] = f"the switch store (Redis) cannot be reached: {exc}"
+        return JSONResponse(body)
+
+    admin = ["admin"]
+    errors_admin = {401: ["unauthenticated"], 403: ["forbidden"]}
+    return [
+        route(
+            "/degrade/switches", list_switches, summary="Every subsystem's mode, effective state, since and reason",
+            auth=admin, errors=errors_admin, responses={200: {"type": "object"}},
+        ),
+        route(
+            "/degrade/switches/{name}", put_switch, methods=["PUT"],
+            summary="Set a subsystem's mode (open, shed, auto) and/or tier; audited",
+            body=SwitchChange, auth=admin, responses={200: {"type": "object"}},
+            errors={**errors_admin, 404: ["unknown_subsystem"], 409: ["force_required"],
+                    422: ["invalid_request"], 503: ["store_unreachable"]},
+        ),
+        route(
+            "/degrade/audit", read_audit, summary="Switch changes by ops and by the controller, oldest first",
+            auth=admin, query={"since": "ISO time, epoch ms or an entry id (exclusive)", "limit": "1-1000"},
+            errors={**errors_admin, 422: ["invalid_request"], 503: ["store_unreachable"]},
+            responses={200: {"type": "object"}},
+        ),
+        route(
+            "/degrade/status", status, summary="Each live process's signals, modes and controller decisions",
+            auth=admin, errors=errors_admin, responses={200: {"type": "object"}},
+        ),
+    ]  # fmt: skip

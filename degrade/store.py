@@ -1,0 +1,132 @@
+"""Switches, audit, heartbeats and pressure in Redis: the only module of degrade that talks to it."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from degrade import keys
+from degrade.board import Board, iso_ms
+from peak.context import Context
+from peak.errors import InvalidRequest
+from peak.redis import RedisClient
+
+__all__ = ["Change", "audit", "change", "heartbeat", "load", "note_pressure", "processes"]
+
+_STREAM_ID = re.compile(r"^\d{1,16}(-\d{1,20})?$")
+
+
+@dataclass(frozen=True)
+class Change:
+    status: str
+    old: str
+    new: str
+    since_ms: int
+
+
+async def load(redis: RedisClient) -> dict[str, str]:
+    stored: dict[str, str] = await redis.hgetall(keys.SWITCHES)  # type: ignore[assignment]
+    return stored
+
+
+async def change(
+    ctx: Context,
+    board: Board,
+    name: str,
+    field: str,
+    value: str,
+    *,
+    reason: str,
+    who: str,
+    source: str,
+    expected: str = "",
+    step_s: float = 0,
+    dwell_s: float = 0,
+    quiet_s: float = 0,
+) -> Change:
+    default = (
+        board.subsystems[name].default_tier if field == "tier" else {"mode": "auto", "auto": "open"}[field]
+    )
+    args: list[str | int] = [
+        name, field, value, reason, who, source, expected,
+        int(step_s * 1000), int(dwell_s * 1000), int(quiet_s * 1000),
+        ctx.settings.degrade_audit_max, keys.CHANNEL, default,
+    ]  # fmt: skip
+    status, old, new, since = await ctx.scripts["degrade_set"](
+        ctx.redis, [keys.SWITCHES, keys.AUDIT, keys.PRESSURE], args
+    )
+    result = Change(str(status), str(old), str(new), int(since))
+    if result.status == "changed":
+        # Apply at once here; the other processes hear it on the channel.
+        board.apply(
+            {"name": name, "field": field, "new": value, "at": result.since_ms, "reason": reason, "by": who,
+             "source": source}
+        )  # fmt: skip
+    return result
+
+
+def _since_id(since: str) -> str:
+    """A stream id from what ``?since=`` accepts: a stream id, epoch milliseconds or an ISO 8601 time."""
+    if _STREAM_ID.match(since):
+        return since
+    try:
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            "since must be an ISO 8601 time (2026-11-26T14:00:00Z), epoch milliseconds or an audit entry id"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidRequest("since needs a time zone, e.g. 2026-11-26T14:00:00Z")
+    return str(int(moment.timestamp() * 1000))
+
+
+async def audit(redis: RedisClient, *, since: str | None, limit: int) -> list[dict[str, Any]]:
+    """Entries oldest first; ``since`` excludes an entry id it names exactly, so it can page."""
+    start = "-" if since is None else _since_id(since)
+    if since is not None and "-" in start:
+        start = "(" + start
+    rows: list[tuple[str, dict[str, str]]] = await redis.xrange(keys.AUDIT, min=start, max="+", count=limit)  # type: ignore[assignment]
+    entries = []
+    for entry_id, fields in rows:
+        at = int(fields.get("at", entry_id.split("-")[0]))
+        entries.append(
+            {
+                "id": entry_id,
+                "at": iso_ms(at),
+                "name": fields.get("name"),
+                "field": fields.get("field"),
+                "old": fields.get("old"),
+                "new": fields.get("new"),
+                "reason": fields.get("reason"),
+                "by": fields.get("by"),
+                "source": fields.get("source"),
+            }
+        )
+    return entries
+
+
+async def heartbeat(redis: RedisClient, process_id: str, record: dict[str, Any], ttl_s: float) -> None:
+    now_ms = int(time.time() * 1000)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.heartbeat(process_id), orjson.dumps(record), px=int(ttl_s * 1000))
+        pipe.zadd(keys.PROCESSES, {process_id: now_ms + int(ttl_s * 1000)})
+        pipe.zremrangebyscore(keys.PROCESSES, "-inf", now_ms)
+        await pipe.execute()
+
+
+async def processes(redis: RedisClient) -> list[dict[str, Any]]:
+    now_ms = int(time.time() * 1000)
+    ids: list[str] = await redis.zrangebyscore(keys.PROCESSES, now_ms, "+inf")  # type: ignore[assignment]
+    if not ids:
+        return []
+    records = await redis.mget([keys.heartbeat(i) for i in ids])
+    return [orjson.loads(r) for r in records if r]
+
+
+async def note_pressure(redis: RedisClient, process_id: str) -> None:
+    await redis.zadd(keys.PRESSURE, {process_id: int(time.time() * 1000)})
