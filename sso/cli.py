@@ -1,0 +1,110 @@
+"""`peak sso ...`: roles, disabling accounts, key rotation and introspection clients."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+
+from peak.commands import CommandError, cli_context, load_settings, run, say
+from peak.context import Context
+from sso import keys
+from sso.accounts import Account, Accounts
+from sso.clients import Clients
+from sso.keystore import KeyStore
+from sso.sessions import Sessions
+
+__all__ = ["add_commands"]
+
+
+def _with_context(work: Callable[[Context], Awaitable[None]]) -> int:
+    from peak.app import components
+
+    settings = load_settings()
+
+    async def main() -> None:
+        async with cli_context(settings, components()) as ctx:
+            await work(ctx)
+
+    run(main)
+    return 0
+
+
+def _found(account: Account | None, username: str) -> Account:
+    if account is None:
+        raise CommandError(f"no user {username!r}; create it with POST /sso/users first")
+    return account
+
+
+def _grant(args: argparse.Namespace) -> int:
+    async def work(ctx: Context) -> None:
+        account = _found(await Accounts(ctx.db).grant(args.user, args.role), args.user)
+        say(f"{account.username} now has roles: {', '.join(account.roles)} (in tokens issued from now on)")
+
+    return _with_context(work)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    if args.role == "shopper":
+        raise CommandError("every user is a shopper; that role cannot be revoked")
+
+    async def work(ctx: Context) -> None:
+        account = _found(await Accounts(ctx.db).revoke(args.user, args.role), args.user)
+        say(f"{account.username} now has roles: {', '.join(account.roles)} (in tokens issued from now on)")
+
+    return _with_context(work)
+
+
+def _disable(args: argparse.Namespace) -> int:
+    async def work(ctx: Context) -> None:
+        account = _found(await Accounts(ctx.db).disable(args.user), args.user)
+        ended = await Sessions(ctx.redis, ctx.scripts, ctx.settings).end(account.id, "all")
+        say(f"{account.username} is disabled; {len(ended)} sessions ended; new logins are refused")
+
+    return _with_context(work)
+
+
+def _rotate_keys(args: argparse.Namespace) -> int:
+    async def work(ctx: Context) -> None:
+        settings = ctx.settings
+        if not settings.secret_key:
+            raise CommandError("PEAK_SECRET_KEY is not set: it encrypts the private signing keys")
+        store = KeyStore(ctx.db, algorithm=settings.sso_algorithm, secret_key=settings.secret_key,
+                         access_token_ttl_s=settings.sso_access_token_ttl_s)  # fmt: skip
+        kid = await store.rotate()
+        await ctx.redis.publish(keys.CHANGES_CHANNEL, "k")
+        say(f"new signing key {kid} ({settings.sso_algorithm}); older public keys stay published "
+            f"until their tokens expire (about {settings.sso_access_token_ttl_s + 60} s)")  # fmt: skip
+
+    return _with_context(work)
+
+
+def _add_client(args: argparse.Namespace) -> int:
+    async def work(ctx: Context) -> None:
+        secret = await Clients(ctx.db).add(args.name)
+        await ctx.redis.publish(keys.CHANGES_CHANNEL, "c")
+        say(f"client {args.name} registered; its secret (shown only now, stored hashed):")
+        say(secret)
+
+    return _with_context(work)
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sso = sub.add_parser("sso", help="users' roles, disabling, signing keys, introspection clients")
+    commands = sso.add_subparsers(dest="sso_command", required=True, metavar="COMMAND")
+    for name, func, text in (("grant", _grant, "give USER a role (e.g. admin)"),
+                             ("revoke", _revoke, "take a role from USER")):  # fmt: skip
+        cmd = commands.add_parser(name, help=text)
+        cmd.add_argument("user")
+        cmd.add_argument("role")
+        cmd.set_defaults(func=func)
+    disable = commands.add_parser("disable", help="end USER's sessions and refuse new logins")
+    disable.add_argument("user")
+    disable.set_defaults(func=_disable)
+    commands.add_parser(
+        "rotate-keys", help="sign with a new key; old public keys stay published"
+    ).set_defaults(func=_rotate_keys)
+    client = commands.add_parser(
+        "add-client", help="register an introspection client; prints its secret once"
+    )
+    client.add_argument("name")
+    client.set_defaults(func=_add_client)

@@ -1,0 +1,269 @@
+"""The SSO HTTP endpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from peak.context import context_of
+from peak.errors import InvalidRequest, NotFound
+from peak.responses import JSONResponse
+from peak.routing import route
+from peak.schema import read_body, rule
+from sso.client import bearer_token
+from sso.errors import UnsupportedGrantType
+from sso.service import Caller, Sso, TokenPair
+from sso.sessions import SessionInfo
+
+__all__ = ["COOKIE", "routes"]
+
+COOKIE = "peak_sid"
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@dataclass
+class Credentials:
+    username: str = field(metadata=rule(min_length=1, max_length=64))
+    password: str = field(metadata=rule(min_length=1, max_length=1024))
+
+
+@dataclass
+class PasswordChange:
+    old_password: str = field(metadata=rule(max_length=1024))
+    new_password: str = field(metadata=rule(max_length=1024))
+
+
+@dataclass
+class TokenRequest:
+    grant_type: str
+    refresh_token: str | None = None
+
+
+@dataclass
+class TokenForm:
+    token: str = field(metadata=rule(max_length=8192))
+    token_type_hint: str | None = None
+
+
+@dataclass
+class UserOut:
+    id: str
+    username: str
+
+
+@dataclass
+class TokensOut:
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str
+    session_id: str
+
+
+@dataclass
+class SessionOut:
+    id: str
+    created_at: int
+    last_seen_at: int
+    idle_expires_at: int
+    absolute_expires_at: int
+    ip: str
+    user_agent: str
+    current: bool
+
+
+_SESSIONS_OUT = {"type": "object", "properties": {"sessions": {"type": "array"}}}
+_INTROSPECTION_OUT = {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}}}
+_JWKS_OUT = {"type": "object", "properties": {"keys": {"type": "array"}}}
+
+
+def _sso(request: Request) -> Sso:
+    return context_of(request).get(Sso)
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _caller(request: Request) -> Caller:
+    return await _sso(request).caller(bearer_token(request), request.cookies.get(COOKIE))
+
+
+def _tokens(pair: TokenPair, request: Request) -> Response:
+    response = JSONResponse(pair.body(), headers=_NO_STORE)
+    if pair.cookie:
+        settings = context_of(request).settings
+        response.set_cookie(
+            COOKIE,
+            pair.cookie,
+            max_age=settings.sso_absolute_timeout_s,
+            httponly=True,
+            samesite="lax",
+            secure=settings.cookie_secure,
+        )
+    return response
+
+
+def _session(info: SessionInfo, caller: Caller) -> dict[str, object]:
+    return {**dataclasses.asdict(info), "current": info.id == caller.session_id}
+
+
+async def register(request: Request) -> Response:
+    body = await read_body(request, Credentials)
+    account = await _sso(request).register(body.username, body.password)
+    return JSONResponse({"id": account.id, "username": account.username}, status_code=201)
+
+
+async def login(request: Request) -> Response:
+    body = await read_body(request, Credentials, allow_form=True)
+    pair = await _sso(request).login(
+        body.username, body.password, ip=_ip(request), user_agent=request.headers.get("user-agent", "")
+    )
+    return _tokens(pair, request)
+
+
+async def token(request: Request) -> Response:
+    body = await read_body(request, TokenRequest, allow_form=True)
+    if body.grant_type != "refresh_token":
+        raise UnsupportedGrantType("only grant_type=refresh_token is supported here; log in at /sso/login")
+    if not body.refresh_token:
+        raise InvalidRequest("field 'refresh_token' is required")
+    return _tokens(await _sso(request).refresh(body.refresh_token), request)
+
+
+async def logout(request: Request) -> Response:
+    caller = await _caller(request)
+    await _sso(request).sessions.end(caller.user_id, "one", caller.session_id)
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, httponly=True, samesite="lax")
+    return response
+
+
+async def current_session(request: Request) -> Response:
+    caller = await _caller(request)
+    info = await _sso(request).sessions.info(caller.user_id, caller.session_id)
+    if info is None:
+        raise NotFound("the session has ended")
+    return JSONResponse(
+        {
+            **_session(info, caller),
+            "user_id": caller.user_id,
+            "username": caller.username,
+            "roles": sorted(caller.roles),
+        }
+    )
+
+
+async def list_sessions(request: Request) -> Response:
+    caller = await _caller(request)
+    sessions = await _sso(request).sessions.of_user(caller.user_id)
+    return JSONResponse({"sessions": [_session(s, caller) for s in sessions]})
+
+
+async def end_session(request: Request) -> Response:
+    caller = await _caller(request)
+    ended = await _sso(request).sessions.end(caller.user_id, "one", request.path_params["sid"])
+    if not ended:
+        raise NotFound("you have no such session")
+    return Response(status_code=204)
+
+
+async def end_all_sessions(request: Request) -> Response:
+    caller = await _caller(request)
+    await _sso(request).end_everything(caller.user_id)
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, httponly=True, samesite="lax")
+    return response
+
+
+async def change_password(request: Request) -> Response:
+    caller = await _caller(request)
+    body = await read_body(request, PasswordChange)
+    await _sso(request).change_password(caller, body.old_password, body.new_password)
+    return Response(status_code=204)
+
+
+async def introspect(request: Request) -> Response:
+    sso = _sso(request)
+    await sso.clients.authenticate(request.headers.get("authorization", ""))
+    body = await read_body(request, TokenForm, allow_form=True)
+    return JSONResponse(await sso.introspect(body.token), headers=_NO_STORE)
+
+
+async def revoke(request: Request) -> Response:
+    sso = _sso(request)
+    # Confidential clients authenticate; a token's holder may also revoke it without client credentials.
+    if "authorization" in request.headers:
+        await sso.clients.authenticate(request.headers["authorization"])
+    body = await read_body(request, TokenForm, allow_form=True)
+    await sso.revoke(body.token, body.token_type_hint)
+    return Response(status_code=200, headers=_NO_STORE)
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(await _sso(request).jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+
+async def openid_configuration(request: Request) -> Response:
+    settings = context_of(request).settings
+    base = settings.public_base_url()
+    return JSONResponse(
+        {
+            "issuer": settings.issuer(),
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "token_endpoint": f"{base}/sso/token",
+            "introspection_endpoint": f"{base}/sso/introspect",
+            "revocation_endpoint": f"{base}/sso/revoke",
+            "grant_types_supported": ["refresh_token"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+            "id_token_signing_alg_values_supported": [settings.sso_algorithm],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles"],
+        }
+    )
+
+
+_AUTH_ERRORS = {401: ["unauthenticated"]}
+
+
+def routes() -> list[BaseRoute]:
+    either = ["bearer", "cookie"]
+    return [
+        route("/sso/users", register, methods=["POST"], summary="create an account", body=Credentials,
+              responses={201: UserOut},
+              errors={409: ["username_taken"], 422: ["weak_password", "invalid_username", "invalid_request"]}),
+        route("/sso/login", login, methods=["POST"], summary="log in: tokens and the peak_sid cookie",
+              body=Credentials, form=True, responses={200: TokensOut},
+              errors={401: ["invalid_credentials"], 403: ["account_disabled"], 429: ["too_many_attempts"]}),
+        route("/sso/token", token, methods=["POST"], summary="refresh: a new access and refresh token",
+              body=TokenRequest, form=True, responses={200: TokensOut},
+              errors={400: ["unsupported_grant_type"], 401: ["invalid_grant"]}),
+        route("/sso/logout", logout, methods=["POST"], summary="end the current session",
+              responses={204: None}, errors=_AUTH_ERRORS, auth=either),
+        route("/sso/session", current_session, summary="the current session and when it expires",
+              responses={200: SessionOut}, errors={**_AUTH_ERRORS, 404: ["not_found"]}, auth=either),
+        route("/sso/sessions", list_sessions, summary="the caller's sessions",
+              responses={200: _SESSIONS_OUT}, errors=_AUTH_ERRORS, auth=either),
+        route("/sso/sessions", end_all_sessions, methods=["DELETE"], summary="log out everywhere",
+              responses={204: None}, errors=_AUTH_ERRORS, auth=either),
+        route("/sso/sessions/{sid}", end_session, methods=["DELETE"], summary="end one of the caller's sessions",
+              responses={204: None}, errors={**_AUTH_ERRORS, 404: ["not_found"]}, auth=either),
+        route("/sso/password", change_password, methods=["POST"],
+              summary="change the password; every other session ends", body=PasswordChange,
+              responses={204: None}, errors={401: ["unauthenticated", "invalid_credentials"],
+                                             422: ["weak_password"]}, auth=either),
+        route("/sso/introspect", introspect, methods=["POST"], summary="RFC 7662 token introspection",
+              body=TokenForm, form=True, responses={200: _INTROSPECTION_OUT},
+              errors={401: ["invalid_client"]}, auth=["basic"]),
+        route("/sso/revoke", revoke, methods=["POST"], summary="RFC 7009 token revocation",
+              body=TokenForm, form=True, responses={200: None}, errors={401: ["invalid_client"]}),
+        route("/.well-known/jwks.json", jwks, summary="the public signing keys (JWK set)",
+              responses={200: _JWKS_OUT}),
+        route("/.well-known/openid-configuration", openid_configuration,
+              summary="issuer and endpoints (discovery)", responses={200: {"type": "object"}}),
+    ]  # fmt: skip

@@ -1,0 +1,179 @@
+"""Sessions in Redis: open, check by cookie, list, end, rotate refresh tokens, and announce every end.
+
+Every end is published on the changes channel (validators hear it at once) and written to the revocation
+journal (validators poll it, so a lost message delays nothing by more than a poll interval).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from peak.lua import Scripts
+from peak.redis import RedisClient
+from peak.settings import Settings
+from sso import keys
+from sso.errors import InvalidGrant, raise_for_refresh, raise_for_touch
+from sso.tokens import OpaqueToken, new_session_id
+
+__all__ = ["NewSession", "SessionInfo", "Sessions"]
+
+
+@dataclass(frozen=True)
+class NewSession:
+    session_id: str
+    refresh_token: OpaqueToken
+    cookie: OpaqueToken
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    created_at: int
+    last_seen_at: int
+    idle_expires_at: int
+    absolute_expires_at: int
+    ip: str
+    user_agent: str
+
+
+def _roles(value: Iterable[str]) -> str:
+    return " ".join(sorted(set(value)))
+
+
+class Sessions:
+    def __init__(self, redis: RedisClient, scripts: Scripts, settings: Settings) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._idle_ms = settings.sso_idle_timeout_s * 1000
+        self._absolute_ms = settings.sso_absolute_timeout_s * 1000
+        self._max = settings.sso_max_sessions
+
+    async def open(
+        self, *, user_id: str, username: str, roles: Sequence[str], ip: str, user_agent: str
+    ) -> NewSession:
+        now_ms = int(time.time() * 1000)
+        sid = new_session_id()
+        refresh, cookie = OpaqueToken.new(user_id, sid), OpaqueToken.new(user_id, sid)
+        fields: dict[str, str | int] = {
+            "user_id": user_id,
+            "username": username,
+            "roles": _roles(roles),
+            "created_at": now_ms,
+            "last_seen_at": now_ms,
+            "absolute_expires_at": now_ms + self._absolute_ms,
+            "ip": ip,
+            "user_agent": user_agent[:512],
+            "refresh": refresh.digest,
+            "cookie": cookie.digest,
+        }
+        ended = await self._scripts["sso_session_open"](
+            self._redis,
+            [keys.session_index(user_id), keys.session(user_id, sid)],
+            [keys.session_prefix(user_id), sid, now_ms, self._idle_ms, self._absolute_ms, self._max,
+             *[v for pair in fields.items() for v in pair]],
+        )  # fmt: skip
+        await self.announce(f"s:{s}" for s in ended)
+        return NewSession(sid, refresh, cookie)
+
+    async def by_cookie(self, value: str) -> tuple[str, str, str, frozenset[str]]:
+        """(user id, session id, username, roles) of a live session cookie, sliding the session."""
+        cookie = OpaqueToken.parse(value)
+        if cookie is None:
+            raise_for_touch(-2)
+            raise AssertionError("unreachable")
+        answer = await self._scripts["sso_session_touch"](
+            self._redis,
+            [keys.session(cookie.user_id, cookie.session_id)],
+            [int(time.time() * 1000), self._idle_ms, cookie.digest],
+        )
+        if not isinstance(answer, list):
+            raise_for_touch(int(answer))
+        _, user_id, username, roles = answer
+        return str(user_id), cookie.session_id, str(username), frozenset(str(roles).split())
+
+    async def info(self, user_id: str, session_id: str) -> SessionInfo | None:
+        for entry in await self.of_user(user_id):
+            if entry.id == session_id:
+                return entry
+        return None
+
+    async def of_user(self, user_id: str) -> list[SessionInfo]:
+        now_ms = int(time.time() * 1000)
+        rows: list[list[Any]] = await self._scripts["sso_session_list"](
+            self._redis, [keys.session_index(user_id)], [keys.session_prefix(user_id)]
+        )
+        return [
+            SessionInfo(
+                id=str(sid),
+                created_at=int(created) // 1000,
+                last_seen_at=int(seen) // 1000,
+                idle_expires_at=(now_ms + max(0, int(ttl_ms))) // 1000,
+                absolute_expires_at=int(absolute) // 1000,
+                ip=str(ip),
+                user_agent=str(agent),
+            )
+            for sid, created, seen, absolute, ip, agent, ttl_ms in rows
+        ]
+
+    async def end(
+        self, user_id: str, which: Literal["one", "all", "others"], session_id: str = ""
+    ) -> list[str]:
+        ended: list[str] = await self._scripts["sso_session_end"](
+            self._redis, [keys.session_index(user_id)], [keys.session_prefix(user_id), which, session_id]
+        )
+        await self.announce(f"s:{s}" for s in ended)
+        return ended
+
+    async def rotate_refresh(self, presented: str, roles: Sequence[str]) -> tuple[OpaqueToken, str]:
+        """A new refresh token for the session of ``presented`` and the session's username; InvalidGrant if
+        it is unknown, used (which ends the session) or its session has ended."""
+        token = OpaqueToken.parse(presented)
+        if token is None:
+            raise InvalidGrant()
+        new = OpaqueToken.new(token.user_id, token.session_id)
+        answer = await self._scripts["sso_refresh"](
+            self._redis,
+            [keys.session(token.user_id, token.session_id), keys.session_index(token.user_id)],
+            [
+                token.digest,
+                new.digest,
+                int(time.time() * 1000),
+                self._idle_ms,
+                _roles(roles),
+                token.session_id,
+            ],
+        )
+        code = int(answer[0] if isinstance(answer, list) else answer)
+        if code == -1:
+            await self.announce([f"s:{token.session_id}"])
+        raise_for_refresh(code)
+        return new, str(answer[1])
+
+    async def end_by_refresh_token(self, token: OpaqueToken) -> None:
+        """End the session of a current or already used refresh token; anything else changes nothing."""
+        current, used = await self._redis.hmget(
+            keys.session(token.user_id, token.session_id), ["refresh", f"used:{token.digest}"]
+        )
+        if current == token.digest or used:
+            await self.end(token.user_id, "one", token.session_id)
+
+    async def revoke_access_token(self, user_id: str, token_id: str, expires_at: int) -> None:
+        ttl_s = expires_at - int(time.time()) + 30
+        if ttl_s > 0:
+            await self._redis.set(keys.revoked_token(user_id, token_id), "1", ex=ttl_s)
+        await self.announce([f"j:{token_id}"])
+
+    async def announce(self, messages: Iterable[str]) -> None:
+        batch = list(messages)
+        if not batch:
+            return
+        now_ms = int(time.time() * 1000)
+        await self._redis.zadd(keys.REVOKED_JOURNAL, dict.fromkeys(batch, now_ms))
+        await self._redis.zremrangebyscore(
+            keys.REVOKED_JOURNAL, "-inf", now_ms - keys.REVOKED_JOURNAL_KEEP_S * 1000
+        )
+        for message in batch:
+            await self._redis.publish(keys.CHANGES_CHANNEL, message)
