@@ -8,7 +8,7 @@ __all__ = ["Degraded", "ForceRequired", "UnknownSubsystem", "raise_for_status"]
 
 
 class Degraded(ServiceUnavailable):
-    """A shed subsystem without a fallback for this request."""
+    """A shed subsystem without a fallback for this request (the middleware adds ``X-Degraded``)."""
 
     def __init__(self, name: str, *, retry_after_s: int) -> None:
         super().__init__(
@@ -16,7 +16,6 @@ class Degraded(ServiceUnavailable):
             retry_after_s=retry_after_s,
             code="degraded",
         )
-        self.headers["X-Degraded"] = name
 
 
 class UnknownSubsystem(NotFound):

@@ -1,4 +1,4 @@
-"""reviews subsystem (non-core)."""
+"""reviews (non-core, tier sheddable): buyers rate products; while shed, readers get the cached summary."""
 
 from __future__ import annotations
 
@@ -8,4 +8,6 @@ __all__ = ["component"]
 
 
 def component() -> Component:
-    return Component(name="reviews")
+    from reviews.routes import routes
+
+    return Component(name="reviews", tier="sheddable", routes=routes(), migrations="reviews")

@@ -1,0 +1,99 @@
+"""`POST /cs/messages`, `GET /cs/messages` (the caller's conversation), `POST /cs/messages/{id}/reply` (agents)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+import sso.client
+from customer_service import store
+from degrade.client import fallback, shed_name
+from peak.context import context_of
+from peak.errors import InvalidRequest
+from peak.responses import JSONResponse
+from peak.routing import ApiRoute, route
+from peak.schema import read_body, rule
+
+__all__ = ["NewMessage", "routes"]
+
+QUEUED_NOTICE = "an agent will reply later"
+
+
+@dataclass
+class NewMessage:
+    text: str = field(metadata=rule(min_length=1, max_length=4000))
+
+
+_MESSAGE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "author": {"enum": ["shopper", "agent"]},
+        "author_name": {"type": "string"},
+        "text": {"type": "string"},
+        "reply_to": {"type": ["string", "null"]},
+        "created_at": {"type": "string"},
+    },
+}
+_QUEUED = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "status": {"const": "queued"}, "message": {"type": "string"}},
+}
+
+
+@fallback
+async def post_message(request: Request) -> Response:
+    principal = await sso.client.authenticate(request)
+    ctx = context_of(request)
+    body = await read_body(request, NewMessage)
+    if shed_name(request):
+        queued = await store.enqueue(
+            ctx, user_id=principal.user_id, username=principal.username, text=body.text
+        )
+        return JSONResponse(
+            {"id": str(queued.id), "status": "queued", "message": QUEUED_NOTICE}, status_code=202
+        )
+    message = await store.add(ctx, user_id=principal.user_id, username=principal.username, text=body.text)
+    return JSONResponse(message.as_json(), status_code=201)
+
+
+async def list_messages(request: Request) -> Response:
+    principal = await sso.client.authenticate(request)
+    messages = await store.conversation(context_of(request), principal.user_id)
+    return JSONResponse({"messages": [m.as_json() for m in messages]})
+
+
+async def reply(request: Request) -> Response:
+    agent = await sso.client.require_admin(request)
+    try:
+        message_id = uuid.UUID(str(request.path_params["message_id"]))
+    except ValueError:
+        raise InvalidRequest("the message id must be a UUID") from None
+    body = await read_body(request, NewMessage)
+    answer = await store.reply(context_of(request), message_id, agent=agent.username, text=body.text)
+    return JSONResponse(answer.as_json(), status_code=201)
+
+
+def routes() -> list[ApiRoute]:
+    return [
+        route(
+            "/cs/messages", post_message, methods=["POST"], summary="write to support",
+            body=NewMessage, auth=["bearer"], responses={201: _MESSAGE, 202: _QUEUED},
+            errors={401: ["unauthenticated"], 422: ["invalid_request"]},
+        ),
+        route(
+            "/cs/messages", list_messages, summary="the caller's conversation with support, oldest first",
+            auth=["bearer"], responses={200: {"type": "object", "properties": {"messages": {"type": "array",
+                                                                                        "items": _MESSAGE}}}},
+            errors={401: ["unauthenticated"], 503: ["degraded"]},
+        ),
+        route(
+            "/cs/messages/{message_id}/reply", reply, methods=["POST"], summary="an agent answers a message",
+            body=NewMessage, auth=["admin"], responses={201: _MESSAGE},
+            errors={401: ["unauthenticated"], 403: ["forbidden"], 404: ["message_not_found"],
+                    422: ["invalid_request"], 503: ["degraded"]},
+        ),
+    ]  # fmt: skip

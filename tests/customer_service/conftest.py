@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from tests.reviews.conftest import shop, shop_settings
+
+__all__ = ["shop", "shop_settings"]

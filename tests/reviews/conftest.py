@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from peak.app import create_app
+from peak.settings import Settings
+from tests.seckill.conftest import ADMIN, SALE_ENV, drain, http_event, seckill_context, shoppers
+from tests.support import lifespan_client
+
+__all__ = ["ADMIN", "buy_and_pay", "shoppers"]
+
+
+@pytest.fixture
+def shop_settings(make_settings: object) -> Settings:
+    return make_settings(**SALE_ENV, PEAK_REVIEWS_PAGE_SIZE="3")  # type: ignore[operator, no-any-return]
+
+
+@pytest.fixture
+async def shop(shop_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with lifespan_client(create_app(shop_settings)) as c:
+        yield c
+
+
+async def buy_and_pay(
+    shop: httpx.AsyncClient, settings: Settings, buyers: list[dict[str, str]], sku: str, *, pay: bool = True
+) -> None:
+    """Each buyer orders ``sku`` in a flash sale through the API, the orders are written, and paid."""
+    event_id = await http_event(shop, sku=sku, stock=len(buyers))
+    orders = []
+    for headers in buyers:
+        made = await shop.post(f"/seckill/events/{event_id}/orders", headers=headers)
+        assert made.status_code == 202, made.text
+        orders.append(made.json()["order_id"])
+    async with seckill_context(settings) as ctx:
+        await drain(ctx, event_id)
+    if pay:
+        for headers, order_id in zip(buyers, orders, strict=True):
+            paid = await shop.post(f"/seckill/orders/{order_id}/pay", headers=headers)
+            assert paid.status_code == 200, paid.text
