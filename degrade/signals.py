@@ -13,10 +13,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Sample", "Signals"]
+__all__ = ["BUCKET_CAP", "Sample", "Signals"]
 
 # Latencies kept per bucket; beyond this a bucket keeps a uniform sample, which is plenty for a p99.
-_BUCKET_CAP = 4096
+BUCKET_CAP = 4096
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,11 @@ class Signals:
         self._cpu_at = (time.monotonic(), time.process_time())
         self.last: Sample | None = None
 
-    def record(self, seconds: float, error: bool) -> None:
-        self.calls += 1
-        if error:
-            self.errors += 1
-        if len(self.latencies) < _BUCKET_CAP:
-            self.latencies.append(seconds)
-        else:
-            slot = random.randrange(self.calls)
-            if slot < _BUCKET_CAP:
-                self.latencies[slot] = seconds
+    def record_overflow(self, seconds: float) -> None:
+        """A latency beyond the bucket's capacity replaces a random one (reservoir sampling)."""
+        slot = random.randrange(self.calls)
+        if slot < BUCKET_CAP:
+            self.latencies[slot] = seconds
 
     def roll(self, lag_s: float, *, min_calls: int) -> Sample:
         self._window.append((self.latencies, self.calls, self.errors))

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -53,19 +54,33 @@ async def _load(c: httpx.AsyncClient, stop: asyncio.Event, delay_s: float) -> No
         await c.get(f"/shop/buy?delay={delay_s}")
 
 
+@contextlib.asynccontextmanager
+async def _overload(c: httpx.AsyncClient, *, clients: int = 60, delay_s: float = 0.2) -> AsyncIterator[None]:
+    """``clients`` callers of a slow core handler, one request after another, until the block ends."""
+    stop = asyncio.Event()
+    load = [asyncio.create_task(_load(c, stop, delay_s)) for _ in range(clients)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+
+
+async def _wait_audit(c: httpx.AsyncClient, count: int, *, timeout_s: float = 10) -> None:
+    for _ in range(int(timeout_s * 10)):
+        if len(await _audit(c)) >= count:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def test_overload_sheds_reviews_then_customer_service_and_restores_without_flapping(
     degrade_settings: Callable[..., Settings],
 ) -> None:
     settings = degrade_settings(**OVERLOAD_ENV)
     async with lifespan_client(create_app(settings, _all_parts())) as c:  # type: ignore[arg-type]
-        stop = asyncio.Event()
         # A slow core handler piles up 60 requests in flight.
-        load = [asyncio.create_task(_load(c, stop, 0.2)) for _ in range(60)]
-        try:
-            for _ in range(100):
-                if len(await _audit(c)) >= 2:
-                    break
-                await asyncio.sleep(0.1)
+        async with _overload(c):
+            await _wait_audit(c, 2)
             during = await c.get("/reviews/SKU-1")
             assert during.headers.get("x-degraded") == "reviews"
             # Nothing else goes while the overload lasts: core tiers are never shed.
@@ -82,14 +97,8 @@ async def test_overload_sheds_reviews_then_customer_service_and_restores_without
                 "sso": "open",
                 "seckill": "open",
             }.items() <= (status["modes"].items())
-        finally:
-            stop.set()
-            await asyncio.gather(*load)
         # Calm again: customer_service (the higher tier) comes back first, then reviews, once each.
-        for _ in range(100):
-            if len(await _audit(c)) >= 4:
-                break
-            await asyncio.sleep(0.1)
+        await _wait_audit(c, 4)
         await asyncio.sleep(2)
         trail = await _audit(c)
         assert trail == [
@@ -109,16 +118,8 @@ async def test_controller_leaves_ops_modes_alone(degrade_settings: Callable[...,
     async with lifespan_client(create_app(settings, _all_parts())) as c:  # type: ignore[arg-type]
         # Ops pin reviews open; the controller may only shed what is in auto mode.
         await put(c, "reviews", mode="open", reason="reviews must stay up tonight")
-        stop = asyncio.Event()
-        load = [asyncio.create_task(_load(c, stop, 0.2)) for _ in range(60)]
-        try:
-            for _ in range(50):
-                if len(await _audit(c)) >= 2:
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            await asyncio.gather(*load)
+        async with _overload(c):
+            await _wait_audit(c, 2)
         trail = await _audit(c)
         assert trail[:2] == [
             ("reviews", "auto", "open", "ops"),
@@ -132,17 +133,9 @@ async def test_slow_core_latency_alone_trips_the_controller(
 ) -> None:
     settings = degrade_settings(**{**OVERLOAD_ENV, "PEAK_DEGRADE_INFLIGHT_HIGH": "100000"})
     async with lifespan_client(create_app(settings, _all_parts())) as c:  # type: ignore[arg-type]
-        stop = asyncio.Event()
         # Few requests in flight, but each takes 0.3 s: the core p99 is far above its high mark.
-        load = [asyncio.create_task(_load(c, stop, 0.3)) for _ in range(5)]
-        try:
-            for _ in range(50):
-                if await _audit(c):
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            stop.set()
-            await asyncio.gather(*load)
+        async with _overload(c, clients=5, delay_s=0.3):
+            await _wait_audit(c, 1)
         entries = (await c.get("/degrade/audit", headers=AUTH)).json()["entries"]
         assert entries[0]["name"] == "reviews" and "p99_ms" in entries[0]["reason"]
 
@@ -187,25 +180,14 @@ async def test_a_calm_process_does_not_restore_what_a_busy_one_needs_shed(
         lifespan_client(create_app(settings, _all_parts())) as busy,  # type: ignore[arg-type]
         lifespan_client(create_app(settings, _all_parts())) as calm,  # type: ignore[arg-type]
     ):
-        stop = asyncio.Event()
-        load = [asyncio.create_task(_load(busy, stop, 0.2)) for _ in range(60)]
-        try:
-            for _ in range(100):
-                if len(await _audit(calm)) >= 2:
-                    break
-                await asyncio.sleep(0.1)
+        async with _overload(busy):
+            await _wait_audit(calm, 2)
             # The calm process has been below every low mark far longer than M samples and the dwell time.
             await asyncio.sleep(2.5)
             assert len(await _audit(calm)) == 2
             decisions = (await calm.get("/degrade/status", headers=AUTH)).json()["this_process"]["controller"]
             assert any(d["status"] == "pressure" for d in decisions["decisions"])
-        finally:
-            stop.set()
-            await asyncio.gather(*load)
-        for _ in range(100):
-            if len(await _audit(calm)) >= 4:
-                break
-            await asyncio.sleep(0.1)
+        await _wait_audit(calm, 4)
         await asyncio.sleep(1)
         assert [(n, new) for n, _, new, _ in await _audit(calm)] == [
             ("reviews", "shed"),
