@@ -139,6 +139,7 @@ class TokenValidator:
         self._journal_seen_ms = 0.0
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -158,10 +159,13 @@ class TokenValidator:
         try:
             yield self
         finally:
+            # redis-py's get_message can swallow a cancellation; the listener also checks this flag.
+            self._stopping = True
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(self._tasks, timeout=5)
             self._tasks.clear()
+            self._stopping = False
 
     def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Call ``listener("k")`` when the signing keys change and ``listener("c")`` when clients do."""
@@ -291,13 +295,13 @@ class TokenValidator:
 
     async def _listen_forever(self) -> None:
         assert self._redis_url is not None
-        while True:
+        while not self._stopping:
             client = create_pubsub_client(self._redis_url)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.CHANGES_CHANNEL)
-                    while True:
-                        message = await pubsub.get_message(timeout=1.0)
+                    while not self._stopping:
+                        message = await pubsub.get_message(timeout=0.2)
                         if message is not None and message["type"] == "message":
                             await self._handle(str(message["data"]))
             except asyncio.CancelledError:

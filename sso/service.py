@@ -123,6 +123,7 @@ class Sso:
         # Unknown usernames are verified against a dummy hash: the same time, the same answer.
         matches = await self.passwords.verify(account.password_hash if account else None, password)
         if account is None or not matches:
+            await self.throttle.failed(username, ip)
             raise InvalidCredentials()
         if account.disabled:
             raise ApiError("this account is disabled", code="account_disabled", status_code=403)

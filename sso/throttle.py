@@ -23,9 +23,13 @@ class LoginThrottle:
         )
 
     async def attempt(self, username: str, ip: str) -> None:
-        """Count an attempt as a failure up front; TooManyRequests when a limit is reached."""
+        """Count an attempt against its account up front; TooManyRequests when a limit is reached."""
         if self._on:
             raise_for_throttle(await self._call("attempt", username, ip))
+
+    async def failed(self, username: str, ip: str) -> None:
+        if self._on:
+            await self._call("failure", username, ip)
 
     async def succeeded(self, username: str, ip: str) -> None:
         if self._on:

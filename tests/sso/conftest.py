@@ -1,8 +1,11 @@
-"""SSO fixtures: an app with only the SSO component (fast), users and their logins."""
+"""SSO fixtures: an app with only the SSO component (the other subsystems play no part here), its context,
+and helpers to register users, log in and run `peak sso` commands."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -10,18 +13,44 @@ import pytest
 
 import sso
 from peak.app import create_app
+from peak.component import Component, Role
+from peak.context import Context
 from peak.settings import Settings
-from tests.support import lifespan_client
+from tests.conftest import Servers
+from tests.support import lifespan_client, run_peak
 
 PASSWORD = "correct horse battery"
 
-Login = Callable[..., Awaitable[dict[str, Any]]]
+
+@dataclass
+class App:
+    http: httpx.AsyncClient
+    ctx: Context
+
+
+@contextlib.asynccontextmanager
+async def sso_app(settings: Settings) -> AsyncIterator[App]:
+    found: list[Context] = []
+
+    @contextlib.asynccontextmanager
+    async def capture(ctx: Context, role: Role) -> AsyncIterator[None]:
+        found.append(ctx)
+        yield
+
+    parts = [sso.component(), Component(name="sso-test-context", services=[capture])]
+    async with lifespan_client(create_app(settings, parts)) as http:
+        yield App(http, found[0])
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with lifespan_client(create_app(settings, [sso.component()])) as c:
-        yield c
+async def app(settings: Settings) -> AsyncIterator[App]:
+    async with sso_app(settings) as a:
+        yield a
+
+
+@pytest.fixture
+def client(app: App) -> httpx.AsyncClient:
+    return app.http
 
 
 async def register(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> dict[str, Any]:
@@ -40,3 +69,15 @@ async def login(client: httpx.AsyncClient, username: str, password: str = PASSWO
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def error_code(response: httpx.Response) -> str:
+    code: str = response.json()["error"]["code"]
+    return code
+
+
+def cli(servers: Servers, *args: str, **env: str) -> str:
+    """Run `peak sso ...` as a real process; its output, or the test fails with its error."""
+    result = run_peak("sso", *args, env={**servers.env(), **env})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
