@@ -46,6 +46,7 @@ class Board:
                 if segment and "{" not in segment:
                     self.prefixes.setdefault(segment, s.name)
         self.shed: dict[str, bool] = {name: False for name in self.subsystems}
+        self.applied_ms: dict[str, int] = {}
         self.core: frozenset[str] = frozenset()
         self._values: dict[str, dict[str, str]] = {name: {} for name in self.subsystems}
         self.redis_ok = False
@@ -107,7 +108,13 @@ class Board:
         self.redis_error = f"{type(error).__name__}: {error}".strip(": ")
 
     def _refresh(self) -> None:
-        self.shed = {name: self.effective(name) == "shed" for name in self.subsystems}
+        shed = {name: self.effective(name) == "shed" for name in self.subsystems}
+        now_ms = int(time.time() * 1000)
+        for name, value in shed.items():
+            if value != self.shed.get(name, False):
+                # When this process started obeying, to compare with the change's time in the audit log.
+                self.applied_ms[name] = now_ms
+        self.shed = shed
         self.core = frozenset(name for name in self.subsystems if is_core(self.get(name, "tier")))
 
     def route_for(self, name: str, scope: Scope) -> BaseRoute | None:
@@ -146,6 +153,7 @@ class Board:
             "redis_error": self.redis_error or None,
             "synced_at": iso_ms(int(self.synced_at * 1000)) if self.synced_at else None,
             "modes": {name: self.effective(name) for name in sorted(self.subsystems)},
+            "applied_at_ms": dict(sorted(self.applied_ms.items())),
         }
 
 

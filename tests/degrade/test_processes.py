@@ -17,15 +17,21 @@ from peak.redis import create_redis
 from peak.settings import Settings
 from peak.stack import RedisServer, free_port
 from tests.degrade.conftest import ADMIN, AUTH, parts, put
-from tests.support import kill_group, run_peak, start_peak, wait_http
+from tests.support import kill_group, lifespan_client, run_peak, start_peak, wait_http
 
 pytestmark = pytest.mark.slow
 
 
-def _extras(listing: dict[str, object]) -> str:
+def _reviews(listing: dict[str, object]) -> str:
     switches = listing["switches"]
     assert isinstance(switches, list)
     return str(next(s["effective"] for s in switches if s["name"] == "reviews"))
+
+
+async def _others(ops: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Heartbeat records of every live process but this one (granian serves from child processes)."""
+    status = (await ops.get("/degrade/status", headers=AUTH)).json()
+    return [p for p in status["processes"] if p["pid"] != os.getpid()]
 
 
 async def test_a_change_reaches_two_other_processes_within_a_second(
@@ -45,45 +51,50 @@ async def test_a_change_reaches_two_other_processes_within_a_second(
     procs = [
         start_peak("serve", env={**env, "PEAK_PORT": str(p)}, log=tmp_path / f"api{p}.log") for p in ports
     ]
+    procs.append(start_peak("worker", env=env, log=tmp_path / "worker.log"))
     try:
         for p in ports:
             wait_http(f"http://127.0.0.1:{p}/readyz")
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx.AsyncClient(timeout=5) as http, lifespan_client(create_app(settings)) as ops:
+            for _ in range(100):
+                if sorted(p["role"] for p in await _others(ops)) == ["api", "api", "worker"]:
+                    break
+                await asyncio.sleep(0.1)
             urls = [f"http://127.0.0.1:{p}/degrade/switches" for p in ports]
             for url in urls:
-                assert _extras((await http.get(url, headers=AUTH)).json()) == "open"
-            from tests.support import lifespan_client
-
-            async with lifespan_client(create_app(settings)) as ops:
-                for mode, expected in (("shed", "shed"), ("open", "open"), ("shed", "shed")):
-                    changed = await put(ops, "reviews", mode=mode, reason="propagation test")
-                    assert changed.status_code == 200, changed.text
-                    start = time.monotonic()
-                    pending = set(urls)
-                    while pending and time.monotonic() - start < 1.0:
-                        for url in list(pending):
-                            if _extras((await http.get(url, headers=AUTH)).json()) == expected:
-                                pending.discard(url)
-                        await asyncio.sleep(0.01)
-                    assert not pending, f"not {expected} within 1 s: {pending}"
-                # The real processes answer for the shed subsystem with its header.
-                gone = await http.post(
-                    f"http://127.0.0.1:{ports[0]}/reviews/SKU", json={"rating": 5, "text": "x"}
-                )
-                assert gone.status_code == 503 and gone.headers["x-degraded"] == "reviews"
-                # Every live process registered with a heartbeat and reports its modes.
-                # granian serves from child processes: the others are every api process but this one.
-                others: list[dict[str, Any]] = []
-                for _ in range(50):
-                    status = (await ops.get("/degrade/status", headers=AUTH)).json()
-                    others = [p for p in status["processes"] if p["pid"] != os.getpid()]
-                    if len(others) == 2 and all(p["modes"]["reviews"] == "shed" for p in others):
-                        break
-                    await asyncio.sleep(0.1)
-                assert len(others) == 2, status
-                remote = others[0]
-                assert remote["role"] == "api" and remote["modes"]["reviews"] == "shed"
-                assert remote["redis"] == "ok" and "inflight" in remote["signals"]
+                assert _reviews((await http.get(url, headers=AUTH)).json()) == "open"
+            for mode in ("shed", "open", "shed"):
+                changed = await put(ops, "reviews", mode=mode, reason="propagation test")
+                assert changed.status_code == 200, changed.text
+                start = time.monotonic()
+                pending = set(urls)
+                while pending and time.monotonic() - start < 1.0:
+                    for url in list(pending):
+                        if _reviews((await http.get(url, headers=AUTH)).json()) == mode:
+                            pending.discard(url)
+                    await asyncio.sleep(0.01)
+                assert not pending, f"not {mode} within 1 s: {pending}"
+            # The real processes answer for the shed subsystem with its header.
+            gone = await http.post(
+                f"http://127.0.0.1:{ports[0]}/reviews/SKU", json={"rating": 5, "text": "x"}
+            )
+            assert gone.status_code == 503 and gone.headers["x-degraded"] == "reviews"
+            # Every live process, the worker too, reports in its heartbeat when it started obeying.
+            audit = (await ops.get("/degrade/audit", headers=AUTH)).json()["entries"]
+            changed_ms = int(audit[-1]["id"].split("-")[0])
+            others: list[dict[str, Any]] = []
+            for _ in range(50):
+                others = await _others(ops)
+                # A heartbeat record may predate the last change; wait for fresh ones.
+                if all(p["applied_at_ms"].get("reviews", 0) >= changed_ms for p in others):
+                    break
+                await asyncio.sleep(0.1)
+            assert len(others) == 3
+            for record in others:
+                assert record["modes"]["reviews"] == "shed" and record["redis"] == "ok"
+                assert record["applied_at_ms"]["reviews"] - changed_ms < 1000, record
+            api = next(p for p in others if p["role"] == "api")
+            assert "inflight" in api["signals"] and api["controller"]["marks"]
     finally:
         for proc in procs:
             kill_group(proc)
@@ -96,8 +107,6 @@ async def test_redis_down_keeps_last_modes_and_resyncs_on_reconnect(
     private.start()
     try:
         settings = degrade_settings(PEAK_REDIS_URL=private.url)
-        from tests.support import lifespan_client
-
         async with lifespan_client(create_app(settings, parts())) as c:
             assert (await put(c, "extras", mode="shed", reason="before the outage")).status_code == 200
             private.stop()
