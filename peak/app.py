@@ -47,7 +47,13 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
         except SettingsError as exc:
             print(f"peak: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    parts = components() if parts is None else list(parts)
+    if parts is None:
+        chosen = components()
+        if settings.bench_baseline:
+            from loadtest import naive
+
+            chosen.append(naive.component())
+        parts = chosen
     configure(json=settings.log_json, level=settings.log_level, access=settings.access_log)
 
     @contextlib.asynccontextmanager

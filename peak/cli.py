@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     for part in components():
         if part.cli is not None:
             part.cli(sub)
+    from loadtest.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

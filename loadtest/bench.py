@@ -1,0 +1,355 @@
+"""`peak bench`: every hot path measured with wrk in one run, as ratios to the same server's hello-world floor.
+
+It starts its own stack (or uses the one at --url), seeds users, events and an introspection client, runs wrk
+once per path, prints a table (rps, p50, p99, ratio to the floor), writes the same figures as JSON, and ends with
+an audit: nothing oversold, every reservation an order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers, iso
+from peak.settings import Settings
+from peak.stack import StackError, free_port
+from peak.up import LocalStack
+
+__all__ = ["PATHS", "BenchOptions", "Result", "run_bench"]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    duration_s: float = 10.0
+    connections: int = 64
+    paths: Sequence[str] = ()
+    url: str | None = None
+    workers: int | None = None
+    users: int = 200
+    json_path: Path = Path("bench-results.json")
+
+
+@dataclass
+class Result:
+    path: str
+    what: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    statuses: dict[int, int]
+    expected: list[int]
+    ratio: float | None = None
+    note: str = ""
+
+    @property
+    def unexpected(self) -> int:
+        return sum(n for code, n in self.statuses.items() if code not in self.expected)
+
+
+@dataclass
+class Seed:
+    """What the paths need: tokens, credentials, event ids."""
+
+    base_url: str
+    admin_token: str
+    tokens: list[str] = field(default_factory=list)
+    usernames: list[str] = field(default_factory=list)
+    client_id: str = ""
+    client_secret: str = ""
+    events: dict[str, str] = field(default_factory=dict)
+
+
+Line = tuple[str, str, dict[str, str], str]
+
+
+@dataclass(frozen=True)
+class Path_:
+    name: str
+    what: str
+    expected: tuple[int, ...]
+    lines: Callable[[Seed], list[Line]]
+
+
+def _purchase(event: str) -> Callable[[Seed], list[Line]]:
+    return lambda s: [("POST", f"/seckill/events/{s.events[event]}/orders", bearer(t), "") for t in s.tokens]
+
+
+def _introspect(s: Seed) -> list[Line]:
+    basic = base64.b64encode(f"{s.client_id}:{s.client_secret}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
+    return [("POST", "/sso/introspect", headers, f"token={t}") for t in s.tokens]
+
+
+def _login(s: Seed) -> list[Line]:
+    headers = {"Content-Type": "application/json"}
+    return [
+        ("POST", "/sso/login", headers, json.dumps({"username": u, "password": PASSWORD}))
+        for u in s.usernames
+    ]
+
+
+PATHS: dict[str, Path_] = {
+    p.name: p
+    for p in (
+        Path_("floor", "hello world (GET /healthz)", (200,), lambda s: [("GET", "/healthz", {}, "")]),
+        Path_("purchase", "purchase while stock remains", (202,), _purchase("stock")),
+        Path_("sold_out", "purchase after sell-out", (409,), _purchase("sold_out")),
+        Path_(
+            "validate_strict",
+            "strict token validation (GET /sso/userinfo)",
+            (200,),
+            lambda s: [("GET", "/sso/userinfo", bearer(t), "") for t in s.tokens],
+        ),
+        Path_("introspect", "introspection (POST /sso/introspect)", (200,), _introspect),
+        Path_("login", "password login (argon2id, default cost)", (200,), _login),
+        Path_(
+            "naive",
+            "naive PostgreSQL row-lock purchase (baseline)",
+            (202,),
+            lambda s: [("POST", f"/bench/naive/{s.events['naive']}/orders", bearer(t), "") for t in s.tokens],
+        ),
+    )
+}
+
+
+def _wrk_script() -> str:
+    return str(resources.files("loadtest").joinpath("wrk", "requests.lua"))
+
+
+def _write_lines(lines: list[Line], folder: Path, name: str) -> Path:
+    path = folder / f"{name}.requests"
+    with path.open("w") as f:
+        for method, target, headers, body in lines:
+            header_text = "|".join(f"{k}: {v}" for k, v in headers.items())
+            f.write(f"{method}\t{target}\t{header_text}\t{body}\n")
+    return path
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int, dict[int, int]]:
+    """(rps, p50 ms, p99 ms, requests, statuses) from `wrk --latency` output with our script's status lines."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    statuses = {int(code): int(n) for code, n in re.findall(r"^status (\d+) (\d+)$", output, re.M)}
+    return rps, p50, p99, requests, statuses
+
+
+def run_wrk(base_url: str, requests_file: Path, *, duration_s: float, connections: int) -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise StackError("wrk not found: install it with `apt-get install wrk` (`make up` does this as root)")
+    argv = [
+        wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--latency", "--timeout", "10s",
+        "-s", _wrk_script(), base_url, "--", str(requests_file),
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=duration_s + 60)
+    if result.returncode != 0 or "Requests/sec" not in result.stdout:
+        raise StackError(f"wrk failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def measure(path: Path_, seed: Seed, folder: Path, options: BenchOptions) -> Result:
+    requests_file = _write_lines(path.lines(seed), folder, path.name)
+    output = run_wrk(
+        seed.base_url, requests_file, duration_s=options.duration_s, connections=options.connections
+    )
+    rps, p50, p99, total, statuses = parse_wrk(output)
+    return Result(path.name, path.what, rps, p50, p99, total, statuses, list(path.expected))
+
+
+def seed_stack(
+    base_url: str, admin_token: str, users: int, env: dict[str, str], *, say: Callable[[str], None]
+) -> Seed:
+    run_id = secrets.token_hex(3)
+    say(f"seeding {users} shoppers, two sale events and an introspection client")
+    shoppers = asyncio.run(create_shoppers(base_url, users, prefix=f"bench-{run_id}"))
+    seed = Seed(base_url=base_url, admin_token=admin_token)
+    seed.usernames = [u for u, _ in shoppers]
+    seed.tokens = [t for _, t in shoppers]
+    plenty = {"stock": 50_000_000, "per_user_limit": 10_000, "payment_timeout_s": 3600}
+    seed.events["stock"] = str(create_event(base_url, admin_token, **plenty)["id"])
+    seed.events["sold_out"] = str(create_event(base_url, admin_token, stock=1)["id"])
+    bought = httpx.post(
+        f"{base_url}/seckill/events/{seed.events['sold_out']}/orders",
+        headers=bearer(seed.tokens[0]),
+        timeout=30,
+    )
+    if bought.status_code != 202:
+        raise StackError(f"could not sell the sold-out event's last item: {bought.status_code} {bought.text}")
+    naive = httpx.post(
+        f"{base_url}/bench/naive/events", json={"stock": 50_000_000}, headers=bearer(admin_token), timeout=30
+    )
+    if naive.status_code == 201:
+        seed.events["naive"] = str(naive.json()["id"])
+    seed.client_id, seed.client_secret = add_client(env, f"bench-{run_id}")
+    return seed
+
+
+def audit(seed: Seed, *, timeout_s: float = 120.0, say: Callable[[str], None]) -> tuple[bool, str]:
+    """Wait for the workers to drain, then check no oversell and reservations == orders for every event."""
+    admin = bearer(seed.admin_token)
+    deadline = time.monotonic() + timeout_s
+    lines, ok = [], True
+    with httpx.Client(base_url=seed.base_url, timeout=30) as http:
+        for name in ("stock", "sold_out"):
+            event = seed.events[name]
+            while True:
+                stats = http.get(f"/seckill/events/{event}/stats", headers=admin).json()
+                if stats["queued"] == 0 or time.monotonic() > deadline:
+                    break
+                say(f"waiting for the order workers: {stats['queued']} orders still queued for event {event}")
+                time.sleep(1)
+            # Cancelled orders gave their stock back; everything else reserved is queued, an order or a dead letter.
+            reserved = stats["stock_total"] - stats["stock_left"]
+            live_orders = stats["orders_pending_payment"] + stats["orders_paid"]
+            accounted = live_orders + stats["queued"] + stats["dead_letters"]
+            oversold = stats["stock_left"] < 0 or reserved > stats["stock_total"]
+            ok = ok and not oversold and reserved == accounted and stats["queued"] == 0
+            lines.append(
+                f"{name}: stock {stats['stock_total']}, left {stats['stock_left']}, reserved {reserved}, "
+                f"orders {live_orders}, queued {stats['queued']}, dead letters {stats['dead_letters']}, "
+                f"oversold {'YES' if oversold else 'no'}"
+            )
+    return ok, "; ".join(lines)
+
+
+def _table(results: list[Result]) -> str:
+    rows = [("path", "what", "rps", "p50 ms", "p99 ms", "ratio", "unexpected")]
+    for r in results:
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        rows.append(
+            (r.path, r.what, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", ratio, str(r.unexpected))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> int:
+    names = list(options.paths) or list(PATHS)
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        raise StackError(f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
+    if "floor" not in names:
+        names.insert(0, "floor")
+    with tempfile.TemporaryDirectory(prefix="peak-bench-") as tmp:
+        folder = Path(tmp)
+        admin_token = os.environ.get("PEAK_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+        stack: LocalStack | None = None
+        env = dict(os.environ)
+        if options.url is None:
+            port = free_port()
+            env.update(
+                PEAK_ADMIN_TOKEN=admin_token,
+                PEAK_BENCH_BASELINE="1",
+                PEAK_PORT=str(port),
+                PEAK_REDIS_URL="",
+                PEAK_DATABASE_URL="",
+                PEAK_SECRET_KEY="",
+                PEAK_DATA_DIR=str(folder / "stack"),
+                PEAK_ACCESS_LOG="0",
+                # Shoppers here are wrk connections: many requests per user per second by design.
+                PEAK_SECKILL_USER_RATE_PER_S="1000000",
+                PEAK_SECKILL_IP_RATE_PER_S="10000000",
+                PEAK_SSO_IP_DAILY_FAILURES="10000000",
+            )
+            if options.workers:
+                env["PEAK_WORKERS"] = str(options.workers)
+            settings = Settings.from_env(env)
+            say(f"starting a private stack ({settings.workers} API processes) in {folder}")
+            stack = LocalStack(
+                settings, env=env, say=lambda t: say(f"  {t}"), output=(folder / "server.log").open("wb")
+            )
+        try:
+            if stack is not None:
+                settings = stack.start()
+                env.update(stack.env)
+                base_url = stack.base_url
+            else:
+                assert options.url is not None
+                base_url = options.url.rstrip("/")
+                if "PEAK_ADMIN_TOKEN" not in os.environ:
+                    raise StackError(
+                        "with --url, set PEAK_ADMIN_TOKEN to the server's admin token to seed events"
+                    )
+            seed = seed_stack(base_url, admin_token, options.users, env, say=say)
+            results: list[Result] = []
+            for name in names:
+                path = PATHS[name]
+                if name == "naive" and "naive" not in seed.events:
+                    say("skipping naive: the server was not started with PEAK_BENCH_BASELINE=1")
+                    continue
+                say(
+                    f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)"
+                )
+                results.append(measure(path, seed, folder, options))
+            floor = next(r for r in results if r.path == "floor").rps
+            for r in results:
+                r.ratio = r.rps / floor if floor else None
+            naive = next((r for r in results if r.path == "naive"), None)
+            say("")
+            say(_table(results))
+            if naive is not None and naive.rps:
+                purchase = next((r for r in results if r.path == "purchase"), None)
+                if purchase is not None:
+                    say(f"purchase / naive row lock: {purchase.rps / naive.rps:.1f}x")
+            ok, audit_line = audit(seed, say=say)
+            say(("AUDIT PASS: " if ok else "AUDIT FAIL: ") + audit_line)
+            report = {
+                "when": iso(datetime.now(UTC)),
+                "cores": os.cpu_count(),
+                "duration_s": options.duration_s,
+                "connections": options.connections,
+                "results": [asdict(r) | {"unexpected": r.unexpected} for r in results],
+                "audit": {"ok": ok, "detail": audit_line},
+            }
+            options.json_path.write_text(json.dumps(report, indent=2))
+            say(f"figures written to {options.json_path}")
+            bad = [r.path for r in results if r.unexpected]
+            if bad:
+                say(f"unexpected statuses on: {', '.join(bad)} (see the JSON for the counts)")
+            return 0 if ok and not bad else 1
+        finally:
+            if stack is not None:
+                stack.stop()
+
+
+def _options_from(args: Any) -> BenchOptions:
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()] if args.paths else []
+    return replace(
+        BenchOptions(),
+        duration_s=args.duration,
+        connections=args.connections,
+        paths=paths,
+        url=args.url,
+        workers=args.workers,
+        users=args.users,
+        json_path=Path(args.json),
+    )

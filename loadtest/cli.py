@@ -1,0 +1,44 @@
+"""`peak bench` and `peak loadtest`."""
+
+from __future__ import annotations
+
+import argparse
+
+from peak.commands import say
+
+__all__ = ["add_commands"]
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from loadtest.bench import _options_from, run_bench
+
+    return run_bench(_options_from(args), say=say)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from loadtest.run import run_loadtest
+
+    return run_loadtest(args, say=say)
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from loadtest.bench import PATHS
+
+    bench = sub.add_parser("bench", help="measure every hot path against the hello-world floor (wrk)")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per path (default 10)")
+    bench.add_argument("--connections", type=int, default=64, help="open connections (default 64)")
+    bench.add_argument("--paths", default="", help=f"comma-separated subset of: {', '.join(PATHS)}")
+    bench.add_argument("--url", default=None, help="measure a running stack instead of starting one")
+    bench.add_argument("--workers", type=int, default=None, help="API processes of the private stack")
+    bench.add_argument("--users", type=int, default=200, help="shoppers to seed (default 200)")
+    bench.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    bench.set_defaults(func=_bench)
+
+    load = sub.add_parser("loadtest", help="Double-11 locust scenarios, then PASS/FAIL checks")
+    load.add_argument("--url", default=None, help="target a running stack (default: start a private one)")
+    load.add_argument("--users", type=int, default=200, help="peak concurrent locust users (default 200)")
+    load.add_argument("--spawn-rate", type=float, default=50.0, help="users started per second")
+    load.add_argument("--duration", type=float, default=60.0, help="seconds of load (the shape scales to it)")
+    load.add_argument("--processes", type=int, default=1, help="locust worker processes (-1: one per core)")
+    load.add_argument("--smoke", action="store_true", help="a few seconds with a handful of users (CI)")
+    load.set_defaults(func=_loadtest)
