@@ -1,11 +1,49 @@
-"""seckill subsystem."""
+"""seckill: flash sales with an atomic Lua reservation, an order queue to PostgreSQL and payment timeouts."""
 
 from __future__ import annotations
 
-from peak.component import Component
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from peak.component import Component, Role
+from peak.context import Context
 
 __all__ = ["component"]
 
 
+@contextlib.asynccontextmanager
+async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
+    from seckill.reservation import Reserver
+    from seckill.soldout import SoldOut
+
+    sold_out = SoldOut()
+    reserver = Reserver(ctx, sold_out)
+    ctx.put(sold_out)
+    ctx.put(reserver)
+    tasks = []
+    if role == "api":
+        tasks = [asyncio.create_task(sold_out.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]
+    try:
+        yield
+    finally:
+        await reserver.drain()
+        sold_out.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+
+
 def component() -> Component:
-    return Component(name="seckill")
+    from seckill import cli, routes, timeouts, worker
+
+    return Component(
+        name="seckill",
+        routes=routes.routes(),
+        migrations="seckill",
+        services=[_purchase_service],
+        loops=[worker.order_writer, timeouts.sweep_loop],
+        cli=cli.add_commands,
+        tier="critical",
+    )

@@ -1,0 +1,89 @@
+-- KEYS[1] event meta hash, KEYS[2] user -> held orders hash, KEYS[3] user -> orders ever hash,
+-- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id);
+-- then two keys per purchase i: KEYS[5+2i] the user's rate counter, KEYS[6+2i] the client IP's rate counter
+-- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id;
+-- then three arguments per purchase i: ARGV[2+3i] new order id, ARGV[3+3i] user id, ARGV[4+3i] idempotency key ("" none)
+-- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
+-- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"}
+
+-- Checks run in this order: rate, idempotency replay, window, the user's limit BEFORE the stock, then the stock.
+-- A reservation and its queued order message are written together by this one script, never one without the other.
+
+local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local user_rate, ip_rate, window_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local event_id = ARGV[4]
+local n = (#ARGV - 4) / 3
+
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit')
+local start_ms, end_ms, limit = tonumber(conf[1]), tonumber(conf[2]), tonumber(conf[3])
+
+local function over(key, allowed)
+  local count = redis.call('INCR', key)
+  if count == 1 then
+    redis.call('PEXPIRE', key, window_ms)
+  end
+  if count <= allowed then
+    return nil
+  end
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    redis.call('PEXPIRE', key, window_ms)
+    ttl = window_ms
+  end
+  return ttl
+end
+
+local function attempt(i)
+  local order_id, user, key = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local wait_ms = over(KEYS[5 + 2 * i], user_rate) or over(KEYS[6 + 2 * i], ip_rate)
+  if wait_ms then
+    return {'rate_limited', wait_ms}
+  end
+  if not start_ms then
+    return {'not_found'}
+  end
+  local idem_field = nil
+  if key ~= '' then
+    idem_field = user .. '\n' .. key
+    local known = redis.call('HGET', idem, idem_field)
+    if known then
+      return {'replay', known}
+    end
+  end
+  -- The same order id twice means a client library retried a call whose answer was lost.
+  if redis.call('HEXISTS', queued, order_id) == 1 then
+    return {'replay', order_id}
+  end
+  if now_ms < start_ms then
+    return {'not_started'}
+  end
+  if now_ms >= end_ms then
+    return {'ended'}
+  end
+  local held = tonumber(redis.call('HGET', users, user) or '0')
+  if held >= limit then
+    return {'limit_reached'}
+  end
+  local stock = tonumber(redis.call('HGET', meta, 'stock'))
+  if stock <= 0 then
+    return {'sold_out'}
+  end
+  stock = redis.call('HINCRBY', meta, 'stock', -1)
+  local rsv = redis.call('HINCRBY', meta, 'reserved', 1)
+  redis.call('HINCRBY', users, user, 1)
+  local seq = redis.call('HINCRBY', seqs, user, 1)
+  redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms)
+  redis.call('HSET', queued, order_id, user)
+  if idem_field then
+    redis.call('HSET', idem, idem_field, order_id)
+  end
+  return {'ok', order_id, stock}
+end
+
+local replies = {}
+for i = 1, n do
+  replies[i] = attempt(i)
+end
+return replies

@@ -1,0 +1,179 @@
+"""Sale events: stored in PostgreSQL, warmed into Redis before the creation is answered, read from Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from peak.context import Context
+from peak.errors import InvalidRequest
+from peak.schema import rule
+from seckill import keys
+from seckill.errors import event_not_found
+
+__all__ = [
+    "EventPatch",
+    "NewEvent",
+    "add_stock_or_move_end",
+    "create_event",
+    "event_id_of",
+    "from_ms",
+    "get_event_row",
+    "iso",
+    "view_event",
+]
+
+
+@dataclass
+class NewEvent:
+    sku: str = field(metadata=rule(min_length=1, max_length=64))
+    title: str = field(metadata=rule(min_length=1, max_length=200))
+    price: int = field(metadata=rule(min=0, max=10**12, description="price in cents"))
+    stock: int = field(metadata=rule(min=0, max=100_000_000))
+    starts_at: str = field(metadata=rule(description="ISO 8601 with a time zone"))
+    ends_at: str = field(metadata=rule(description="ISO 8601 with a time zone"))
+    per_user_limit: int = field(default=1, metadata=rule(min=1, max=10_000))
+    payment_timeout_s: int = field(default=900, metadata=rule(min=1, max=7 * 86400))
+
+
+@dataclass
+class EventPatch:
+    """Add stock during the sale and/or move the end time."""
+
+    add_stock: int | None = field(default=None, metadata=rule(min=1, max=100_000_000))
+    ends_at: str | None = field(default=None, metadata=rule(description="ISO 8601 with a time zone"))
+
+
+def event_id_of(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise event_not_found(raw)
+    return int(raw)
+
+
+def _instant(name: str, raw: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequest(f"field '{name}' must be an ISO 8601 date and time") from None
+    if value.tzinfo is None:
+        raise InvalidRequest(f"field '{name}' must name its time zone (for example 'Z' or '+08:00')")
+    return value
+
+
+def _ms(value: dt.datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _public(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "sku": row["sku"],
+        "title": row["title"],
+        "price": row["price"],
+        "stock": row["stock"],
+        "starts_at": iso(row["starts_at"]),
+        "ends_at": iso(row["ends_at"]),
+        "per_user_limit": row["per_user_limit"],
+        "payment_timeout_s": row["payment_timeout_s"],
+    }
+
+
+async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
+    starts_at, ends_at = _instant("starts_at", new.starts_at), _instant("ends_at", new.ends_at)
+    if ends_at <= starts_at:
+        raise InvalidRequest("field 'ends_at' must be after 'starts_at'")
+    async with ctx.db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO seckill_events (sku, title, price, stock, starts_at, ends_at, per_user_limit,"
+            " payment_timeout_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            new.sku, new.title, new.price, new.stock, starts_at, ends_at, new.per_user_limit,
+            new.payment_timeout_s,
+        )  # fmt: skip
+        assert row is not None
+        # Warmed inside the transaction: if Redis fails the event does not exist anywhere; the identity
+        # sequence never hands the id out again, so a commit failure after this leaves nothing reachable.
+        k = keys.event_keys(row["id"])
+        await ctx.scripts["seckill_prewarm"](
+            ctx.redis,
+            [k.meta, k.stream],
+            [keys.GROUP, new.sku, new.title, new.price, new.stock, _ms(starts_at), _ms(ends_at),
+             new.per_user_limit, new.payment_timeout_s],
+        )  # fmt: skip
+        await ctx.redis.sadd(keys.EVENTS, str(row["id"]))
+    return _public(row)
+
+
+async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) -> dict[str, Any]:
+    if patch.add_stock is None and patch.ends_at is None:
+        raise InvalidRequest("give 'add_stock', 'ends_at' or both")
+    ends_at = None if patch.ends_at is None else _instant("ends_at", patch.ends_at)
+    async with ctx.db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT * FROM seckill_events WHERE id = $1 FOR UPDATE", event_id)
+        if row is None:
+            raise event_not_found(event_id)
+        if ends_at is not None and ends_at <= row["starts_at"]:
+            raise InvalidRequest("field 'ends_at' must be after the event's start")
+        row = await conn.fetchrow(
+            "UPDATE seckill_events SET stock = stock + $2, ends_at = coalesce($3, ends_at), updated_at = now()"
+            " WHERE id = $1 RETURNING *",
+            event_id,
+            patch.add_stock or 0,
+            ends_at,
+        )
+        assert row is not None
+        k = keys.event_keys(event_id)
+        found = await ctx.scripts["seckill_adjust"](
+            ctx.redis,
+            [k.meta],
+            [patch.add_stock or 0, "" if ends_at is None else _ms(ends_at), keys.STOCK_BACK_CHANNEL,
+             event_id],
+        )  # fmt: skip
+        if not found:
+            raise event_not_found(event_id)
+    return _public(row)
+
+
+async def get_event_row(ctx: Context, event_id: int) -> Any:
+    row = await ctx.db.fetchrow("SELECT * FROM seckill_events WHERE id = $1", event_id)
+    if row is None:
+        raise event_not_found(event_id)
+    return row
+
+
+async def view_event(ctx: Context, event_id: int) -> dict[str, Any]:
+    """The shopper's view, from Redis alone (one script call: the meta hash and the server clock)."""
+    reply = await ctx.scripts["seckill_view"](ctx.redis, [keys.event_keys(event_id).meta], ["view"])
+    if not reply:
+        raise event_not_found(event_id)
+    now_ms = int(reply[0])
+    meta = dict(zip(reply[1::2], reply[2::2], strict=True))
+    start_ms, end_ms, stock = int(meta["start_ms"]), int(meta["end_ms"]), int(meta["stock"])
+    if now_ms < start_ms:
+        status = "upcoming"
+    elif now_ms >= end_ms:
+        status = "ended"
+    elif stock <= 0:
+        status = "sold_out"
+    else:
+        status = "active"
+    return {
+        "id": event_id,
+        "sku": meta["sku"],
+        "title": meta["title"],
+        "price": int(meta["price"]),
+        "starts_at": iso(from_ms(start_ms)),
+        "ends_at": iso(from_ms(end_ms)),
+        "server_time": iso(from_ms(now_ms)),
+        "status": status,
+        "stock_left": max(stock, 0),
+        "per_user_limit": int(meta["limit"]),
+    }

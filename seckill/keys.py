@@ -1,0 +1,83 @@
+"""Every Redis key and channel of seckill, built here and nowhere else.
+
+All keys of one event share the hash tag ``{seckill:ev:<id>}``: every script touches one event only, so it
+runs unchanged on Redis Cluster. The registry of events is the one key outside an event's slot; it is only
+read or written by single commands.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EVENTS",
+    "GROUP",
+    "RATE_WINDOW_MS",
+    "STOCK_BACK_CHANNEL",
+    "EventKeys",
+    "event_keys",
+]
+
+# Set of the ids of every event warmed into Redis; workers discover order streams from it.
+EVENTS = "seckill:events"
+# Consumer group of the order writers on every event stream.
+GROUP = "order-writers"
+# Published with the event id whenever stock comes back; every process forgets that event's sold-out flag.
+STOCK_BACK_CHANNEL = "seckill:stock-back"
+# Fixed window of the per-user and per-IP attempt counters.
+RATE_WINDOW_MS = 1000
+
+
+class EventKeys:
+    """The keys of one event; the script argument lists are built here so their order lives in one place."""
+
+    __slots__ = ("dead", "dead_orders", "event_id", "idem", "meta", "queued", "returned", "seq", "stream",
+                 "tag", "users")  # fmt: skip
+
+    def __init__(self, event_id: int) -> None:
+        tag = f"{{seckill:ev:{event_id}}}"
+        self.event_id = event_id
+        self.tag = tag
+        # Hash: stock (left), total, reserved (ever), start_ms, end_ms, limit, sku, title, price, timeout_s.
+        self.meta = f"{tag}:meta"
+        # Hash user id -> orders currently held (returned orders give the quota back).
+        self.users = f"{tag}:users"
+        # Hash user id -> orders ever reserved; the per-user sequence that PostgreSQL keeps unique.
+        self.seq = f"{tag}:seq"
+        # Hash "<user>\n<Idempotency-Key>" -> order id.
+        self.idem = f"{tag}:idem"
+        # Stream of order messages, read by the order writers' consumer group.
+        self.stream = f"{tag}:orders"
+        # Hash order id -> user id of every order not yet in PostgreSQL (removed in the same step as XACK).
+        self.queued = f"{tag}:queued"
+        # Stream of dead-lettered order messages, and hash order id -> user id of those orders.
+        self.dead = f"{tag}:dead"
+        self.dead_orders = f"{tag}:dead-orders"
+        # Set of order ids whose stock and quota went back: makes every give-back happen once.
+        self.returned = f"{tag}:returned"
+
+    def user_rate(self, user_id: str) -> str:
+        return f"{self.tag}:rate:u:{user_id}"
+
+    def ip_rate(self, ip: str) -> str:
+        return f"{self.tag}:rate:ip:{ip}"
+
+    def reserve(self) -> list[str]:
+        return [self.meta, self.users, self.seq, self.idem, self.stream, self.queued]
+
+    def giveback(self) -> list[str]:
+        return [self.meta, self.users, self.returned]
+
+    def snapshot(self) -> list[str]:
+        return [self.meta, self.queued, self.dead_orders, self.returned]
+
+    def ack(self) -> list[str]:
+        return [self.stream, self.queued]
+
+    def dead_letter(self) -> list[str]:
+        return [self.stream, self.queued, self.dead, self.dead_orders]
+
+    def requeue(self) -> list[str]:
+        return [self.dead, self.dead_orders, self.stream, self.queued]
+
+
+def event_keys(event_id: int) -> EventKeys:
+    return EventKeys(event_id)

@@ -1,0 +1,173 @@
+"""Orders in PostgreSQL: the batch insert of the order writer, the owner's view, payment and cancellation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from peak.context import Context
+from peak.db import Connection
+from seckill import keys
+from seckill.errors import order_cancelled, order_not_found, order_paid, order_queued
+from seckill.events import from_ms, iso
+from seckill.timeouts import cancel_due, give_back
+
+__all__ = ["OrderMessage", "cancel_order", "get_order", "insert_orders", "order_view", "pay_order"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderMessage:
+    """One entry of an event's order stream, as ``lua/seckill_reserve.lua`` wrote it."""
+
+    entry_id: str
+    order_id: str
+    user_id: str
+    seq: int
+    rsv: int
+    reserved_ms: int
+
+    @classmethod
+    def parse(cls, entry_id: str, fields: dict[str, str]) -> OrderMessage:
+        """Raises ValueError/KeyError for a malformed message (it ends in the dead-letter stream)."""
+        return cls(
+            entry_id,
+            str(uuid.UUID(fields["o"])),
+            fields["u"],
+            int(fields["q"]),
+            int(fields["r"]),
+            int(fields["t"]),
+        )
+
+
+async def insert_orders(conn: Connection, event_id: int, batch: Sequence[OrderMessage]) -> set[str]:
+    """Insert a batch (inside the caller's transaction) and return the order ids now stored.
+
+    ON CONFLICT DO NOTHING makes a redelivered message harmless. An order missing from the answer collided
+    with a different order on (event, user, seq): it is not acknowledged and ends as a dead letter.
+    """
+    if await conn.fetchval("SELECT 1 FROM seckill_events WHERE id = $1", event_id) is None:
+        raise LookupError(f"event {event_id} is not in PostgreSQL")
+    ids = [m.order_id for m in batch]
+    await conn.execute(
+        """
+        INSERT INTO seckill_orders (order_id, event_id, user_id, seq, rsv, sku, price, reserved_at, pay_by)
+        SELECT m.order_id, e.id, m.user_id, m.seq, m.rsv, e.sku, e.price, m.reserved_at,
+               now() + make_interval(secs => e.payment_timeout_s)
+        FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[])
+             AS m(order_id, user_id, seq, rsv, reserved_at)
+        JOIN seckill_events e ON e.id = $1
+        ON CONFLICT DO NOTHING
+        """,
+        event_id,
+        ids,
+        [m.user_id for m in batch],
+        [m.seq for m in batch],
+        [m.rsv for m in batch],
+        [from_ms(m.reserved_ms) for m in batch],
+    )
+    rows = await conn.fetch(
+        "SELECT order_id FROM seckill_orders WHERE order_id = ANY($1::uuid[]) AND event_id = $2",
+        ids,
+        event_id,
+    )
+    return {str(r["order_id"]) for r in rows}
+
+
+def order_view(row: Any) -> dict[str, Any]:
+    return {
+        "order_id": str(row["order_id"]),
+        "event_id": row["event_id"],
+        "status": row["status"],
+        "sku": row["sku"],
+        "price": row["price"],
+        "reserved_at": iso(row["reserved_at"]),
+        "pay_by": iso(row["pay_by"]),
+        "paid_at": None if row["paid_at"] is None else iso(row["paid_at"]),
+        "cancelled_at": None if row["cancelled_at"] is None else iso(row["cancelled_at"]),
+        "cancel_reason": row["cancel_reason"],
+    }
+
+
+def _uuid(order_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(order_id)
+    except ValueError:
+        raise order_not_found() from None
+
+
+async def _queued_event(ctx: Context, order_id: str, user_id: str) -> int | None:
+    """The event whose stream still holds this user's order (not yet written, or dead-lettered)."""
+    event_ids = sorted(int(e) for e in await ctx.redis.smembers(keys.EVENTS))
+    if not event_ids:
+        return None
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for event_id in event_ids:
+            k = keys.event_keys(event_id)
+            pipe.hget(k.queued, order_id)
+            pipe.hget(k.dead_orders, order_id)
+        owners = await pipe.execute()
+    for i, event_id in enumerate(event_ids):
+        if user_id in (owners[2 * i], owners[2 * i + 1]):
+            return event_id
+    return None
+
+
+async def get_order(ctx: Context, order_id: str, user_id: str) -> dict[str, Any]:
+    key = _uuid(order_id)
+    row = await ctx.db.fetchrow("SELECT * FROM seckill_orders WHERE order_id = $1", key)
+    if row is not None:
+        if row["user_id"] != user_id:
+            raise order_not_found()
+        return order_view(row)
+    event_id = await _queued_event(ctx, str(key), user_id)
+    if event_id is None:
+        raise order_not_found()
+    return {"order_id": str(key), "event_id": event_id, "status": "queued", "pay_by": None}
+
+
+async def _decided(ctx: Context, key: uuid.UUID, user_id: str | None) -> Any:
+    row = await ctx.db.fetchrow("SELECT * FROM seckill_orders WHERE order_id = $1", key)
+    if row is None or (user_id is not None and row["user_id"] != user_id):
+        if row is None and user_id is not None and await _queued_event(ctx, str(key), user_id) is not None:
+            raise order_queued()
+        raise order_not_found()
+    return row
+
+
+async def pay_order(ctx: Context, order_id: str, user_id: str | None) -> dict[str, Any]:
+    """Confirm payment (the owner, or a payment callback with user_id None). Paying twice is harmless."""
+    key = _uuid(order_id)
+    row = await ctx.db.fetchrow(
+        "UPDATE seckill_orders SET status = 'paid', paid_at = now() WHERE order_id = $1"
+        " AND ($2::text IS NULL OR user_id = $2) AND status = 'pending_payment' AND pay_by > now() RETURNING *",
+        key,
+        user_id,
+    )
+    if row is not None:
+        return order_view(row)
+    row = await _decided(ctx, key, user_id)
+    if row["status"] == "paid":
+        return order_view(row)
+    if row["status"] == "pending_payment":
+        # Past pay_by but not swept yet: cancel it now, so the answer and the stock agree.
+        await cancel_due(ctx, [str(key)])
+    raise order_cancelled()
+
+
+async def cancel_order(ctx: Context, order_id: str, user_id: str) -> dict[str, Any]:
+    key = _uuid(order_id)
+    row = await ctx.db.fetchrow(
+        "UPDATE seckill_orders SET status = 'cancelled', cancelled_at = now(), cancel_reason = 'owner',"
+        " giveback = 'pending' WHERE order_id = $1 AND user_id = $2 AND status = 'pending_payment' RETURNING *",
+        key,
+        user_id,
+    )
+    if row is not None:
+        await give_back(ctx, [row])
+        return order_view(row)
+    row = await _decided(ctx, key, user_id)
+    if row["status"] == "paid":
+        raise order_paid()
+    return order_view(row)

@@ -1,0 +1,135 @@
+"""Stats and reconciliation of one event: Redis read at one moment, PostgreSQL matched against that moment.
+
+stock_total = stock_left + queued + pending_payment + paid + dead_letters + cancelled_not_returned
+
+PostgreSQL counts only orders reserved up to the snapshot (their ``rsv`` number), and an order both still in
+the queued map and already in PostgreSQL (written, not yet acknowledged) counts once, as written. So the
+equation holds exactly while sales, writers and sweepers run; any difference is drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from peak.context import Context
+from seckill import keys
+from seckill.errors import event_not_found
+from seckill.events import get_event_row
+
+__all__ = ["Balance", "balance", "event_ids", "stats", "terms"]
+
+
+@dataclass(frozen=True)
+class Balance:
+    event_id: int
+    stock_total: int
+    stock_left: int
+    queued: int
+    pending_payment: int
+    paid: int
+    dead_letters: int
+    cancelled: int
+    cancelled_not_returned: int
+    redis_stock_total: int
+    reservations: int
+    returned: int
+
+    @property
+    def accounted(self) -> int:
+        return (
+            self.stock_left + self.queued + self.pending_payment + self.paid + self.dead_letters
+            + self.cancelled_not_returned
+        )  # fmt: skip
+
+    @property
+    def drift(self) -> int:
+        return self.stock_total - self.accounted
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.drift:
+            found.append(f"stock_total - accounted = {self.drift}")
+        if self.redis_stock_total != self.stock_total:
+            found.append(
+                f"Redis stock total {self.redis_stock_total} differs from PostgreSQL {self.stock_total}"
+            )
+        redis_books = self.stock_left + self.reservations - self.returned
+        if redis_books != self.redis_stock_total:
+            found.append(
+                f"in Redis, stock_left + reservations - returned = {redis_books}, "
+                f"not its stock total {self.redis_stock_total}"
+            )
+        orders = self.queued + self.dead_letters + self.pending_payment + self.paid + self.cancelled
+        if orders < self.reservations:
+            found.append(
+                f"{self.reservations - orders} reservation(s) are neither queued, dead-lettered nor in PostgreSQL"
+            )
+        elif orders > self.reservations:
+            found.append(f"{orders - self.reservations} order(s) in PostgreSQL have no reservation in Redis")
+        if self.cancelled_not_returned < 0:
+            found.append(f"{-self.cancelled_not_returned} give-backs have no cancelled order")
+        return found
+
+
+async def balance(ctx: Context, event_id: int) -> Balance:
+    event = await get_event_row(ctx, event_id)
+    k = keys.event_keys(event_id)
+    snap = await ctx.scripts["seckill_snapshot"](ctx.redis, k.snapshot(), ["snapshot"])
+    if not snap:
+        raise event_not_found(event_id)
+    stock_left, redis_total, reserved, returned = (int(v) for v in snap[:4])
+    queued_ids, dead_ids = list(snap[4]), list(snap[5])
+    row = await ctx.db.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE status = 'pending_payment') AS pending_payment,
+               count(*) FILTER (WHERE status = 'paid') AS paid,
+               count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+               count(*) FILTER (WHERE order_id = ANY($3::uuid[])) AS written_queued,
+               count(*) FILTER (WHERE order_id = ANY($4::uuid[])) AS written_dead
+        FROM seckill_orders WHERE event_id = $1 AND rsv <= $2
+        """,
+        event_id,
+        reserved,
+        queued_ids,
+        dead_ids,
+    )
+    assert row is not None
+    return Balance(
+        event_id=event_id,
+        stock_total=event["stock"],
+        stock_left=stock_left,
+        queued=len(queued_ids) - row["written_queued"],
+        pending_payment=row["pending_payment"],
+        paid=row["paid"],
+        dead_letters=len(dead_ids) - row["written_dead"],
+        cancelled=row["cancelled"],
+        cancelled_not_returned=row["cancelled"] - returned,
+        redis_stock_total=redis_total,
+        reservations=reserved,
+        returned=returned,
+    )
+
+
+async def stats(ctx: Context, event_id: int) -> dict[str, Any]:
+    b = await balance(ctx, event_id)
+    return {
+        "stock_total": b.stock_total,
+        "stock_left": b.stock_left,
+        "reserved": b.stock_total - b.stock_left,
+        "queued": b.queued,
+        "orders_pending_payment": b.pending_payment,
+        "orders_paid": b.paid,
+        "orders_cancelled": b.cancelled,
+        "dead_letters": b.dead_letters,
+        "cancelled_not_returned": b.cancelled_not_returned,
+        "drift": b.drift,
+    }
+
+
+def terms(b: Balance) -> dict[str, int]:
+    return {k: v for k, v in asdict(b).items() if k != "event_id"}
+
+
+async def event_ids(ctx: Context) -> list[int]:
+    return [r["id"] for r in await ctx.db.fetch("SELECT id FROM seckill_events ORDER BY id")]

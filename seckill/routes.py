@@ -1,0 +1,172 @@
+"""HTTP endpoints of seckill. Shoppers authenticate through ``sso.client``; admin calls need the admin role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from peak.context import context_of
+from peak.errors import InvalidRequest
+from peak.responses import JSONResponse
+from peak.routing import ApiRoute, route
+from peak.schema import read_body
+from seckill import events, orders, reconcile
+from seckill.reservation import Reserver
+from sso.client import authenticate, require_admin
+
+__all__ = ["routes"]
+
+_IDEMPOTENCY_MAX = 200
+
+
+async def create_event(request: Request) -> Response:
+    await require_admin(request)
+    body = await read_body(request, events.NewEvent)
+    return JSONResponse(await events.create_event(context_of(request), body), status_code=201)
+
+
+async def patch_event(request: Request) -> Response:
+    await require_admin(request)
+    event_id = events.event_id_of(request.path_params["event_id"])
+    body = await read_body(request, events.EventPatch)
+    return JSONResponse(await events.add_stock_or_move_end(context_of(request), event_id, body))
+
+
+async def show_event(request: Request) -> Response:
+    event_id = events.event_id_of(request.path_params["event_id"])
+    return JSONResponse(await events.view_event(context_of(request), event_id))
+
+
+async def event_stats(request: Request) -> Response:
+    await require_admin(request)
+    event_id = events.event_id_of(request.path_params["event_id"])
+    ctx = context_of(request)
+    return JSONResponse(await reconcile.stats(ctx, event_id))
+
+
+async def purchase(request: Request) -> Response:
+    principal = await authenticate(request)
+    event_id = events.event_id_of(request.path_params["event_id"])
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= _IDEMPOTENCY_MAX:
+        raise InvalidRequest(f"the Idempotency-Key header must be 1 to {_IDEMPOTENCY_MAX} characters")
+    ip = request.client.host if request.client else "unknown"
+    reserver = context_of(request).get(Reserver)
+    made = await reserver.reserve(event_id, principal.user_id, ip, key)
+    return JSONResponse(
+        {"order_id": made.order_id, "status": "queued", "event_id": event_id, "replayed": not made.new},
+        status_code=202,
+    )
+
+
+async def show_order(request: Request) -> Response:
+    principal = await authenticate(request)
+    ctx = context_of(request)
+    return JSONResponse(await orders.get_order(ctx, request.path_params["order_id"], principal.user_id))
+
+
+async def pay(request: Request) -> Response:
+    principal = await authenticate(request, strict=True)
+    ctx = context_of(request)
+    return JSONResponse(await orders.pay_order(ctx, request.path_params["order_id"], principal.user_id))
+
+
+async def cancel(request: Request) -> Response:
+    principal = await authenticate(request, strict=True)
+    ctx = context_of(request)
+    return JSONResponse(await orders.cancel_order(ctx, request.path_params["order_id"], principal.user_id))
+
+
+def _obj(*names: str, **typed: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {n: {} for n in names}
+    props.update(typed)
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+_EVENT = _obj(
+    id=_INT, sku=_STR, title=_STR, price=_INT, stock=_INT, starts_at=_STR, ends_at=_STR,
+    per_user_limit=_INT, payment_timeout_s=_INT,
+)  # fmt: skip
+_VIEW = _obj(
+    id=_INT, sku=_STR, title=_STR, price=_INT, starts_at=_STR, ends_at=_STR, server_time=_STR,
+    status={"enum": ["upcoming", "active", "sold_out", "ended"]}, stock_left=_INT, per_user_limit=_INT,
+)  # fmt: skip
+_STATS = _obj(
+    stock_total=_INT, stock_left=_INT, reserved=_INT, queued=_INT, orders_pending_payment=_INT,
+    orders_paid=_INT, orders_cancelled=_INT, dead_letters=_INT, cancelled_not_returned=_INT, drift=_INT,
+)  # fmt: skip
+_QUEUED = _obj(order_id=_STR, status={"enum": ["queued"]}, event_id=_INT, replayed={"type": "boolean"})
+_STATUS = {"enum": ["queued", "pending_payment", "paid", "cancelled"]}
+_ORDER = {
+    "type": "object",
+    "required": ["order_id", "event_id", "status", "pay_by"],
+    "properties": {
+        "order_id": _STR, "event_id": _INT, "status": _STATUS, "pay_by": {"type": ["string", "null"]},
+        "sku": _STR, "price": _INT, "reserved_at": _STR, "paid_at": {"type": ["string", "null"]},
+        "cancelled_at": {"type": ["string", "null"]},
+        "cancel_reason": {"enum": ["timeout", "owner", None]},
+    },
+}  # fmt: skip
+_AUTH_ERRORS = {401: ["unauthenticated"], 403: ["forbidden"]}
+
+
+def routes() -> list[ApiRoute]:
+    tag = "seckill"
+    return [
+        route(
+            "/seckill/events", create_event, methods=["POST"], tag=tag, auth=["admin"],
+            summary="Create a sale event and warm its stock into Redis",
+            body=events.NewEvent, responses={201: _EVENT},
+            errors={**_AUTH_ERRORS, 422: ["invalid_request"]},
+        ),
+        route(
+            "/seckill/events/{event_id}", patch_event, methods=["PATCH"], tag=tag, auth=["admin"],
+            summary="Add stock during the sale or move the end time",
+            body=events.EventPatch, responses={200: _EVENT},
+            errors={**_AUTH_ERRORS, 404: ["event_not_found"], 422: ["invalid_request"]},
+        ),
+        route(
+            "/seckill/events/{event_id}", show_event, tag=tag,
+            summary="A sale event as shoppers see it, with the server clock (Redis only)",
+            responses={200: _VIEW}, errors={404: ["event_not_found"]},
+        ),
+        route(
+            "/seckill/events/{event_id}/stats", event_stats, tag=tag, auth=["admin"],
+            summary="Stock and order counts of a sale event, matched at one moment",
+            responses={200: _STATS}, errors={**_AUTH_ERRORS, 404: ["event_not_found"]},
+        ),
+        route(
+            "/seckill/events/{event_id}/orders", purchase, methods=["POST"], tag=tag, auth=["bearer"],
+            summary="Buy: reserve one item and queue its order",
+            headers={"Idempotency-Key": "a retry with the same key returns the same order"},
+            responses={202: _QUEUED},
+            errors={
+                401: ["unauthenticated"], 404: ["event_not_found"],
+                409: ["sold_out", "limit_reached", "not_started", "ended"], 422: ["invalid_request"],
+                429: ["rate_limited"], 503: ["unavailable"],
+            },
+        ),
+        route(
+            "/seckill/orders/{order_id}", show_order, tag=tag, auth=["bearer"],
+            summary="One of your orders (queued while still on its way to the database)",
+            responses={200: _ORDER}, errors={401: ["unauthenticated"], 404: ["order_not_found"]},
+        ),
+        route(
+            "/seckill/orders/{order_id}/pay", pay, methods=["POST"], tag=tag, auth=["bearer"],
+            summary="Confirm payment of your order (what a payment callback calls)",
+            responses={200: _ORDER},
+            errors={
+                401: ["unauthenticated"], 404: ["order_not_found"], 409: ["order_cancelled", "order_queued"],
+            },
+        ),
+        route(
+            "/seckill/orders/{order_id}/cancel", cancel, methods=["POST"], tag=tag, auth=["bearer"],
+            summary="Cancel your unpaid order; its stock goes back on sale",
+            responses={200: _ORDER},
+            errors={401: ["unauthenticated"], 404: ["order_not_found"], 409: ["order_paid", "order_queued"]},
+        ),
+    ]  # fmt: skip

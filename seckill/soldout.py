@@ -1,0 +1,80 @@
+"""Per-process memory of sold-out events, so a sold-out answer costs no Redis call.
+
+Two ways forget an event: the stock-back message (pub/sub, immediate) and a recheck of every remembered event
+against Redis (every PEAK_SECKILL_SOLDOUT_RECHECK_S). Either alone clears the flag, so one lost message or a
+dead listener never keeps an event sold out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from peak.context import Context
+from peak.redis import create_pubsub_client
+from seckill import keys
+
+__all__ = ["SoldOut"]
+
+log = logging.getLogger("peak.seckill")
+
+_RECONNECT_S = 0.5
+_POLL_S = 0.25
+
+
+class SoldOut:
+    def __init__(self) -> None:
+        self._events: set[int] = set()
+        self._closed = False
+
+    def __contains__(self, event_id: int) -> bool:
+        return event_id in self._events
+
+    def mark(self, event_id: int) -> None:
+        self._events.add(event_id)
+
+    def forget(self, event_id: int) -> None:
+        self._events.discard(event_id)
+
+    async def listen(self, ctx: Context) -> None:
+        """Forget events named on the stock-back channel; after a reconnect forget everything (messages missed)."""
+        client = create_pubsub_client(ctx.settings.require("redis_url"))
+        try:
+            while not self._closed:
+                try:
+                    async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                        await pubsub.subscribe(keys.STOCK_BACK_CHANNEL)
+                        self._events.clear()
+                        # redis-py may swallow a cancellation inside get_message, so a flag ends the loop too.
+                        while not self._closed:
+                            message = await pubsub.get_message(timeout=_POLL_S)
+                            if message is not None and str(message["data"]).isdigit():
+                                self.forget(int(message["data"]))
+                except Exception as exc:
+                    log.warning("stock-back listener failed (%s); reconnecting", exc)
+                    await asyncio.sleep(_RECONNECT_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def recheck(self, ctx: Context) -> None:
+        while not self._closed:
+            await asyncio.sleep(ctx.settings.seckill_soldout_recheck_s)
+            remembered = list(self._events)
+            if not remembered:
+                continue
+            try:
+                async with ctx.redis.pipeline(transaction=False) as pipe:
+                    for event_id in remembered:
+                        pipe.hget(keys.event_keys(event_id).meta, "stock")
+                    stocks = await pipe.execute()
+            except Exception as exc:
+                log.warning("sold-out recheck failed (%s); trying again", exc)
+                continue
+            for event_id, stock in zip(remembered, stocks, strict=True):
+                if stock is None or int(stock) > 0:
+                    self.forget(event_id)

@@ -1,0 +1,92 @@
+"""Cancellation and the give-back of stock and quota to Redis, exactly once per order.
+
+A cancellation is one conditional UPDATE (``status = 'pending_payment'``), so a payment and a timeout (or the
+owner) can never both win. The same UPDATE marks the give-back as pending in PostgreSQL; the Lua give-back is
+idempotent per order id; only then is the give-back marked done. A sweeper that dies between the two steps
+leaves pending give-backs that the next sweep applies again, and the Lua set of returned orders makes the
+second application a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from peak.context import Context
+from seckill import keys
+
+__all__ = ["cancel_due", "finish_givebacks", "give_back", "sweep_loop"]
+
+log = logging.getLogger("peak.seckill")
+
+_SWEEP_BATCH = 500
+# A give-back younger than this is probably being applied right now by whoever cancelled the order.
+_GIVEBACK_GRACE_S = 2.0
+
+
+async def give_back(ctx: Context, rows: Iterable[Any]) -> int:
+    """Return the stock and quota of cancelled orders (rows with order_id, event_id, user_id) to Redis."""
+    by_event: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_event[row["event_id"]].append(row)
+    applied = 0
+    for event_id, orders in by_event.items():
+        k = keys.event_keys(event_id)
+        args: list[str | int] = [keys.STOCK_BACK_CHANNEL, event_id]
+        for row in orders:
+            args += (str(row["order_id"]), row["user_id"])
+        result = int(await ctx.scripts["seckill_giveback"](ctx.redis, k.giveback(), args))
+        if result < 0:
+            log.error("event %d is not in Redis; %d give-backs wait for it", event_id, len(orders))
+            continue
+        applied += result
+        await ctx.db.execute(
+            "UPDATE seckill_orders SET giveback = 'done' WHERE order_id = ANY($1::uuid[]) AND giveback = 'pending'",
+            [row["order_id"] for row in orders],
+        )
+    return applied
+
+
+async def cancel_due(ctx: Context, order_ids: Sequence[str] | None = None) -> int:
+    """Cancel unpaid orders past pay_by (all due ones, or only those listed) and give their stock back."""
+    rows = await ctx.db.fetch(
+        """
+        UPDATE seckill_orders SET status = 'cancelled', cancelled_at = now(), cancel_reason = 'timeout',
+            giveback = 'pending'
+        WHERE order_id IN (
+            SELECT order_id FROM seckill_orders
+            WHERE status = 'pending_payment' AND pay_by <= now()
+              AND ($1::uuid[] IS NULL OR order_id = ANY($1::uuid[]))
+            ORDER BY pay_by LIMIT $2 FOR UPDATE SKIP LOCKED
+        ) AND status = 'pending_payment'
+        RETURNING order_id, event_id, user_id
+        """,
+        order_ids,
+        _SWEEP_BATCH,
+    )
+    if rows:
+        await give_back(ctx, rows)
+    return len(rows)
+
+
+async def finish_givebacks(ctx: Context, *, grace_s: float = _GIVEBACK_GRACE_S) -> int:
+    """Apply give-backs left pending by a process that died after cancelling (idempotent, so safe to race)."""
+    rows = await ctx.db.fetch(
+        "SELECT order_id, event_id, user_id FROM seckill_orders WHERE giveback = 'pending'"
+        " AND cancelled_at <= now() - make_interval(secs => $1) ORDER BY cancelled_at LIMIT $2",
+        grace_s,
+        _SWEEP_BATCH,
+    )
+    return await give_back(ctx, rows) if rows else 0
+
+
+async def sweep_loop(ctx: Context) -> None:
+    """`peak worker` loop: cancel what is due, finish interrupted give-backs, sleep."""
+    while True:
+        while await cancel_due(ctx) == _SWEEP_BATCH:
+            pass
+        await finish_givebacks(ctx)
+        await asyncio.sleep(ctx.settings.seckill_sweep_interval_s)

@@ -1,0 +1,183 @@
+"""The order writer (`peak worker` loop): event streams -> PostgreSQL in batches, acknowledged after COMMIT.
+
+One consumer group per event stream; one reading task per event found in the registry. Entries left pending by
+a dead consumer are reclaimed with XAUTOCLAIM once idle for PEAK_SECKILL_CLAIM_IDLE_MS; an entry delivered more
+than PEAK_SECKILL_MAX_DELIVERIES times moves to the event's dead-letter stream. Entries are deleted from the
+stream only once acknowledged, never before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from peak.context import Context
+from seckill import keys
+from seckill.orders import OrderMessage, insert_orders
+
+__all__ = ["OrderWriter", "ensure_group", "order_writer"]
+
+log = logging.getLogger("peak.seckill")
+
+_READ_BLOCK_MS = 500
+_DISCOVER_S = 1.0
+_ERRORS_KEPT = 10_000
+
+
+async def ensure_group(ctx: Context, event_id: int) -> None:
+    try:
+        await ctx.redis.xgroup_create(keys.event_keys(event_id).stream, keys.GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class OrderWriter:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        # The last failure of each entry, so a dead letter says why it died.
+        self._errors: dict[str, str] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                found = await self.ctx.redis.smembers(keys.EVENTS)
+                for event_id in sorted(int(e) for e in found):
+                    task = self._tasks.get(event_id)
+                    if task is None or task.done():
+                        self._tasks[event_id] = asyncio.create_task(self._follow(event_id))
+                await asyncio.sleep(_DISCOVER_S)
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _follow(self, event_id: int) -> None:
+        settings = self.ctx.settings
+        await ensure_group(self.ctx, event_id)
+        claim_every_s = max(0.1, settings.seckill_claim_idle_ms / 2000)
+        next_claim = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_claim:
+                    await self.claim(event_id)
+                    next_claim = time.monotonic() + claim_every_s
+                await self.step(event_id, block_ms=_READ_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Whatever was read stays pending and is reclaimed; keep following the stream.
+                log.exception("order writer for event %d failed; going on", event_id)
+                await asyncio.sleep(1.0)
+
+    async def step(self, event_id: int, *, block_ms: int | None = None) -> int:
+        """Read new entries once (waiting up to block_ms) and write them; returns orders acknowledged."""
+        reply: Any = await self.ctx.redis.xreadgroup(
+            keys.GROUP, self.consumer, {keys.event_keys(event_id).stream: ">"},
+            count=self.ctx.settings.seckill_batch_size, block=block_ms,
+        )  # fmt: skip
+        written = 0
+        for _, entries in reply or ():
+            written += await self.write(event_id, entries)
+        return written
+
+    async def write(self, event_id: int, entries: Sequence[tuple[str, dict[str, str] | None]]) -> int:
+        """Store a batch and acknowledge what is stored; returns how many orders were acknowledged."""
+        messages: list[OrderMessage] = []
+        gone: list[str] = []
+        for entry_id, fields in entries:
+            if not fields:
+                gone.append(entry_id)
+                continue
+            try:
+                messages.append(OrderMessage.parse(entry_id, fields))
+            except (KeyError, ValueError) as exc:
+                await self.dead_letter(event_id, entry_id, f"malformed order message: {exc!r}", 1)
+        stored = await self._store(event_id, messages)
+        done = [m for m in messages if m.order_id in stored]
+        for m in messages:
+            if m.order_id not in stored:
+                self._errors.setdefault(m.entry_id, "another order holds the same (event, user, seq)")
+        args: list[str] = [keys.GROUP]
+        for m in done:
+            args += (m.entry_id, m.order_id)
+            self._errors.pop(m.entry_id, None)
+        for entry_id in gone:
+            args += (entry_id, "")
+        if len(args) > 1:
+            await self.ctx.scripts["seckill_ack"](self.ctx.redis, keys.event_keys(event_id).ack(), args)
+        return len(done)
+
+    async def _store(self, event_id: int, messages: Sequence[OrderMessage]) -> set[str]:
+        if not messages:
+            return set()
+        try:
+            async with self.ctx.db.acquire() as conn, conn.transaction():
+                return await insert_orders(conn, event_id, messages)
+        except Exception as exc:
+            if len(messages) == 1:
+                self._remember(messages[0].entry_id, exc)
+                return set()
+            log.warning("order batch of event %d failed (%s); writing one by one", event_id, exc)
+        # One bad order must not hold back (and finally dead-letter) the good ones of its batch.
+        stored: set[str] = set()
+        for m in messages:
+            stored |= await self._store(event_id, [m])
+        return stored
+
+    def _remember(self, entry_id: str, exc: BaseException) -> None:
+        if len(self._errors) >= _ERRORS_KEPT:
+            self._errors.pop(next(iter(self._errors)))
+        self._errors[entry_id] = f"{type(exc).__name__}: {exc}"[:500]
+
+    async def claim(self, event_id: int) -> int:
+        """Take over entries pending too long; dead-letter those delivered too often. Returns entries seen."""
+        settings = self.ctx.settings
+        stream = keys.event_keys(event_id).stream
+        start, seen = "0-0", 0
+        while True:
+            reply: list[Any] = await self.ctx.redis.xautoclaim(
+                stream, keys.GROUP, self.consumer, settings.seckill_claim_idle_ms, start_id=start,
+                count=settings.seckill_batch_size,
+            )  # fmt: skip
+            start, claimed = reply[0], reply[1]
+            if claimed:
+                seen += len(claimed)
+                pending = await self.ctx.redis.xpending_range(
+                    stream, keys.GROUP, min=claimed[0][0], max=claimed[-1][0], count=len(claimed),
+                    consumername=self.consumer,
+                )  # fmt: skip
+                deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+                retry = []
+                for entry in claimed:
+                    count = deliveries.get(entry[0], 1)
+                    if count > settings.seckill_max_deliveries:
+                        reason = self._errors.pop(entry[0], "no delivery succeeded")
+                        await self.dead_letter(event_id, entry[0], reason, count - 1)
+                    else:
+                        retry.append(entry)
+                if retry:
+                    await self.write(event_id, retry)
+            if start in ("0-0", "0"):
+                return seen
+
+    async def dead_letter(self, event_id: int, entry_id: str, reason: str, deliveries: int) -> None:
+        log.error("order message %s of event %d dead-lettered: %s", entry_id, event_id, reason)
+        await self.ctx.scripts["seckill_deadletter"](
+            self.ctx.redis,
+            keys.event_keys(event_id).dead_letter(),
+            [keys.GROUP, entry_id, reason, deliveries],
+        )
+
+
+async def order_writer(ctx: Context) -> None:
+    await OrderWriter(ctx).run()

@@ -1,0 +1,135 @@
+"""Seckill fixtures: a process context with the seckill services, events made through the service layer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import seckill
+from peak.app import create_app
+from peak.context import Context, open_context
+from peak.settings import Settings
+from seckill import events, reconcile
+from seckill.worker import OrderWriter
+from tests.support import lifespan_client
+
+ADMIN_TOKEN = "test-admin-token-seckill"
+
+
+@contextlib.asynccontextmanager
+async def seckill_context(settings: Settings) -> AsyncIterator[Context]:
+    async with open_context(settings, [seckill.component()], "api") as ctx:
+        yield ctx
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[Context]:
+    async with seckill_context(settings) as c:
+        yield c
+
+
+def in_s(seconds: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+async def new_event(
+    ctx: Context,
+    *,
+    stock: int = 10,
+    limit: int = 1,
+    starts_in_s: float = -60,
+    lasts_s: float = 3600,
+    payment_timeout_s: int = 900,
+    sku: str = "SKU-1",
+) -> int:
+    made = await events.create_event(
+        ctx,
+        events.NewEvent(
+            sku=sku, title="Phone", price=99_900, stock=stock, starts_at=in_s(starts_in_s),
+            ends_at=in_s(starts_in_s + lasts_s), per_user_limit=limit, payment_timeout_s=payment_timeout_s,
+        ),
+    )  # fmt: skip
+    return int(made["id"])
+
+
+async def drain(ctx: Context, event_id: int, writer: OrderWriter | None = None) -> None:
+    """Write every queued order of the event to PostgreSQL with an in-process writer."""
+    writer = writer or OrderWriter(ctx)
+    while await writer.step(event_id) or (await reconcile.balance(ctx, event_id)).queued:
+        pass
+
+
+async def assert_balanced(ctx: Context, event_id: int) -> reconcile.Balance:
+    b = await reconcile.balance(ctx, event_id)
+    assert b.problems() == [], reconcile.terms(b)
+    return b
+
+
+async def order_rows(ctx: Context, event_id: int) -> list[Any]:
+    return list(await ctx.db.fetch("SELECT * FROM seckill_orders WHERE event_id = $1", event_id))
+
+
+MakeSettings = Callable[..., Settings]
+
+
+PASSWORD = "correct horse battery staple"
+SALE_ENV = {
+    "PEAK_ADMIN_TOKEN": ADMIN_TOKEN,
+    "PEAK_SECKILL_IP_RATE_PER_S": "1000000",
+    # Tokens made in-process must be valid in a `peak serve` process started by the test.
+    "PEAK_SSO_ISSUER": "http://peak.test",
+}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def shoppers(client: httpx.AsyncClient, count: int, prefix: str = "shopper") -> list[dict[str, str]]:
+    """Bearer headers of `count` new shoppers, created and logged in concurrently through the API."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> dict[str, str]:
+        async with gate:
+            return await _shopper(client, f"{prefix}{i}")
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _shopper(client: httpx.AsyncClient, name: str) -> dict[str, str]:
+    made = await client.post("/sso/users", json={"username": name, "password": PASSWORD})
+    assert made.status_code == 201, made.text
+    login = await client.post("/sso/login", json={"username": name, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def http_event(client: httpx.AsyncClient, **fields: Any) -> int:
+    body = {
+        "sku": "SKU-1", "title": "Phone", "price": 99_900, "stock": 10, "starts_at": in_s(-60),
+        "ends_at": in_s(3600), **fields,
+    }  # fmt: skip
+    made = await client.post("/seckill/events", json=body, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    return int(made.json()["id"])
+
+
+@pytest.fixture
+def sale_settings(make_settings: MakeSettings) -> Settings:
+    return make_settings(**SALE_ENV)
+
+
+@pytest.fixture
+async def shop(sale_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with lifespan_client(create_app(sale_settings)) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,89 @@
+"""`peak seckill reconcile` and `peak seckill dead-letters` as an operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from peak.context import Context
+from peak.settings import Settings
+from seckill import keys
+from seckill.reservation import Reserver
+from seckill.worker import OrderWriter
+from tests.conftest import Servers
+from tests.seckill.conftest import MakeSettings, drain, new_event, seckill_context
+from tests.support import run_peak
+
+
+async def _buy(ctx: Context, event_id: int, *users: str) -> None:
+    for user in users:
+        await ctx.get(Reserver).reserve(event_id, user, "10.0.0.1")
+
+
+def _peak(servers: Servers, *args: str) -> tuple[int, str]:
+    done = run_peak("seckill", *args, env=servers.env())
+    return done.returncode, done.stdout + done.stderr
+
+
+async def test_reconcile_prints_terms_and_fails_on_drift(ctx: Context, servers: Servers) -> None:
+    event_id = await new_event(ctx, stock=5)
+    await _buy(ctx, event_id, "a", "b", "c")
+    code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
+    assert code == 0, out
+    for term in (
+        "stock_total=5",
+        "stock_left=2",
+        "queued=3",
+        "pending_payment=0",
+        "dead_letters=0",
+        "drift=0",
+    ):
+        assert term in out, out
+    await drain(ctx, event_id)
+    # The classic lost order: Redis sold it, the database does not have it.
+    await ctx.db.execute("DELETE FROM seckill_orders WHERE user_id = 'b'")
+    code, out = await asyncio.to_thread(_peak, servers, "reconcile")
+    assert code == 1, out
+    assert "pending_payment=2" in out and "drift=1" in out and "DRIFT" in out
+    # Stock appearing in Redis from nowhere is drift too.
+    await ctx.redis.hincrby(keys.event_keys(event_id).meta, "stock", 1)
+    code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
+    assert code == 1 and "drift=0" in out  # 1 lost order + 1 phantom item cancel out in the sum ...
+    assert "1 reservation(s) are neither queued" in out and "stock total 5" in out  # ... not in these
+    code, out = await asyncio.to_thread(_peak, servers, "reconcile", "999")
+    assert code == 1 and "no sale event 999" in out
+
+
+async def test_dead_letters_are_listed_and_retried(make_settings: MakeSettings, servers: Servers) -> None:
+    settings: Settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="1")
+    async with seckill_context(settings) as ctx:
+        event_id = await new_event(ctx, stock=5)
+        await ctx.db.execute(
+            "CREATE FUNCTION seckill_test_reject() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'warehouse system offline'; END $$;"
+            " CREATE TRIGGER seckill_test_reject BEFORE INSERT ON seckill_orders FOR EACH ROW"
+            " EXECUTE FUNCTION seckill_test_reject();"
+        )
+        try:
+            await _buy(ctx, event_id, "a", "b")
+            writer = OrderWriter(ctx)
+            assert await writer.step(event_id) == 0
+            await asyncio.sleep(0.15)
+            await writer.claim(event_id)
+        finally:
+            await ctx.db.execute(
+                "DROP TRIGGER seckill_test_reject ON seckill_orders; DROP FUNCTION seckill_test_reject()"
+            )
+        code, out = await asyncio.to_thread(_peak, servers, "dead-letters")
+        assert code == 0 and "2 dead letter(s)" in out and "warehouse system offline" in out, out
+        ref = next(line.split()[0] for line in out.splitlines() if f"{event_id}:" in line)
+        code, out = await asyncio.to_thread(_peak, servers, "dead-letters", "--retry", ref)
+        assert code == 0 and "back on its order stream" in out, out
+        code, out = await asyncio.to_thread(_peak, servers, "dead-letters", "--retry", ref)
+        assert code == 1 and "no dead letter" in out
+        code, out = await asyncio.to_thread(
+            _peak, servers, "dead-letters", "--retry-all", "--event", str(event_id)
+        )
+        assert code == 0 and "1 dead letter(s) back" in out, out
+        await drain(ctx, event_id, writer)
+        code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
+        assert code == 0 and "pending_payment=2" in out and "dead_letters=0" in out, out

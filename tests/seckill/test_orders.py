@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+from peak.context import Context
+from peak.errors import ApiError
+from seckill import keys, orders, timeouts
+from seckill.reservation import Reserver
+from seckill.worker import OrderWriter
+from tests.seckill.conftest import (
+    MakeSettings,
+    assert_balanced,
+    drain,
+    new_event,
+    order_rows,
+    seckill_context,
+)
+
+
+async def _buy(ctx: Context, event_id: int, users: list[str]) -> list[str]:
+    reserver = ctx.get(Reserver)
+    made = await asyncio.gather(*(reserver.reserve(event_id, u, "10.0.0.1") for u in users))
+    return [m.order_id for m in made]
+
+
+async def test_redelivery_after_a_crash_never_duplicates(make_settings: MakeSettings) -> None:
+    settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100")
+    async with seckill_context(settings) as ctx:
+        event_id = await new_event(ctx, stock=50)
+        await _buy(ctx, event_id, [f"u{i}" for i in range(50)])
+        stream = keys.event_keys(event_id).stream
+        # Writer A reads everything, commits half and dies before acknowledging anything.
+        dead = OrderWriter(ctx)
+        reply: Any = await ctx.redis.xreadgroup(keys.GROUP, dead.consumer, {stream: ">"}, count=100)
+        entries = reply[0][1]
+        async with ctx.db.acquire() as conn, conn.transaction():
+            await orders.insert_orders(
+                conn, event_id, [orders.OrderMessage.parse(i, f) for i, f in entries[:25]]
+            )
+        assert len(await order_rows(ctx, event_id)) == 25
+        # Writer B reclaims the idle entries and writes them again.
+        await asyncio.sleep(0.2)
+        survivor = OrderWriter(ctx)
+        assert await survivor.claim(event_id) == 50
+        rows = await order_rows(ctx, event_id)
+        assert len(rows) == 50 and len({r["order_id"] for r in rows}) == 50
+        assert await ctx.redis.xlen(stream) == 0  # acknowledged entries are deleted, nothing else
+        b = await assert_balanced(ctx, event_id)
+        assert (b.queued, b.pending_payment) == (0, 50)
+
+
+async def test_poison_order_is_dead_lettered_and_retried(make_settings: MakeSettings) -> None:
+    from seckill import deadletters
+
+    settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="2")
+    async with seckill_context(settings) as ctx:
+        event_id = await new_event(ctx, stock=10)
+        await ctx.db.execute(
+            "CREATE FUNCTION seckill_test_reject() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'rejected by test'; END $$;"
+            " CREATE TRIGGER seckill_test_reject BEFORE INSERT ON seckill_orders FOR EACH ROW"
+            " WHEN (NEW.user_id = 'mallory') EXECUTE FUNCTION seckill_test_reject();"
+        )
+        try:
+            await _buy(ctx, event_id, ["alice", "mallory", "bob"])
+            writer = OrderWriter(ctx)
+            assert await writer.step(event_id) == 2  # the good orders of the batch are not held back
+            for _ in range(3):
+                await asyncio.sleep(0.15)
+                await writer.claim(event_id)
+            letters = await deadletters.dead_letters(ctx, [event_id])
+            assert [(d.user_id, d.deliveries) for d in letters] == [("mallory", "2")]
+            assert "rejected by test" in letters[0].reason
+            b = await assert_balanced(ctx, event_id)
+            assert (b.dead_letters, b.queued, b.pending_payment) == (1, 0, 2)
+        finally:
+            await ctx.db.execute(
+                "DROP TRIGGER seckill_test_reject ON seckill_orders; DROP FUNCTION seckill_test_reject()"
+            )
+        assert await deadletters.requeue(ctx, event_id, letters[0].entry_id)
+        await drain(ctx, event_id, writer)
+        assert await deadletters.dead_letters(ctx, [event_id]) == []
+        b = await assert_balanced(ctx, event_id)
+        assert (b.dead_letters, b.pending_payment) == (0, 3)
+
+
+async def test_payment_racing_the_timeout_is_decided_once(ctx: Context) -> None:
+    event_id = await new_event(ctx, stock=200, payment_timeout_s=1)
+    order_ids = await _buy(ctx, event_id, [f"u{i}" for i in range(200)])
+    await drain(ctx, event_id)
+    owners = {str(r["order_id"]): r["user_id"] for r in await order_rows(ctx, event_id)}
+    await asyncio.sleep(0.7)
+
+    async def pay(order_id: str, delay_s: float) -> str:
+        # Spread over 0.6 s around pay_by, so payments land before, at and after the deadline.
+        await asyncio.sleep(delay_s)
+        try:
+            await orders.pay_order(ctx, order_id, owners[order_id])
+        except ApiError as exc:
+            return exc.code
+        return "paid"
+
+    async def sweep() -> None:
+        for _ in range(20):
+            await timeouts.cancel_due(ctx)
+            await asyncio.sleep(0.02)
+
+    *answers, _, _ = await asyncio.gather(
+        *(pay(o, i * 0.003) for i, o in enumerate(order_ids)), sweep(), timeouts.cancel_due(ctx)
+    )
+    await timeouts.cancel_due(ctx)
+    rows = {str(r["order_id"]): r for r in await order_rows(ctx, event_id)}
+    outcome = collections.Counter(answers)
+    assert set(outcome) <= {"paid", "order_cancelled"}
+    for order_id, answer in zip(order_ids, answers, strict=True):
+        expected = "paid" if answer == "paid" else "cancelled"
+        assert rows[order_id]["status"] == expected
+    b = await assert_balanced(ctx, event_id)
+    # Every cancelled order's item is back on sale, every paid one is not.
+    assert b.stock_left == outcome["order_cancelled"] and b.paid == outcome["paid"]
+    assert b.cancelled_not_returned == 0
+    assert outcome["paid"] + outcome["order_cancelled"] == 200
+
+
+async def test_give_back_happens_once_when_sweepers_race_or_crash(ctx: Context) -> None:
+    event_id = await new_event(ctx, stock=40, payment_timeout_s=1)
+    await _buy(ctx, event_id, [f"u{i}" for i in range(40)])
+    await drain(ctx, event_id)
+    await asyncio.sleep(1.1)
+    # A sweeper "crashes" after its cancelling UPDATE: give-backs stay pending in PostgreSQL.
+    await ctx.db.execute(
+        "UPDATE seckill_orders SET status = 'cancelled', cancelled_at = now() - interval '1 minute',"
+        " cancel_reason = 'timeout', giveback = 'pending' WHERE user_id IN ('u0', 'u1', 'u2')"
+    )
+    interrupted = await assert_balanced(ctx, event_id)
+    assert interrupted.cancelled_not_returned == 3 and interrupted.stock_left == 0
+    await asyncio.gather(*(timeouts.cancel_due(ctx) for _ in range(4)), *(
+        timeouts.finish_givebacks(ctx) for _ in range(4)))  # fmt: skip
+    await asyncio.gather(*(timeouts.finish_givebacks(ctx, grace_s=0) for _ in range(4)))
+    b = await assert_balanced(ctx, event_id)
+    assert (b.stock_left, b.cancelled, b.cancelled_not_returned) == (40, 40, 0)
+    assert await ctx.redis.hget(keys.event_keys(event_id).users, "u0") == "0"
+    # Their quota is back too: the same users can buy again.
+    assert len(await _buy(ctx, event_id, ["u0", "u1"])) == 2
+
+
+async def test_owner_cancel_and_pay_rules(ctx: Context) -> None:
+    event_id = await new_event(ctx, stock=2)
+    first, second = await _buy(ctx, event_id, ["alice", "alice-2"])
+    try:
+        await orders.pay_order(ctx, first, "alice")
+    except ApiError as exc:
+        assert exc.code == "order_queued"
+    await drain(ctx, event_id)
+    assert (await orders.pay_order(ctx, first, "alice"))["status"] == "paid"
+    assert (await orders.pay_order(ctx, first, "alice"))["status"] == "paid"
+    for call, code in ((orders.cancel_order(ctx, first, "alice"), "order_paid"),
+                       (orders.get_order(ctx, first, "mallory"), "order_not_found")):  # fmt: skip
+        try:
+            await call
+        except ApiError as exc:
+            assert exc.code == code
+        else:
+            raise AssertionError(code)
+    assert (await orders.cancel_order(ctx, second, "alice-2"))["status"] == "cancelled"
+    try:
+        await orders.pay_order(ctx, second, "alice-2")
+    except ApiError as exc:
+        assert exc.code == "order_cancelled"
+    b = await assert_balanced(ctx, event_id)
+    assert (b.stock_left, b.paid, b.cancelled) == (1, 1, 1)
