@@ -12,7 +12,7 @@ from peak.commands import CommandError, cli_context, fail, load_settings, requir
 from peak.settings import Settings, SettingsError
 from peak.stack import StackError
 
-__all__ = ["main", "migrate_now"]
+__all__ = ["main", "migrate_now", "settings_markdown"]
 
 
 async def migrate_now(settings: Settings) -> list[migrations.Migration]:
@@ -62,11 +62,23 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
+    if args.markdown:
+        say(settings_markdown())
+        return 0
     rows = Settings.describe()
     width = max(len(r[0]) for r in rows)
     for env, kind, default, doc in rows:
         say(f"{env:<{width}}  {kind:<5}  {default or '-':<12}  {doc}")
     return 0
+
+
+def settings_markdown() -> str:
+    """The README's settings table."""
+    lines = ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    for env, kind, default, doc in Settings.describe():
+        shown = f"`{default}`" if default else "(unset)"
+        lines.append(f"| `{env}` | {kind} | {shown} | {doc.replace('|', '/')} |")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_worker
     )
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=_cmd_migrate)
-    sub.add_parser("settings", help="list every setting").set_defaults(func=_cmd_settings)
+    listing = sub.add_parser("settings", help="list every setting")
+    listing.add_argument("--markdown", action="store_true", help="as the README's table")
+    listing.set_defaults(func=_cmd_settings)
     for part in components():
         if part.cli is not None:
             part.cli(sub)
