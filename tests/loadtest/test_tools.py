@@ -1,0 +1,90 @@
+"""Smoke runs of `peak bench` and `peak loadtest`, a few seconds each, so that neither can rot.
+
+No timing is asserted: speed is what `peak bench` reports, not what a test decides.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest.bench import parse_wrk
+from peak.stack import free_port
+from tests.conftest import Servers
+from tests.support import kill_group, run_peak, start_peak, wait_http
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   510.00us  100.00us   2.00ms   90.00%
+  Latency Distribution
+     50%  480.00us
+     75%  600.00us
+     90%  800.00us
+     99%    1.50ms
+  12345 requests in 1.00s, 1.20MB read
+Requests/sec:  12345.00
+Transfer/sec:      1.20MB
+status 202 12000
+status 409 345
+"""
+
+
+def test_wrk_output_is_read() -> None:
+    rps, p50, p99, total, statuses = parse_wrk(WRK_OUTPUT)
+    assert (rps, p50, p99, total) == (12345.0, 0.48, 1.5, 12345)
+    assert statuses == {202: 12000, 409: 345}
+
+
+@pytest.mark.slow
+def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_peak(
+        "bench", "--duration", "1", "--connections", "8", "--users", "6", "--workers", "1", "--json", str(out),
+        env={"PEAK_DATA_DIR": str(tmp_path / "unused"), "PEAK_PORT": str(free_port())},
+        timeout_s=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "AUDIT PASS" in result.stdout
+    report = json.loads(out.read_text())
+    measured = {r["path"]: r for r in report["results"]}
+    assert set(measured) == {
+        "floor",
+        "purchase",
+        "sold_out",
+        "validate_strict",
+        "introspect",
+        "login",
+        "naive",
+    }
+    assert measured["floor"]["ratio"] == 1.0
+    for r in measured.values():
+        assert r["requests"] > 0 and r["unexpected"] == 0, r
+    assert report["audit"]["ok"] is True
+
+
+@pytest.mark.slow
+def test_loadtest_smoke_passes_its_checks(servers: Servers, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **servers.env(),
+        "PEAK_PORT": str(port),
+        "PEAK_WORKERS": "1",
+        "PEAK_ADMIN_TOKEN": "loadtest-admin-token",
+    }
+    env["PEAK_DATA_DIR"] = str(tmp_path)
+    api = start_peak("serve", env=env, log=tmp_path / "api.log")
+    worker = start_peak("worker", env=env, log=tmp_path / "worker.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        result = run_peak("loadtest", "--smoke", "--url", f"http://127.0.0.1:{port}", env=env, timeout_s=400)
+    finally:
+        kill_group(api, 15)
+        kill_group(worker, 15)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for check in ("no event oversold", "every reservation became exactly one order", "reconcile is clean"):
+        assert f"PASS  {check}" in result.stdout
+    assert result.stdout.rstrip().endswith("PASS")
+
