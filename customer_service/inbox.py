@@ -46,7 +46,8 @@ async def _store(ctx: Context, entries: list[tuple[str, dict[str, str]]]) -> int
     if messages:
         await store.insert_many(ctx, messages, queued=True)
     if ids:
-        async with ctx.redis.pipeline(transaction=True) as pipe:
+        # Not a MULTI (cluster pipelines may refuse one): both commands are idempotent and retried next batch.
+        async with ctx.redis.pipeline(transaction=False) as pipe:
             pipe.xack(keys.INBOX, keys.INBOX_GROUP, *ids)
             pipe.xdel(keys.INBOX, *ids)
             await pipe.execute()

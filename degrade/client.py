@@ -26,6 +26,7 @@ __all__ = [
     "Breakers",
     "Degraded",
     "breaker",
+    "breakers",
     "fallback",
     "is_shed",
     "shed_name",
@@ -52,6 +53,16 @@ def is_shed(ctx: Context, name: str) -> bool:
     return board is not None and board.shed.get(name, False)
 
 
+def breakers(ctx: Context) -> Breakers:
+    """This process's breakers; made on first use, so a service started before degrade's can use them."""
+    found = ctx.find(Breakers)
+    if found is None:
+        found = Breakers(BreakerConfig.from_settings(ctx.settings))
+        ctx.put(found)
+    return found
+
+
 def breaker(ctx: Context, name: str, config: BreakerConfig | None = None) -> Breaker:
-    """This process's breaker called ``name`` (created with the PEAK_DEGRADE_BREAKER_* defaults)."""
-    return ctx.get(Breakers).get(name, config)
+    """This process's breaker called ``name`` (created with the PEAK_DEGRADE_BREAKER_* defaults); it shows
+    in ``GET /degrade/status``. A different ``config`` reconfigures it in place, keeping its state."""
+    return breakers(ctx).get(name, config)

@@ -21,7 +21,8 @@ import orjson
 
 from degrade import keys, store
 from degrade.board import Board, iso_ms
-from degrade.breaker import BreakerConfig, Breakers
+from degrade.breaker import Breakers
+from degrade.client import breakers
 from degrade.controller import Controller
 from degrade.signals import Signals
 from peak.component import Role
@@ -141,7 +142,7 @@ async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     signals = Signals(window_buckets=max(1, round(s.degrade_window_s / s.degrade_sample_s)))
     ctx.put(board)
     ctx.put(signals)
-    ctx.put(Breakers(BreakerConfig.from_settings(s)))
+    breakers(ctx)
     service = Degrade(ctx, role, board, signals)
     ctx.put(service)
     await service.resync()

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from degrade.breaker import Breaker, BreakerConfig, BreakerOpen, Breakers
+from degrade.client import breaker
+from degrade.service import Degrade
+from peak.context import open_context
+from peak.settings import Settings
+from tests.degrade.conftest import parts
 
 
 class Clock:
@@ -192,3 +198,19 @@ def test_registry_shares_breakers_and_reconfigures_in_place() -> None:
     again = breakers.get("jwks", BreakerConfig(open_s=30))
     assert again is jwks and jwks.state == "open" and jwks.config.open_s == 30
     assert breakers.status()["jwks"]["state"] == "open"
+
+
+async def test_process_breakers_use_settings_and_show_in_status(
+    degrade_settings: Callable[..., Settings],
+) -> None:
+    settings = degrade_settings(PEAK_DEGRADE_BREAKER_PROBES="7", PEAK_DEGRADE_BREAKER_MIN_CALLS="2")
+    async with open_context(settings, parts(), "api") as ctx:
+        jwks = breaker(ctx, "jwks")
+        assert jwks is breaker(ctx, "jwks") and jwks.config.half_open_probes == 7
+        for _ in range(2):
+            with pytest.raises(OSError):
+                async with jwks.guard():
+                    raise OSError("connection refused")
+        reported = ctx.get(Degrade).status()["breakers"]["jwks"]
+        assert reported["state"] == "open" and reported["trips"] == 1
+        assert reported["last_trip_reason"] == "2 of 2 calls failed"
