@@ -140,6 +140,7 @@ class TokenValidator:
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._subscribed = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -156,6 +157,11 @@ class TokenValidator:
             self._tasks.append(asyncio.create_task(self._poll_forever(), name="sso-journal"))
             if self._redis_url is not None:
                 self._tasks.append(asyncio.create_task(self._listen_forever(), name="sso-changes"))
+                # Messages published before the subscription is in place would be lost to this process.
+                try:
+                    await asyncio.wait_for(self._subscribed.wait(), 5)
+                except TimeoutError:
+                    log.warning("not yet subscribed to %s; going on", keys.CHANGES_CHANNEL)
         try:
             yield self
         finally:
@@ -300,6 +306,10 @@ class TokenValidator:
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.CHANGES_CHANNEL)
+                    if self._subscribed.is_set():  # back after a loss: catch up on keys and clients
+                        await self._handle("k")
+                        await self._handle("c")
+                    self._subscribed.set()
                     while not self._stopping:
                         message = await pubsub.get_message(timeout=0.2)
                         if message is not None and message["type"] == "message":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 import sso
@@ -16,6 +17,7 @@ from peak.app import create_app
 from peak.component import Component, Role
 from peak.context import Context
 from peak.settings import Settings
+from sso.keystore import KeyStore, SigningKey
 from tests.conftest import Servers
 from tests.support import lifespan_client, run_peak
 
@@ -81,3 +83,23 @@ def cli(servers: Servers, *args: str, **env: str) -> str:
     result = run_peak("sso", *args, env={**servers.env(), **env})
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+async def signing_key(app: App) -> SigningKey:
+    settings = app.ctx.settings
+    store = KeyStore(app.ctx.db, algorithm=settings.sso_algorithm, secret_key=settings.secret_key,
+                     access_token_ttl_s=settings.sso_access_token_ttl_s)  # fmt: skip
+    return await store.signing_key()
+
+
+async def forge(
+    app: App, tokens: dict[str, Any], *, header: dict[str, Any] | None = None, **claims: Any
+) -> str:
+    """The access token of ``tokens`` re-signed with the real key after changing claims (None removes one)."""
+    original = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    changed = {k: v for k, v in {**original, **claims}.items() if v is not None}
+    key = await signing_key(app)
+    return jwt.encode(
+        changed, key.private_key, algorithm=key.algorithm,  # type: ignore[arg-type]
+        headers={"kid": key.kid, "typ": "at+jwt", **(header or {})},
+    )  # fmt: skip

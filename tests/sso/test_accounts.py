@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 from argon2 import extract_parameters
@@ -24,8 +25,10 @@ async def test_usernames_are_unique_whatever_their_case(client: httpx.AsyncClien
     assert (taken.status_code, error_code(taken)) == (409, "username_taken")
 
 
-async def test_short_password_is_weak_and_the_minimum_is_configurable(make_settings: object) -> None:
-    settings = make_settings(PEAK_SSO_MIN_PASSWORD_LENGTH="16")  # type: ignore[operator]
+async def test_short_password_is_weak_and_the_minimum_is_configurable(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(PEAK_SSO_MIN_PASSWORD_LENGTH="16")
     async with sso_app(settings) as app:
         short = await app.http.post("/sso/users", json={"username": "bob", "password": "x" * 15})
         assert (short.status_code, error_code(short)) == (422, "weak_password")
@@ -66,8 +69,8 @@ async def test_login_json_and_form_with_cookie(client: httpx.AsyncClient) -> Non
     assert as_json.json()["session_id"] != as_form.json()["session_id"]
 
 
-async def test_cookie_is_secure_when_configured(make_settings: object) -> None:
-    settings = make_settings(PEAK_COOKIE_SECURE="1")  # type: ignore[operator]
+async def test_cookie_is_secure_when_configured(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(PEAK_COOKIE_SECURE="1")
     async with sso_app(settings) as app:
         await register(app.http, "alice")
         response = await app.http.post("/sso/login", json={"username": "alice", "password": PASSWORD})

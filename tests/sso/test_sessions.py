@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 
+from peak.settings import Settings
 from sso import keys
 from tests.sso.conftest import App, bearer, error_code, login, register, sso_app
 
@@ -37,8 +39,8 @@ async def test_the_session_cookie_alone_authenticates(client: httpx.AsyncClient)
     assert (await client.get("/sso/session")).status_code == 401
 
 
-async def test_idle_timeout_slides_with_use(make_settings: object) -> None:
-    settings = make_settings(PEAK_SSO_IDLE_TIMEOUT_S="2", PEAK_SSO_ABSOLUTE_TIMEOUT_S="60")  # type: ignore[operator]
+async def test_idle_timeout_slides_with_use(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(PEAK_SSO_IDLE_TIMEOUT_S="2", PEAK_SSO_ABSOLUTE_TIMEOUT_S="60")
     async with sso_app(settings) as app:
         await register(app.http, "alice")
         tokens = await login(app.http, "alice")
@@ -51,8 +53,8 @@ async def test_idle_timeout_slides_with_use(make_settings: object) -> None:
         assert idle.status_code == 401
 
 
-async def test_absolute_timeout_is_never_extended(make_settings: object) -> None:
-    settings = make_settings(PEAK_SSO_IDLE_TIMEOUT_S="2", PEAK_SSO_ABSOLUTE_TIMEOUT_S="3")  # type: ignore[operator]
+async def test_absolute_timeout_is_never_extended(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(PEAK_SSO_IDLE_TIMEOUT_S="2", PEAK_SSO_ABSOLUTE_TIMEOUT_S="3")
     async with sso_app(settings) as app:
         await register(app.http, "alice")
         tokens = await login(app.http, "alice")
@@ -70,8 +72,10 @@ async def test_absolute_timeout_is_never_extended(make_settings: object) -> None
         assert (refresh.status_code, error_code(refresh)) == (401, "invalid_grant")
 
 
-async def test_a_login_beyond_the_maximum_ends_the_oldest_session(make_settings: object) -> None:
-    settings = make_settings(PEAK_SSO_MAX_SESSIONS="3")  # type: ignore[operator]
+async def test_a_login_beyond_the_maximum_ends_the_oldest_session(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(PEAK_SSO_MAX_SESSIONS="3")
     async with sso_app(settings) as app:
         await register(app.http, "alice")
         logins = [await login(app.http, "alice") for _ in range(5)]
@@ -82,10 +86,10 @@ async def test_a_login_beyond_the_maximum_ends_the_oldest_session(make_settings:
         assert [s["id"] for s in listed] == [t["session_id"] for t in logins[2:]]
 
 
-async def test_concurrent_logins_keep_at_most_the_maximum(make_settings: object) -> None:
+async def test_concurrent_logins_keep_at_most_the_maximum(make_settings: Callable[..., Settings]) -> None:
     # The account throttle lets at most its failure budget of logins per account be in flight; raise it
     # so that 200 logins of one account race each other here.
-    settings = make_settings(PEAK_SSO_ACCOUNT_MAX_FAILURES="1000")  # type: ignore[operator]
+    settings = make_settings(PEAK_SSO_ACCOUNT_MAX_FAILURES="1000")
     async with sso_app(settings) as app:
         user = await register(app.http, "alice")
         logins = await asyncio.gather(*(login(app.http, "alice") for _ in range(200)))
