@@ -195,3 +195,16 @@ async def test_a_calm_process_does_not_restore_what_a_busy_one_needs_shed(
             ("customer_service", "open"),
             ("reviews", "open"),
         ]
+
+
+async def test_a_tier_changed_at_run_time_is_obeyed(degrade_settings: Callable[..., Settings]) -> None:
+    async with lifespan_client(create_app(degrade_settings(**OVERLOAD_ENV), _all_parts())) as c:  # type: ignore[arg-type]
+        # Ops make reviews core for tonight, and customer_service the lowest tier.
+        await put(c, "reviews", tier="critical", reason="reviews campaign tonight")
+        await put(c, "customer_service", tier="sheddable", reason="reviews campaign tonight")
+        async with _overload(c):
+            await _wait_audit(c, 3)
+            await asyncio.sleep(1)
+        trail = await _audit(c)
+        assert trail[2] == ("customer_service", "open", "shed", "controller")
+        assert [t for t in trail if t[3] == "controller" and t[0] != "customer_service"] == []

@@ -166,7 +166,14 @@ def test_cli_lists_sets_and_audits(degrade_settings: Callable[..., Settings], se
     assert len(lines) == 2
     assert "seckill" in lines[0] and "ops" in lines[0] and "cli:" in lines[0] and "drill" in lines[0]
     assert "reviews" in lines[1] and "flash sale" in lines[1]
-    assert "shed" in run_peak("degrade", "ls", env=env).stdout
+    retiered = run_peak(
+        "degrade", "set", "reviews", "--tier", "sheddable_plus", "--reason", "campaign", env=env
+    )
+    assert retiered.returncode == 0 and "tier sheddable_plus" in retiered.stdout
+    listing = run_peak("degrade", "ls", env=env).stdout
+    assert any(
+        line.split()[:4] == ["reviews", "sheddable_plus", "shed", "shed"] for line in listing.splitlines()
+    )
 
 
 def test_scripts_are_registered() -> None:
