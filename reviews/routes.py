@@ -20,7 +20,6 @@ from reviews import store
 
 __all__ = ["NewReview", "routes"]
 
-_SKU = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _CURSOR = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -54,8 +53,9 @@ _PAGE = {
 
 def _sku(request: Request) -> str:
     sku = str(request.path_params["sku"])
-    if not _SKU.match(sku):
-        raise InvalidRequest("sku must be 1-64 letters, digits, '.', '_' or '-'")
+    # The same rule as a flash sale's sku.
+    if not 1 <= len(sku) <= 64 or not sku.isprintable():
+        raise InvalidRequest("sku must be 1 to 64 printable characters")
     return sku
 
 
@@ -63,15 +63,16 @@ def _sku(request: Request) -> str:
 async def list_reviews(request: Request) -> Response:
     ctx = context_of(request)
     sku = _sku(request)
-    shed = shed_name(request)
-    if shed:
-        cached = await store.cached(ctx, sku)
-        if cached is None:
-            raise Degraded(shed, retry_after_s=ctx.settings.degrade_retry_after_s)
-        return JSONResponse(cached)
     cursor = request.query_params.get("cursor") or None
     if cursor is not None and not _CURSOR.match(cursor):
         raise InvalidRequest("cursor must be the next_cursor of a previous page")
+    shed = shed_name(request)
+    if shed:
+        # Only the first page is cached: later pages wait until reviews is back.
+        cached = None if cursor else await store.cached(ctx, sku)
+        if cached is None:
+            raise Degraded(shed, retry_after_s=ctx.settings.degrade_retry_after_s)
+        return JSONResponse(cached)
     return JSONResponse(await store.page(ctx, sku, before=int(cursor) if cursor else None))
 
 

@@ -43,7 +43,9 @@ async def test_bad_input_is_a_clear_422(shop: httpx.AsyncClient, shop_settings: 
         assert _code(answer) == (422, "invalid_request"), body
         assert field in answer.json()["error"]["message"]
     assert _code(await shop.get("/reviews/PHONE-2?cursor=abc")) == (422, "invalid_request")
-    assert _code(await shop.get("/reviews/bad%20sku")) == (422, "invalid_request")
+    assert _code(await shop.get("/reviews/" + "x" * 65)) == (422, "invalid_request")
+    assert _code(await shop.get("/reviews/bad%09sku")) == (422, "invalid_request")
+    assert (await shop.get("/reviews/blue%20phone")).json()["sku"] == "blue phone"
 
 
 async def test_pages_newest_first_with_average(shop: httpx.AsyncClient, shop_settings: Settings) -> None:
@@ -105,6 +107,8 @@ async def test_shed_get_serves_stale_summary_and_post_is_503(
     refused = await shop.post("/reviews/PHONE-5", json={"rating": 2, "text": "meh"}, headers=bob)
     assert _code(refused) == (503, "degraded")
     assert refused.headers["retry-after"] == "5" and refused.headers["x-degraded"] == "reviews"
+    later_page = await shop.get("/reviews/PHONE-5?cursor=5")
+    assert _code(later_page) == (503, "degraded") and later_page.headers["x-degraded"] == "reviews"
     never_read = await shop.get("/reviews/NEVER-READ")
     assert _code(never_read) == (503, "degraded") and never_read.headers["x-degraded"] == "reviews"
     await shop.put("/degrade/switches/reviews", json={"mode": "auto", "reason": "peak over"}, headers=ADMIN)
