@@ -14,7 +14,7 @@ from peak.errors import InvalidRequest, NotFound
 from peak.responses import JSONResponse
 from peak.routing import route
 from peak.schema import read_body, rule
-from sso.client import bearer_token
+from sso.client import authenticate, bearer_token
 from sso.errors import UnsupportedGrantType
 from sso.service import Caller, Sso, TokenPair
 from sso.sessions import SessionInfo
@@ -78,6 +78,11 @@ class SessionOut:
 
 _SESSIONS_OUT = {"type": "object", "properties": {"sessions": {"type": "array"}}}
 _INTROSPECTION_OUT = {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}}}
+_USERINFO_OUT = {
+    "type": "object",
+    "properties": {"sub": {"type": "string"}, "username": {"type": "string"}, "roles": {"type": "array"},
+                   "sid": {"type": "string"}},
+}  # fmt: skip
 _JWKS_OUT = {"type": "object", "properties": {"keys": {"type": "array"}}}
 
 
@@ -187,6 +192,18 @@ async def change_password(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def userinfo(request: Request) -> Response:
+    principal = await authenticate(request, strict=True)
+    return JSONResponse(
+        {
+            "sub": principal.user_id,
+            "username": principal.username,
+            "roles": sorted(principal.roles),
+            "sid": principal.session_id,
+        }
+    )
+
+
 async def introspect(request: Request) -> Response:
     sso = _sso(request)
     await sso.clients.authenticate(request.headers.get("authorization", ""))
@@ -217,6 +234,7 @@ async def openid_configuration(request: Request) -> Response:
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "token_endpoint": f"{base}/sso/token",
             "introspection_endpoint": f"{base}/sso/introspect",
+            "userinfo_endpoint": f"{base}/sso/userinfo",
             "revocation_endpoint": f"{base}/sso/revoke",
             "grant_types_supported": ["refresh_token"],
             "token_endpoint_auth_methods_supported": ["none"],
@@ -257,6 +275,8 @@ def routes() -> list[BaseRoute]:
               summary="change the password; every other session ends", body=PasswordChange,
               responses={204: None}, errors={401: ["unauthenticated", "invalid_credentials"],
                                              422: ["weak_password"]}, auth=either),
+        route("/sso/userinfo", userinfo, summary="who the bearer token belongs to (strict check, slides the session)",
+              responses={200: _USERINFO_OUT}, errors=_AUTH_ERRORS, auth=["bearer"]),
         route("/sso/introspect", introspect, methods=["POST"], summary="RFC 7662 token introspection",
               body=TokenForm, form=True, responses={200: _INTROSPECTION_OUT},
               errors={401: ["invalid_client"]}, auth=["basic"]),

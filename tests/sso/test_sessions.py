@@ -182,3 +182,19 @@ async def test_session_endpoints_need_credentials(client: httpx.AsyncClient) -> 
         assert (response.status_code, error_code(response)) == (401, "unauthenticated"), path
         garbage = await client.request(method, path, headers={"Authorization": "Bearer not.a.token"})
         assert garbage.status_code == 401, path
+
+
+async def test_userinfo_checks_strictly_and_slides(client: httpx.AsyncClient) -> None:
+    user = await register(client, "alice")
+    tokens = await login(client, "alice")
+    client.cookies.clear()
+    info = await client.get("/sso/userinfo", headers=bearer(tokens))
+    assert info.json() == {
+        "sub": user["id"],
+        "username": "alice",
+        "roles": ["shopper"],
+        "sid": tokens["session_id"],
+    }
+    await client.post("/sso/logout", headers=bearer(tokens))
+    gone = await client.get("/sso/userinfo", headers=bearer(tokens))
+    assert (gone.status_code, error_code(gone)) == (401, "unauthenticated")

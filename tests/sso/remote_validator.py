@@ -1,0 +1,48 @@
+"""A non-strict TokenValidator in its own process, for the logout-propagation tests.
+
+Reads access tokens from stdin, one per line, and answers ``ok <username>`` or ``no`` per line. Keys come from
+SSO_TEST_JWKS (a JWK set as JSON), Redis from PEAK_REDIS_URL; issuer and audience from the usual settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from peak.errors import Unauthorized
+from peak.redis import create_redis
+from peak.settings import Settings
+from sso.client import TokenValidator
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    jwks: Mapping[str, Any] = orjson.loads(os.environ["SSO_TEST_JWKS"])
+
+    async def keys() -> Mapping[str, Any]:
+        return jwks
+
+    redis_url = settings.require("redis_url")
+    redis = create_redis(redis_url)
+    validator = TokenValidator(
+        issuer=settings.issuer(), audience=settings.sso_audience, keys=keys, redis=redis, redis_url=redis_url
+    )
+    loop = asyncio.get_running_loop()
+    async with validator.running():
+        print("ready", flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            try:
+                principal = await validator.validate(line.strip())
+                print(f"ok {principal.username}", flush=True)
+            except Unauthorized:
+                print("no", flush=True)
+    await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,168 @@
+"""A logout reaches non-strict validators in other processes within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from peak.redis import create_redis
+from peak.settings import Settings
+from peak.stack import free_port
+from sso import keys
+from sso.client import TokenValidator, jwks_from_url
+from tests.conftest import Servers
+from tests.sso.conftest import App, bearer, login, register
+from tests.support import REPO, kill_group, start_peak, wait_http
+
+
+class Remote:
+    """tests/sso/remote_validator.py running in its own process."""
+
+    def __init__(self, servers: Servers, jwks: dict[str, object]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.sso.remote_validator"],
+            env={**os.environ, **servers.env(), "SSO_TEST_JWKS": orjson.dumps(jwks).decode()},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        assert self._read() == "ready"
+
+    def _read(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def check(self, token: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(token + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+async def remote(servers: Servers, app: App) -> AsyncIterator[Remote]:
+    jwks = (await app.http.get("/.well-known/jwks.json")).json()
+    process = await asyncio.to_thread(Remote, servers, jwks)
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+async def _rejected_within(remote: Remote, token: str, limit_s: float) -> float:
+    start = time.monotonic()
+    while await asyncio.to_thread(remote.check, token) != "no":
+        assert time.monotonic() - start < limit_s, "the other process still accepts the token"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_logout_reaches_a_validator_in_another_process(app: App, remote: Remote) -> None:
+    await register(app.http, "alice")
+    tokens, other = await login(app.http, "alice"), await login(app.http, "alice")
+    assert await asyncio.to_thread(remote.check, tokens["access_token"]) == "ok alice"
+    assert await asyncio.to_thread(remote.check, other["access_token"]) == "ok alice"
+    assert (await app.http.post("/sso/logout", headers=bearer(tokens))).status_code == 204
+    await _rejected_within(remote, tokens["access_token"], 1.0)
+    # Only that session: the same user's other session is untouched.
+    assert await asyncio.to_thread(remote.check, other["access_token"]) == "ok alice"
+
+
+async def test_logout_everywhere_and_revocation_reach_another_process(app: App, remote: Remote) -> None:
+    await register(app.http, "alice")
+    sessions = [await login(app.http, "alice") for _ in range(3)]
+    for tokens in sessions:
+        assert await asyncio.to_thread(remote.check, tokens["access_token"]) == "ok alice"
+    app.http.cookies.clear()
+    assert (await app.http.delete("/sso/sessions", headers=bearer(sessions[0]))).status_code == 204
+    for tokens in sessions:
+        await _rejected_within(remote, tokens["access_token"], 1.0)
+    fresh = await login(app.http, "alice")
+    assert await asyncio.to_thread(remote.check, fresh["access_token"]) == "ok alice"
+    assert (await app.http.post("/sso/revoke", data={"token": fresh["access_token"]})).status_code == 200
+    await _rejected_within(remote, fresh["access_token"], 1.0)
+
+
+async def test_a_lost_message_is_caught_by_the_journal(app: App, remote: Remote) -> None:
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    assert await asyncio.to_thread(remote.check, tokens["access_token"]) == "ok alice"
+    # The session ends and its journal entry is written, but the pub/sub message never arrives.
+    user_id = (await app.http.get("/sso/session", headers=bearer(tokens))).json()["user_id"]
+    await app.ctx.redis.delete(keys.session(user_id, tokens["session_id"]))
+    await app.ctx.redis.zadd(keys.REVOKED_JOURNAL, {f"s:{tokens['session_id']}": int(time.time() * 1000)})
+    await _rejected_within(remote, tokens["access_token"], 2.0)
+
+
+async def test_a_validator_started_later_knows_earlier_logouts(servers: Servers, app: App) -> None:
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    await app.http.post("/sso/logout", headers=bearer(tokens))
+    jwks = (await app.http.get("/.well-known/jwks.json")).json()
+    late = await asyncio.to_thread(Remote, servers, jwks)
+    try:
+        assert await asyncio.to_thread(late.check, tokens["access_token"]) == "no"
+    finally:
+        late.close()
+
+
+@pytest.fixture
+def served(servers: Servers, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **servers.env(),
+        "PEAK_PORT": str(port),
+        "PEAK_WORKERS": "1",
+        "PEAK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+    proc = start_peak("serve", env=env, log=tmp_path / "api.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        kill_group(proc)
+
+
+@pytest.mark.slow
+async def test_logout_on_a_real_server_reaches_a_jwks_url_validator(
+    settings: Settings, servers: Servers, served: str
+) -> None:
+    async with httpx.AsyncClient(base_url=served, timeout=30) as http:
+        assert (
+            await http.post("/sso/users", json={"username": "alice", "password": "correct horse battery"})
+        ).status_code == 201
+        tokens = (
+            await http.post("/sso/login", json={"username": "alice", "password": "correct horse battery"})
+        ).json()
+        redis = create_redis(servers.redis.url)
+        validator = TokenValidator(
+            issuer=served, audience="peak", keys=jwks_from_url(f"{served}/.well-known/jwks.json"),
+            redis=redis, redis_url=servers.redis.url,
+        )  # fmt: skip
+        try:
+            async with validator.running():
+                assert (await validator.validate(tokens["access_token"])).username == "alice"
+                assert (await validator.validate(tokens["access_token"], strict=True)).username == "alice"
+                assert (await http.post("/sso/logout", headers=bearer(tokens))).status_code == 204
+                start = time.monotonic()
+                while True:
+                    try:
+                        await validator.validate(tokens["access_token"])
+                    except Exception:
+                        break
+                    assert time.monotonic() - start < 1.0
+                    await asyncio.sleep(0.02)
+        finally:
+            await redis.aclose()
