@@ -208,3 +208,14 @@ async def test_a_tier_changed_at_run_time_is_obeyed(degrade_settings: Callable[.
         trail = await _audit(c)
         assert trail[2] == ("customer_service", "open", "shed", "controller")
         assert [t for t in trail if t[3] == "controller" and t[0] != "customer_service"] == []
+
+
+async def test_controller_can_be_turned_off(degrade_settings: Callable[..., Settings]) -> None:
+    settings = degrade_settings(**OVERLOAD_ENV, PEAK_DEGRADE_CONTROLLER="0")
+    async with lifespan_client(create_app(settings, _all_parts())) as c:  # type: ignore[arg-type]
+        async with _overload(c):
+            await asyncio.sleep(1.5)
+            status = (await c.get("/degrade/status", headers=AUTH)).json()["this_process"]
+        assert await _audit(c) == []
+        # Still measured and reported, only no decisions.
+        assert status["controller"] is None and status["signals"]["inflight"] > 20
