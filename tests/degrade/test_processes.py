@@ -12,7 +12,6 @@ import pytest
 
 from degrade import keys
 from peak.app import create_app
-from peak.lua import Scripts
 from peak.redis import create_redis
 from peak.settings import Settings
 from peak.stack import RedisServer, free_port
@@ -174,7 +173,3 @@ def test_cli_lists_sets_and_audits(degrade_settings: Callable[..., Settings], se
     assert any(
         line.split()[:4] == ["reviews", "sheddable_plus", "shed", "shed"] for line in listing.splitlines()
     )
-
-
-def test_scripts_are_registered() -> None:
-    assert "degrade_set" in {s.name for s in Scripts.from_package()}
