@@ -16,8 +16,12 @@ local n = (#ARGV - 4) / 3
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit')
+local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit', 'stock', 'reserved')
 local start_ms, end_ms, limit = tonumber(conf[1]), tonumber(conf[2]), tonumber(conf[3])
+-- Stock and the reservation counter live in locals during the batch and are written once at the end;
+-- the script is atomic, so nobody can observe the difference.
+local stock, reserved = tonumber(conf[4]), tonumber(conf[5] or '0')
+local stock_at_start = stock
 
 local function over(key, allowed)
   local count = redis.call('INCR', key)
@@ -66,12 +70,12 @@ local function attempt(i)
   if held >= limit then
     return {'limit_reached'}
   end
-  local stock = tonumber(redis.call('HGET', meta, 'stock'))
   if stock <= 0 then
     return {'sold_out'}
   end
-  stock = redis.call('HINCRBY', meta, 'stock', -1)
-  local rsv = redis.call('HINCRBY', meta, 'reserved', 1)
+  stock = stock - 1
+  reserved = reserved + 1
+  local rsv = reserved
   redis.call('HINCRBY', users, user, 1)
   local seq = redis.call('HINCRBY', seqs, user, 1)
   redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms)
@@ -85,5 +89,8 @@ end
 local replies = {}
 for i = 1, n do
   replies[i] = attempt(i)
+end
+if stock ~= stock_at_start then
+  redis.call('HSET', meta, 'stock', stock, 'reserved', reserved)
 end
 return replies

@@ -50,7 +50,7 @@ async def insert_orders(conn: Connection, event_id: int, batch: Sequence[OrderMe
     if await conn.fetchval("SELECT 1 FROM seckill_events WHERE id = $1", event_id) is None:
         raise LookupError(f"event {event_id} is not in PostgreSQL")
     ids = [m.order_id for m in batch]
-    await conn.execute(
+    inserted = await conn.fetch(
         """
         INSERT INTO seckill_orders (order_id, event_id, user_id, seq, rsv, sku, price, reserved_at, pay_by)
         SELECT m.order_id, e.id, m.user_id, m.seq, m.rsv, e.sku, e.price, m.reserved_at,
@@ -59,6 +59,7 @@ async def insert_orders(conn: Connection, event_id: int, batch: Sequence[OrderMe
              AS m(order_id, user_id, seq, rsv, reserved_at)
         JOIN seckill_events e ON e.id = $1
         ON CONFLICT DO NOTHING
+        RETURNING order_id
         """,
         event_id,
         ids,
@@ -67,12 +68,15 @@ async def insert_orders(conn: Connection, event_id: int, batch: Sequence[OrderMe
         [m.rsv for m in batch],
         [from_ms(m.reserved_ms) for m in batch],
     )
-    rows = await conn.fetch(
-        "SELECT order_id FROM seckill_orders WHERE order_id = ANY($1::uuid[]) AND event_id = $2",
-        ids,
-        event_id,
-    )
-    return {str(r["order_id"]) for r in rows}
+    stored = {str(r["order_id"]) for r in inserted}
+    if len(stored) < len(ids):  # redeliveries: find those written before
+        rows = await conn.fetch(
+            "SELECT order_id FROM seckill_orders WHERE order_id = ANY($1::uuid[]) AND event_id = $2",
+            [i for i in ids if i not in stored],
+            event_id,
+        )
+        stored.update(str(r["order_id"]) for r in rows)
+    return stored
 
 
 def order_view(row: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from peak.context import Context
 from peak.errors import ServiceUnavailable
 from seckill import keys
@@ -23,6 +25,8 @@ from seckill.soldout import SoldOut
 __all__ = ["Reservation", "Reserver"]
 
 log = logging.getLogger("peak.seckill")
+
+_NOSCRIPT_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ class Reserver:
             script_keys += (k.user_rate(a.user_id), k.ip_rate(a.ip))
             args += (a.order_id, a.user_id, a.idempotency_key)
         try:
-            replies = await self._script(self._ctx.redis, script_keys, args)
+            replies = await self._run(script_keys, args)
         except Exception as exc:
             log.warning("seckill_reserve failed for event %d: %s", event_id, exc)
             for a in batch:
@@ -105,6 +109,16 @@ class Reserver:
         for a, reply in zip(batch, replies, strict=True):
             if not a.answer.done():
                 a.answer.set_result(reply)
+
+    async def _run(self, script_keys: list[str], args: list[str | int]) -> Any:
+        # NOSCRIPT means the script did not run, so calling again is safe. The registry reloads once; a
+        # second SCRIPT FLUSH between its reload and its call must not fail a batch of purchases either.
+        for _ in range(_NOSCRIPT_RETRIES):
+            try:
+                return await self._script(self._ctx.redis, script_keys, args)
+            except NoScriptError:
+                continue
+        return await self._script(self._ctx.redis, script_keys, args)
 
     async def drain(self) -> None:
         """Wait for the script calls in flight (process shutdown)."""

@@ -8,17 +8,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from peak.context import context_of
-from peak.errors import InvalidRequest
-from peak.responses import JSONResponse
+from peak.errors import InvalidRequest, error_body
+from peak.responses import JSONResponse, dumps
 from peak.routing import ApiRoute, route
 from peak.schema import read_body
 from seckill import events, orders, reconcile
+from seckill.errors import sold_out
 from seckill.reservation import Reserver
+from seckill.soldout import SoldOut
 from sso.client import authenticate, require_admin
 
 __all__ = ["routes"]
 
 _IDEMPOTENCY_MAX = 200
+_SOLD_OUT = dumps(error_body(sold_out().code, sold_out().message))
 
 
 async def create_event(request: Request) -> Response:
@@ -50,11 +53,15 @@ async def purchase(request: Request) -> Response:
     principal = await authenticate(request)
     event_id = events.event_id_of(request.path_params["event_id"])
     key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= _IDEMPOTENCY_MAX:
+    ctx = context_of(request)
+    if key is None:
+        if event_id in ctx.get(SoldOut):
+            # The hot answer after a sell-out: rendered once, no exception unwinding, no Redis.
+            return Response(_SOLD_OUT, status_code=409, media_type="application/json")
+    elif not 0 < len(key) <= _IDEMPOTENCY_MAX:
         raise InvalidRequest(f"the Idempotency-Key header must be 1 to {_IDEMPOTENCY_MAX} characters")
     ip = request.client.host if request.client else "unknown"
-    reserver = context_of(request).get(Reserver)
-    made = await reserver.reserve(event_id, principal.user_id, ip, key)
+    made = await ctx.get(Reserver).reserve(event_id, principal.user_id, ip, key)
     return JSONResponse(
         {"order_id": made.order_id, "status": "queued", "event_id": event_id, "replayed": not made.new},
         status_code=202,

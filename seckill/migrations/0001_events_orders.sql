@@ -20,7 +20,8 @@ CREATE TABLE seckill_orders (
     user_id text NOT NULL,
     -- The user's n-th reservation in this event: a redelivered message can never add a second row for it.
     seq integer NOT NULL,
-    -- The event's n-th reservation: lets reconciliation compare PostgreSQL with one moment of Redis.
+    -- The event's n-th reservation: lets reconciliation compare PostgreSQL with one moment of Redis
+    -- (its unique index is also the index of the event's orders).
     rsv bigint NOT NULL,
     sku text NOT NULL,
     price bigint NOT NULL,
@@ -41,5 +42,4 @@ CREATE TABLE seckill_orders (
 
 CREATE INDEX seckill_orders_due ON seckill_orders (pay_by) WHERE status = 'pending_payment';
 CREATE INDEX seckill_orders_giveback ON seckill_orders (cancelled_at) WHERE giveback = 'pending';
-CREATE INDEX seckill_orders_event_status ON seckill_orders (event_id, status);
 CREATE INDEX seckill_orders_paid ON seckill_orders (user_id, sku) WHERE status = 'paid';

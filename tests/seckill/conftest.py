@@ -83,6 +83,7 @@ PASSWORD = "correct horse battery staple"
 SALE_ENV = {
     "PEAK_ADMIN_TOKEN": ADMIN_TOKEN,
     "PEAK_SECKILL_IP_RATE_PER_S": "1000000",
+    "PEAK_SECKILL_USER_RATE_PER_S": "1000000",
     # Tokens made in-process must be valid in a `peak serve` process started by the test.
     "PEAK_SSO_ISSUER": "http://peak.test",
 }
