@@ -30,13 +30,14 @@ def components() -> list[Component]:
     import reviews
     import seckill
     import sso
+    from sso.client import require_admin
 
     return [
         sso.component(),
         seckill.component(),
         reviews.component(),
         customer_service.component(),
-        degrade.component(),
+        degrade.component(authorize=require_admin),
     ]
 
 
@@ -65,6 +66,12 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
     for part in parts:
         routes.extend(part.routes)
     middleware = [Middleware(RequestMiddleware)]
+    if settings.trusted_proxies:
+        # Behind nginx every peer is the balancer: per-IP limits must see the client it forwards for.
+        from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
+        trusted = [h.strip() for h in settings.trusted_proxies.split(",") if h.strip()]
+        middleware.insert(0, Middleware(wrap_asgi_with_proxy_headers, trusted_hosts=trusted))
     for part in parts:
         middleware.extend(part.middleware)
     return Starlette(

@@ -35,7 +35,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from peak.up import run_up
 
-    return run_up(Settings.from_env())
+    return run_up(Settings.from_env(), redis_cluster=args.redis_cluster, instances=args.instances)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -86,7 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="peak", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="start the whole stack on this machine").set_defaults(func=_cmd_up)
+    up = sub.add_parser("up", help="start the whole stack on this machine")
+    up.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start a private N-master Redis Cluster (N >= 3) instead of one redis-server",
+    )
+    up.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N API servers on free ports behind nginx (round-robin), which listens on PEAK_PORT",
+    )
+    up.set_defaults(func=_cmd_up)
     sub.add_parser("serve", help="run the API server alone (granian)").set_defaults(func=_cmd_serve)
     sub.add_parser("worker", help="run the background loops (orders, timeouts, …)").set_defaults(
         func=_cmd_worker

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +14,7 @@ from peak import migrations
 from peak.context import context_of
 from peak.metrics import metrics_endpoint
 from peak.openapi import openapi_document
+from peak.redis import ping
 from peak.responses import JSONResponse
 from peak.routing import ApiRoute, route
 
@@ -21,7 +24,11 @@ _CHECK_TIMEOUT_S = 2.0
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    # Which instance and process answered: behind a balancer this shows where requests land.
+    server = request.scope.get("server") or ("", 0)
+    instance = f"{socket.gethostname()}:{server[1]}"
+    body = {"status": "ok", "instance": instance, "pid": os.getpid()}
+    return JSONResponse(body, headers={"X-Peak-Instance": instance})
 
 
 async def readyz(request: Request) -> Response:
@@ -29,7 +36,7 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
 
     async def redis_check() -> None:
-        await ctx.redis.ping()
+        await ping(ctx.redis)
 
     async def db_check() -> None:
         async with ctx.db.acquire() as conn:
@@ -69,11 +76,19 @@ def _version() -> str:
 
 
 _STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+_ALIVE = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string"},
+        "instance": {"type": "string", "description": "host name and port of the API instance"},
+        "pid": {"type": "integer", "description": "the server process that answered"},
+    },
+}
 
 
 def routes() -> list[ApiRoute]:
     return [
-        route("/healthz", healthz, summary="The process is alive", tag="ops", responses={200: _STATUS}),
+        route("/healthz", healthz, summary="The process is alive", tag="ops", responses={200: _ALIVE}),
         route(
             "/readyz",
             readyz,

@@ -1,7 +1,9 @@
 """The Lua script registry: every ``lua/*.lua`` file loaded at start and called by EVALSHA.
 
-A NOSCRIPT answer (Redis restarted, SCRIPT FLUSH, a new cluster node) loads the script again and retries once,
-so callers never see it.
+A NOSCRIPT answer (Redis restarted, SCRIPT FLUSH, a new cluster node) is answered by running the same call as
+EVAL, which sends the source, runs it and caches it on that node in one step, so callers never see it. (SCRIPT
+LOAD then EVALSHA again would be two more round trips and lose to a second flush between them.) On a Redis Cluster, redis-py sends SCRIPT LOAD to every primary and EVALSHA to the
+primary owning the keys' slot (all keys of one script share a hash tag), so the same code serves both.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ class Script:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await redis.script_load(self.source)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await redis.eval(self.source, len(keys), *keys, *args)
 
     def __repr__(self) -> str:
         return f"Script({self.name!r}, sha={self.sha[:12]})"
@@ -54,8 +55,9 @@ class Scripts:
 
     async def load(self, redis: RedisClient) -> None:
         for script in self._scripts.values():
+            # On a cluster this goes to every primary; redis-py folds their (identical) answers into one.
             sha = await redis.script_load(script.source)
-            if isinstance(sha, dict):  # a cluster answers per node
+            if isinstance(sha, dict):
                 assert set(sha.values()) == {script.sha}, sha
             else:
                 assert sha == script.sha, (sha, script.sha)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["RedisClient", "create_pubsub_client", "create_redis", "is_cluster_url"]
+__all__ = ["RedisClient", "create_pubsub_client", "create_redis", "is_cluster_url", "ping"]
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
 
@@ -33,6 +38,63 @@ def _retry() -> Retry:
     )
 
 
+# Set while this task holds a permit, so that a call made inside another (a pipeline's redirected
+# command) does not wait for a second one.
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("peak_redis_permit", default=False)
+
+
+class _WaitingCluster(RedisCluster):
+    """A RedisCluster whose callers wait for a free connection, as the single server's BlockingConnectionPool.
+
+    redis-py's cluster client raises MaxConnectionsError as soon as a node's pool is used up: a burst of
+    requests would fail instead of queueing for a few milliseconds. Here at most ``pool_size`` commands (or
+    pipelines, at most one connection per node each) are in flight per process, so no node's pool runs out,
+    and a caller that finds no permit within ``timeout_s`` gets a ConnectionError, as on a single server.
+    """
+
+    def __init__(self, *args: Any, pool_size: int, wait_s: float, **kwargs: Any) -> None:
+        # A few connections above the permits for what redis-py sends on its own (CLUSTER SLOTS on a refresh).
+        kwargs["max_connections"] = pool_size + 8
+        super().__init__(*args, **kwargs)
+        self._permits = asyncio.Semaphore(pool_size)
+        self._wait_s = wait_s
+
+    @contextlib.asynccontextmanager
+    async def permit(self) -> AsyncIterator[None]:
+        if _HOLDING.get():
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._permits.acquire()
+        except TimeoutError:
+            raise ConnectionError(f"no free Redis connection within {self._wait_s:g} s") from None
+        token = _HOLDING.set(True)
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            self._permits.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.permit():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # redis-py's own error
+        # mypy sees an abstract attribute that redis-py's own pipeline() leaves unset too.
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _WaitingPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        client = self.cluster_client
+        assert isinstance(client, _WaitingCluster)
+        async with client.permit():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
 def create_redis(url: str, *, pool_size: int = 64, timeout_s: float = 5.0) -> RedisClient:
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -41,13 +103,34 @@ def create_redis(url: str, *, pool_size: int = 64, timeout_s: float = 5.0) -> Re
         "health_check_interval": 30,
     }
     if is_cluster_url(url):
-        return RedisCluster.from_url(_plain_url(url), max_connections=pool_size, retry=_retry(), **options)
+        return _WaitingCluster.from_url(
+            _plain_url(url), pool_size=pool_size, wait_s=timeout_s, retry=_retry(), **options
+        )
     pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout_s, **options)
     return Redis(connection_pool=pool, retry=_retry())
 
 
 def create_pubsub_client(url: str) -> Redis:
-    """A plain connection for SUBSCRIBE. On a cluster any node hears every PUBLISH, so one node is enough."""
+    """A plain connection for SUBSCRIBE; on a cluster, to the node the URL names.
+
+    On a Redis Cluster a classic PUBLISH is forwarded over the cluster bus to every node, so a subscriber on
+    any one node hears every message, whichever node it was published on (also from inside a Lua script).
+    redis-py 8 also offers ``RedisCluster.pubsub()`` (a ``ClusterPubSub`` that picks a node by the
+    channel's slot) and sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7), which keeps each message on its
+    shard. Neither is needed: our channels carry a few control messages (revocations, switch flips, stock
+    given back), where broadcasting costs nothing; and sharded publishing would have to be SPUBLISH
+    everywhere, inside scripts on a channel in the script's slot. The plain connection is the same code on a
+    single server and on a cluster. Listeners make a new client after an error, so a restarted node is
+    found again; the seed node should be one that stays up (with replicas, any node can be named).
+    """
     return Redis.from_url(
         _plain_url(url), decode_responses=True, socket_connect_timeout=5.0, health_check_interval=10
     )
+
+
+async def ping(client: RedisClient) -> None:
+    """PING the server, or every primary of a cluster: one lost primary leaves part of the keyspace unserved."""
+    if isinstance(client, RedisCluster):
+        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.ping()

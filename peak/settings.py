@@ -72,6 +72,14 @@ class Settings:
         "PEAK_BENCH_BASELINE", False, "mount the naive row-lock purchase that `peak bench` compares with"
     )
 
+    # Scale out
+    trusted_proxies: str | None = _setting(
+        "PEAK_TRUSTED_PROXIES",
+        None,
+        "comma-separated addresses or networks of load balancers whose X-Forwarded-For names the client "
+        "(`peak up --instances` sets 127.0.0.1)",
+    )
+
     # SSO
     sso_issuer: str | None = _setting("PEAK_SSO_ISSUER", None, "JWT `iss`; default the public URL")
     sso_audience: str = _setting("PEAK_SSO_AUDIENCE", "peak", "JWT `aud` of access tokens")

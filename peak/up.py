@@ -1,8 +1,10 @@
 """`peak up`: the whole stack on this machine, stopped cleanly by Ctrl-C or SIGTERM.
 
-With no PEAK_REDIS_URL/PEAK_DATABASE_URL it starts private servers under PEAK_DATA_DIR; then it applies the
-migrations, starts the API server (granian) and the background workers, and watches them. ``LocalStack`` is the
-same thing as an object, for `peak bench` and `peak loadtest`.
+With no PEAK_REDIS_URL/PEAK_DATABASE_URL it starts private servers under PEAK_DATA_DIR (a single redis-server,
+or with ``--redis-cluster N`` a private N-master Redis Cluster); then it applies the migrations, starts the API
+server (granian) and the background workers, and watches them. With ``--instances N`` it starts N API servers
+on free loopback ports behind nginx, which listens on PEAK_HOST:PEAK_PORT. ``LocalStack`` is the same thing as
+an object, for `peak bench` and `peak loadtest`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,20 @@ from pathlib import Path
 from typing import IO
 
 from peak.settings import Settings
-from peak.stack import PostgresServer, RedisServer, StackError, stop_process
+from peak.stack import (
+    NginxBalancer,
+    PostgresServer,
+    RedisClusterServer,
+    RedisServer,
+    StackError,
+    free_port,
+    stop_process,
+)
 
-__all__ = ["ENV_FILE", "LocalStack", "run_up"]
+__all__ = ["ENV_FILE", "INSTANCES_FILE", "LocalStack", "run_up"]
 
 ENV_FILE = "env"
+INSTANCES_FILE = "instances"
 _READY_TIMEOUT_S = 60.0
 
 
@@ -63,16 +74,36 @@ class LocalStack:
         env: Mapping[str, str] | None = None,
         say: Callable[[str], None] = _say,
         output: IO[bytes] | None = None,
+        redis_cluster: int = 0,
+        instances: int = 1,
     ) -> None:
+        if redis_cluster and settings.redis_url is not None:
+            raise StackError(
+                "--redis-cluster starts a private cluster but PEAK_REDIS_URL is set: unset it, or drop the option "
+                "and name your cluster as PEAK_REDIS_URL=redis+cluster://HOST:PORT"
+            )
+        if redis_cluster and redis_cluster < 3:
+            raise StackError(f"--redis-cluster needs at least 3 masters, got {redis_cluster}")
+        if instances < 1:
+            raise StackError(f"--instances must be at least 1, got {instances}")
         self.settings = settings
         self.say = say
         self.output = output
+        self.redis_cluster = redis_cluster
+        self.instances = instances
         self.env = {**os.environ, **(env or {})}
         self.data_dir = Path(settings.data_dir).resolve()
-        self.redis: RedisServer | None = None
+        self.redis: RedisServer | RedisClusterServer | None = None
         self.postgres: PostgresServer | None = None
-        self.server: subprocess.Popen[bytes] | None = None
+        self.servers: list[subprocess.Popen[bytes]] = []
+        self.instance_urls: list[str] = []
+        self.nginx: NginxBalancer | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def server(self) -> subprocess.Popen[bytes] | None:
+        """The first API server (the only one without ``instances``)."""
+        return self.servers[0] if self.servers else None
 
     @property
     def base_url(self) -> str:
@@ -82,11 +113,20 @@ class LocalStack:
         """Start everything and wait until /readyz answers 200; returns the settings with the server URLs."""
         settings = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.redis_url is None:
-            self.redis = RedisServer(self.data_dir / "redis")
-            self.say(f"starting redis-server on port {self.redis.port} (data in {self.redis.data_dir})")
-            self.redis.start()
-            settings = replace(settings, redis_url=self.redis.url)
+        if self.instances > 1:
+            NginxBalancer.binary()  # before anything starts: a missing nginx is said at once
+        if settings.redis_url is None and self.redis_cluster:
+            cluster = RedisClusterServer(self.data_dir / "redis-cluster", self.redis_cluster, say=self.say)
+            self.redis = cluster
+            self.say(f"starting a {self.redis_cluster}-master Redis Cluster (data in {cluster.data_dir})")
+            cluster.start()
+            settings = replace(settings, redis_url=cluster.url)
+        elif settings.redis_url is None:
+            single = RedisServer(self.data_dir / "redis")
+            self.redis = single
+            self.say(f"starting redis-server on port {single.port} (data in {single.data_dir})")
+            single.start()
+            settings = replace(settings, redis_url=single.url)
         if settings.database_url is None:
             self.postgres = PostgresServer(self.data_dir / "postgres", say=self.say)
             self.say(f"starting PostgreSQL on port {self.postgres.port} (data in {self.postgres.data_dir})")
@@ -112,48 +152,85 @@ class LocalStack:
         (self.data_dir / ENV_FILE).write_text(
             f"PEAK_REDIS_URL={settings.redis_url}\nPEAK_DATABASE_URL={settings.database_url}\n"
         )
-        self.server = self._spawn(server_command(settings))
+        if self.instances == 1:
+            self.servers.append(self._spawn(server_command(settings)))
+            self.instance_urls = [self.base_url]
+        else:
+            self._start_instances(settings)
         for _ in range(settings.background_workers):
             self.workers.append(self._spawn([sys.executable, "-m", "peak", "worker"]))
-        self._wait_ready()
+        for url in self.instance_urls:
+            self._wait_ready(url)
+        if self.nginx is not None:
+            self._wait_ready(self.base_url)
         return settings
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _start_instances(self, settings: Settings) -> None:
+        """Each instance on a free loopback port, trusting nginx's X-Forwarded-For; nginx on HOST:PORT."""
+        ports: list[int] = []
+        while len(ports) < self.instances:
+            port = free_port()
+            if port != settings.port and port not in ports:
+                ports.append(port)
+        for port in ports:
+            instance = replace(settings, host="127.0.0.1", port=port)
+            env = {**self.env, "PEAK_HOST": "127.0.0.1", "PEAK_PORT": str(port)}
+            env.setdefault("PEAK_TRUSTED_PROXIES", "127.0.0.1")
+            env.setdefault("PEAK_PUBLIC_URL", self.base_url)
+            self.servers.append(self._spawn(server_command(instance), env))
+            self.instance_urls.append(f"http://127.0.0.1:{port}")
+        (self.data_dir / INSTANCES_FILE).write_text("".join(f"{url}\n" for url in self.instance_urls))
+        self.nginx = NginxBalancer(self.data_dir / "nginx", settings.host, settings.port, ports)
+        self.say(f"starting nginx on {settings.host}:{settings.port} (config in {self.nginx.data_dir})")
+        self.nginx.start()
+
+    def _spawn(self, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             argv,
-            env=self.env,
+            env=env or self.env,
             stdin=subprocess.DEVNULL,
             stdout=self.output,
             stderr=self.output,
             start_new_session=True,
         )
 
-    def _wait_ready(self) -> None:
-        assert self.server is not None
+    def _wait_ready(self, base_url: str) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise StackError(
-                    f"the API server exited with code {self.server.returncode} while starting; see its output"
-                )
+            for server in self.servers:
+                if server.poll() is not None:
+                    raise StackError(
+                        f"the API server exited with code {server.returncode} while starting; see its output"
+                    )
             try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=1) as answer:  # noqa: S310 - our own URL
+                with urllib.request.urlopen(base_url + "/readyz", timeout=1) as answer:  # noqa: S310 - our own URL
                     if answer.status == 200:
                         return
             except OSError:
                 pass
             time.sleep(0.2)
-        raise StackError(
-            f"the API did not answer {self.base_url}/readyz with 200 within {_READY_TIMEOUT_S:.0f} s"
-        )
+        raise StackError(f"the API did not answer {base_url}/readyz with 200 within {_READY_TIMEOUT_S:.0f} s")
+
+    def _server_procs(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        found: list[tuple[str, subprocess.Popen[bytes]]] = []
+        if isinstance(self.redis, RedisClusterServer):
+            found += [("a Redis Cluster node", proc) for proc in self.redis.procs]
+        elif self.redis is not None and self.redis.proc is not None:
+            found.append(("redis-server", self.redis.proc))
+        if self.postgres is not None and self.postgres.proc is not None:
+            found.append(("PostgreSQL", self.postgres.proc))
+        if self.nginx is not None and self.nginx.proc is not None:
+            found.append(("nginx", self.nginx.proc))
+        return found
 
     def check(self) -> str | None:
         """What died, if it cannot be replaced; a dead background worker is replaced and reported."""
-        if self.server is not None and self.server.poll() is not None:
-            return f"the API server exited with code {self.server.returncode}"
-        for name, server in (("redis-server", self.redis), ("PostgreSQL", self.postgres)):
-            if server is not None and server.proc is not None and server.proc.poll() is not None:
-                return f"{name} exited with code {server.proc.returncode}"
+        for url, server in zip(self.instance_urls, self.servers, strict=False):
+            if server.poll() is not None:
+                return f"the API server at {url} exited with code {server.returncode}"
+        for name, proc in self._server_procs():
+            if proc.poll() is not None:
+                return f"{name} exited with code {proc.returncode}"
         for i, worker in enumerate(self.workers):
             if worker.poll() is not None:
                 self.say(f"background worker exited with code {worker.returncode}; starting a new one")
@@ -161,19 +238,22 @@ class LocalStack:
         return None
 
     def stop(self) -> None:
-        for child in [*self.workers, self.server]:
-            if child is not None:
-                stop_process(child, signal.SIGTERM, 8.0)
+        if self.nginx is not None:
+            self.nginx.stop()
+            self.nginx = None
+        for child in [*self.workers, *self.servers]:
+            stop_process(child, signal.SIGTERM, 8.0)
         self.workers.clear()
-        self.server = None
+        self.servers.clear()
         if self.postgres is not None:
             self.postgres.stop()
         if self.redis is not None:
             self.redis.stop()
         (self.data_dir / ENV_FILE).unlink(missing_ok=True)
+        (self.data_dir / INSTANCES_FILE).unlink(missing_ok=True)
 
 
-def run_up(settings: Settings) -> int:
+def run_up(settings: Settings, *, redis_cluster: int = 0, instances: int = 1) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -181,11 +261,16 @@ def run_up(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack = LocalStack(settings)
+    stack = LocalStack(settings, redis_cluster=redis_cluster, instances=instances)
     try:
         settings = stack.start()
         base = stack.base_url
-        _say(f"API        {base}  ({settings.workers} processes)")
+        if stack.nginx is None:
+            _say(f"API        {base}  ({settings.workers} processes)")
+        else:
+            _say(f"API        {base}  (nginx, round-robin over {instances} instances)")
+            for url in stack.instance_urls:
+                _say(f"instance   {url}  ({settings.workers} processes)")
         _say(f"ready      {base}/readyz   metrics {base}/metrics   OpenAPI {base}/openapi.json")
         _say(f"Redis      {settings.redis_url}")
         _say(f"PostgreSQL {settings.database_url}")

@@ -1,11 +1,14 @@
 """Real redis-server and PostgreSQL for the whole test session, on free ports in temporary folders.
 
 Every test that asks for ``settings`` starts from a clean state: Redis flushed, every table emptied.
+``PEAK_TEST_REDIS=cluster`` runs the session on a private three-master Redis Cluster instead of one
+redis-server, so that any suite can be run on both: ``PEAK_TEST_REDIS=cluster pytest tests/sso``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,16 +21,26 @@ import redis
 from peak import migrations
 from peak.app import components, create_app
 from peak.settings import Settings
-from peak.stack import PostgresServer, RedisServer
+from peak.stack import PostgresServer, RedisClusterServer, RedisServer
 from tests.support import lifespan_client
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
+TEST_REDIS = os.environ.get("PEAK_TEST_REDIS", "single")
+if TEST_REDIS not in ("single", "cluster"):
+    raise pytest.UsageError(f"PEAK_TEST_REDIS must be single or cluster, got {TEST_REDIS!r}")
 
 
 @dataclass
 class Servers:
-    redis: RedisServer
+    redis: RedisServer | RedisClusterServer
     postgres: PostgresServer
+
+    @property
+    def redis_nodes(self) -> list[str]:
+        """A plain URL for each Redis primary (one for a single server)."""
+        if isinstance(self.redis, RedisClusterServer):
+            return self.redis.node_urls
+        return [self.redis.url]
 
     def env(self) -> dict[str, str]:
         return {
@@ -44,7 +57,11 @@ class Servers:
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp("servers")
-    redis_server = RedisServer(root / "redis")
+    redis_server: RedisServer | RedisClusterServer
+    if TEST_REDIS == "cluster":
+        redis_server = RedisClusterServer(root / "redis-cluster", 3, say=lambda _: None)
+    else:
+        redis_server = RedisServer(root / "redis")
     postgres = PostgresServer(root / "postgres", durable=False, say=lambda _: None)
     redis_server.start()
     try:
@@ -65,9 +82,10 @@ async def _migrate(url: str) -> None:
 
 
 def _clean(servers: Servers) -> None:
-    client = redis.Redis.from_url(servers.redis.url)
-    client.flushall()
-    client.close()
+    for url in servers.redis_nodes:
+        client = redis.Redis.from_url(url)
+        client.flushall()
+        client.close()
     asyncio.run(_truncate(servers.postgres.url))
 
 
@@ -108,3 +126,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: starts real processes (granian, peak up)")
+
+
+def pytest_report_header(config: Any) -> str:
+    return f"redis: {'three-master Redis Cluster' if TEST_REDIS == 'cluster' else 'one redis-server'} (PEAK_TEST_REDIS)"

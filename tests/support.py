@@ -106,3 +106,32 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
     proc.wait(30)
+
+
+def sessions_started_by(pid: int) -> set[int]:
+    """Session ids of the direct children of ``pid``: each server `peak up` starts runs in a session of its own."""
+    sessions = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                sessions.add(int(fields[3]))
+    return sessions
+
+
+def alive_in(sessions: set[int]) -> list[str]:
+    """Processes (not zombies) still running in these sessions, with their command lines."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if int(fields[3]) in sessions and fields[0] != "Z":
+                alive.append(f"{entry}: {cmd}")
+    return alive
