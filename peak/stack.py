@@ -497,8 +497,11 @@ class NginxBalancer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
-    def binary() -> str:
-        found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    def binary(search_path: str | None = None) -> str:
+        # Debian installs nginx in /usr/sbin, which is not on an ordinary user's PATH.
+        if search_path is None:
+            search_path = f"{os.environ.get('PATH', os.defpath)}:/usr/sbin:/usr/local/sbin"
+        found = shutil.which("nginx", path=search_path)
         if found is None:
             raise StackError(
                 "nginx not found: install it with `apt-get install nginx-light` (`make` does this when run as root)"
