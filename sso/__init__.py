@@ -52,6 +52,7 @@ async def _services(ctx: Context, role: Role) -> AsyncIterator[None]:
         async with validator.running():
             yield
         return
+    settings.require("secret_key")  # the API signs tokens: fail at start, naming the variable
     signer = Signer(
         keystore,
         issuer=settings.issuer(),

@@ -25,10 +25,11 @@ from starlette.responses import Response
 
 from peak.context import context_of
 from peak.errors import Forbidden, Unauthorized, error_body
-from peak.lua import Script, Scripts
+from peak.lua import Scripts
 from peak.redis import RedisClient, create_pubsub_client
 from peak.responses import JSONResponse
 from sso import keys
+from sso.batching import ScriptBatcher
 from sso.errors import raise_for_touch
 
 __all__ = [
@@ -62,6 +63,9 @@ class Principal(BaseUser):
     session_id: str
     token_id: str
     expires_at: int
+    issued_at: int = 0
+    # RFC 9068 `client_id`: the client the token was issued to.
+    client_id: str = ""
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -122,9 +126,10 @@ class TokenValidator:
         self._leeway_s = leeway_s
         self._redis = redis
         self._redis_url = redis_url
-        self._touch: Script | None = None
+        self._touch: ScriptBatcher | None = None
         if redis is not None:
-            self._touch = (scripts or Scripts.from_package())["sso_session_touch"]
+            script = (scripts or Scripts.from_package())["sso_session_touch"]
+            self._touch = ScriptBatcher(redis, script, same_keys_same_answer=True)
         self._idle_timeout_ms = idle_timeout_s * 1000
         self._refetch_interval_s = refetch_interval_s
         self._poll_interval_s = poll_interval_s
@@ -238,13 +243,14 @@ class TokenValidator:
             session_id=sid,
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
+            issued_at=int(claims["iat"]),
+            client_id=str(claims.get("client_id", "")),
         )
 
     async def _check_session(self, principal: Principal, now: float) -> None:
         if self._redis is None or self._touch is None:
             raise RuntimeError("strict validation needs Redis: give the validator a redis client")
         code = await self._touch(
-            self._redis,
             [
                 keys.session(principal.user_id, principal.session_id),
                 keys.revoked_token(principal.user_id, principal.token_id),

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from peak.db import Connection, Pool
+from peak.settings import SettingsError
 
 __all__ = ["KeyStore", "SigningKey"]
 
@@ -67,7 +68,7 @@ class KeyStore:
 
     def _passphrase(self) -> bytes:
         if self._secret is None:
-            raise RuntimeError("PEAK_SECRET_KEY is not set: it encrypts the private signing keys")
+            raise SettingsError("PEAK_SECRET_KEY is not set: it encrypts the private signing keys")
         return self._secret
 
     async def _insert(self, conn: Connection) -> str:
@@ -98,7 +99,13 @@ class KeyStore:
                     await self._insert(conn)
                     row = await self._current(conn)
         assert row is not None
-        private_key = serialization.load_pem_private_key(bytes(row["private_key"]), self._passphrase())
+        try:
+            private_key = serialization.load_pem_private_key(bytes(row["private_key"]), self._passphrase())
+        except ValueError:
+            raise SettingsError(
+                f"PEAK_SECRET_KEY does not decrypt signing key {row['kid']}: set the secret it was made with; "
+                "if that is lost, run `peak sso rotate-keys` with the new secret to make a new signing key"
+            ) from None
         return SigningKey(row["kid"], row["algorithm"], private_key)
 
     async def _current(self, conn: Connection) -> Any:

@@ -184,3 +184,13 @@ async def test_revocation_beats_the_cache(validator: TokenValidator) -> None:
 async def test_strict_mode_needs_redis(validator: TokenValidator) -> None:
     with pytest.raises(RuntimeError, match="Redis"):
         await validator.validate(sign(claims()), strict=True)
+
+
+async def test_a_cached_token_is_refused_once_it_expires() -> None:
+    v = TokenValidator(issuer=ISSUER, audience=AUDIENCE, keys=Source(_jwk()), leeway_s=0)
+    await v.refresh_keys(force=True)
+    token = sign(claims(exp=int(time.time()) + 2))
+    await v.validate(token)
+    await asyncio.sleep(2.1)
+    with pytest.raises(Unauthorized, match="expired"):
+        await v.validate(token)
