@@ -68,21 +68,14 @@ class Accounts:
             changed,
         )
 
-    async def grant(self, username: str, role: str) -> Account | None:
+    async def set_role(self, username: str, role: str, *, granted: bool) -> Account | None:
         row = await self._db.fetchrow(
-            "UPDATE sso_users SET roles = CASE WHEN $2 = ANY(roles) THEN roles ELSE roles || $2 END"
+            "UPDATE sso_users SET roles = CASE WHEN NOT $3 THEN array_remove(roles, $2)"
+            " WHEN $2 = ANY(roles) THEN roles ELSE roles || $2 END"
             f" WHERE lower(username) = lower($1) RETURNING {_COLUMNS}",
             username,
             role,
-        )
-        return _account(row)
-
-    async def revoke(self, username: str, role: str) -> Account | None:
-        row = await self._db.fetchrow(
-            "UPDATE sso_users SET roles = array_remove(roles, $2)"
-            f" WHERE lower(username) = lower($1) RETURNING {_COLUMNS}",
-            username,
-            role,
+            granted,
         )
         return _account(row)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Awaitable, Callable
 
 from peak.commands import CommandError, cli_context, load_settings, run, say
@@ -14,6 +15,8 @@ from sso.keystore import KeyStore
 from sso.sessions import Sessions
 
 __all__ = ["add_commands"]
+
+_ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def _with_context(work: Callable[[Context], Awaitable[None]]) -> int:
@@ -35,20 +38,15 @@ def _found(account: Account | None, username: str) -> Account:
     return account
 
 
-def _grant(args: argparse.Namespace) -> int:
-    async def work(ctx: Context) -> None:
-        account = _found(await Accounts(ctx.db).grant(args.user, args.role), args.user)
-        say(f"{account.username} now has roles: {', '.join(account.roles)} (in tokens issued from now on)")
-
-    return _with_context(work)
-
-
-def _revoke(args: argparse.Namespace) -> int:
-    if args.role == "shopper":
+def _set_role(args: argparse.Namespace) -> int:
+    granted = args.sso_command == "grant"
+    if not _ROLE.match(args.role):
+        raise CommandError(f"a role is a lowercase word (letters, digits, _ or -), not {args.role!r}")
+    if args.role == "shopper" and not granted:
         raise CommandError("every user is a shopper; that role cannot be revoked")
 
     async def work(ctx: Context) -> None:
-        account = _found(await Accounts(ctx.db).revoke(args.user, args.role), args.user)
+        account = _found(await Accounts(ctx.db).set_role(args.user, args.role, granted=granted), args.user)
         say(f"{account.username} now has roles: {', '.join(account.roles)} (in tokens issued from now on)")
 
     return _with_context(work)
@@ -91,12 +89,11 @@ def _add_client(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sso = sub.add_parser("sso", help="users' roles, disabling, signing keys, introspection clients")
     commands = sso.add_subparsers(dest="sso_command", required=True, metavar="COMMAND")
-    for name, func, text in (("grant", _grant, "give USER a role (e.g. admin)"),
-                             ("revoke", _revoke, "take a role from USER")):  # fmt: skip
+    for name, text in (("grant", "give USER a role (e.g. admin)"), ("revoke", "take a role from USER")):
         cmd = commands.add_parser(name, help=text)
         cmd.add_argument("user")
         cmd.add_argument("role")
-        cmd.set_defaults(func=func)
+        cmd.set_defaults(func=_set_role)
     disable = commands.add_parser("disable", help="end USER's sessions and refuse new logins")
     disable.add_argument("user")
     disable.set_defaults(func=_disable)

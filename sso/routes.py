@@ -64,15 +64,8 @@ class TokensOut:
     session_id: str
 
 
-@dataclass
-class SessionOut:
-    id: str
-    created_at: int
-    last_seen_at: int
-    idle_expires_at: int
-    absolute_expires_at: int
-    ip: str
-    user_agent: str
+@dataclass(frozen=True)
+class SessionOut(SessionInfo):
     current: bool
 
 

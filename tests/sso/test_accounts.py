@@ -152,6 +152,8 @@ async def test_grant_and_revoke_roles_reach_the_token(servers: Servers, app: App
 async def test_cli_names_a_missing_user(servers: Servers, settings: Settings) -> None:
     result = run_peak("sso", "grant", "ghost", "admin", env=servers.env())
     assert result.returncode == 1 and "no user 'ghost'" in result.stderr
+    bad = run_peak("sso", "grant", "ghost", "Admin Role", env=servers.env())
+    assert bad.returncode == 1 and "lowercase word" in bad.stderr
 
 
 async def test_disable_ends_sessions_and_refuses_logins(servers: Servers, client: httpx.AsyncClient) -> None:
