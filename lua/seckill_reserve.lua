@@ -1,18 +1,22 @@
 -- KEYS[1] event meta hash, KEYS[2] user -> held orders hash, KEYS[3] user -> orders ever hash,
--- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id);
--- then two keys per purchase i: KEYS[5+2i] the user's rate counter, KEYS[6+2i] the client IP's rate counter
--- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id;
--- then three arguments per purchase i: ARGV[2+3i] new order id, ARGV[3+3i] user id, ARGV[4+3i] idempotency key ("" none)
+-- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id)
+-- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id,
+-- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters (both in the
+-- event's hash tag); then one argument per purchase, ARGV[6+i] = "order id\nuser id\nclient IP\nidempotency key"
+-- (the key may be empty)
 -- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
 -- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"}
 
 -- Checks run in this order: rate, idempotency replay, window, the user's limit BEFORE the stock, then the stock.
 -- A reservation and its queued order message are written together by this one script, never one without the other.
+-- A purchase travels as one argument and its rate counters are named from prefixes: packing five arguments
+-- per purchase cost the Python side more than the whole script. The counters share the event's hash tag, so
+-- they live in the same cluster slot as the declared keys.
 
 local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user_rate, ip_rate, window_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local event_id = ARGV[4]
-local n = (#ARGV - 4) / 3
+local event_id, user_prefix, ip_prefix = ARGV[4], ARGV[5], ARGV[6]
+local n = #ARGV - 6
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,8 +44,13 @@ local function over(key, allowed)
 end
 
 local function attempt(i)
-  local order_id, user, key = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  local wait_ms = over(KEYS[5 + 2 * i], user_rate) or over(KEYS[6 + 2 * i], ip_rate)
+  local packed = ARGV[6 + i]
+  local a = string.find(packed, '\n', 1, true)
+  local b = string.find(packed, '\n', a + 1, true)
+  local c = string.find(packed, '\n', b + 1, true)
+  local order_id, user = string.sub(packed, 1, a - 1), string.sub(packed, a + 1, b - 1)
+  local ip, key = string.sub(packed, b + 1, c - 1), string.sub(packed, c + 1)
+  local wait_ms = over(user_prefix .. user, user_rate) or over(ip_prefix .. ip, ip_rate)
   if wait_ms then
     return {'rate_limited', wait_ms}
   end

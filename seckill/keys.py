@@ -54,11 +54,15 @@ class EventKeys:
         # Set of order ids whose stock and quota went back: makes every give-back happen once.
         self.returned = f"{tag}:returned"
 
-    def user_rate(self, user_id: str) -> str:
-        return f"{self.tag}:rate:u:{user_id}"
+    @property
+    def user_rate_prefix(self) -> str:
+        """Followed by a user id: that user's attempt counter (the reservation script appends the id)."""
+        return f"{self.tag}:rate:u:"
 
-    def ip_rate(self, ip: str) -> str:
-        return f"{self.tag}:rate:ip:{ip}"
+    @property
+    def ip_rate_prefix(self) -> str:
+        """Followed by a client IP: that address's attempt counter."""
+        return f"{self.tag}:rate:ip:"
 
     def reserve(self) -> list[str]:
         return [self.meta, self.users, self.seq, self.idem, self.stream, self.queued]

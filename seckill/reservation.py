@@ -1,9 +1,10 @@
-"""The purchase path: one Redis script call per purchase, or one per event per event-loop tick under load.
+"""The purchase path: one Redis script call, shared by the purchases of one event that arrive together.
 
-Purchases of the same event that arrive in the same tick of the event loop are sent together: the script
-runs them one after the other, in arrival order, exactly as separate calls would, and answers each one. This
-spends one Redis round trip (and one redis-py command) on many purchases, which is where a Python server
-spends its time on this path. PostgreSQL is never touched here.
+Purchases of the same event that arrive in the same tick of the event loop, or while this process already has
+a call of that event in flight, are sent together: the script runs them one after the other, in arrival
+order, exactly as separate calls would, and answers each one. This spends one Redis round trip (and one
+redis-py command) on many purchases, which is where a Python server spends its time on this path. A lone
+purchase still goes out on the next tick. PostgreSQL is never touched here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ __all__ = ["Reservation", "Reserver"]
 log = logging.getLogger("peak.seckill")
 
 _NOSCRIPT_RETRIES = 3
+# Script calls of one event in flight at once per process. Purchases arriving meanwhile wait for the next
+# call, so under load the batches grow instead of the calls multiplying (measured under wrk: 1 in flight gave
+# batches of ~10 and 17% less API CPU per purchase than 2, which gave ~5).
+_MAX_INFLIGHT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,8 @@ class Reserver:
         self._ctx = ctx
         self._sold_out = sold_out_events
         self._waiting: dict[int, list[_Attempt]] = {}
+        self._inflight: dict[int, int] = {}
+        self._ticking: set[int] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self._script = ctx.scripts["seckill_reserve"]
         settings = ctx.settings
@@ -63,15 +70,17 @@ class Reserver:
         # attempts take the memory's answer.
         if not idempotency_key and event_id in self._sold_out:
             raise sold_out()
+        if "\n" in user_id or "\n" in ip:
+            raise ValueError("user ids and IPs never contain a line break")
         loop = asyncio.get_running_loop()
         attempt = _Attempt(new_order_id(), user_id, ip, idempotency_key or "", loop.create_future())
-        batch = self._waiting.get(event_id)
-        if batch is None:
-            batch = self._waiting[event_id] = []
-            loop.call_soon(self._send, event_id)
+        batch = self._waiting.setdefault(event_id, [])
         batch.append(attempt)
         if len(batch) >= self._coalesce_max:
             self._send(event_id)
+        elif event_id not in self._ticking and self._inflight.get(event_id, 0) < _MAX_INFLIGHT:
+            self._ticking.add(event_id)
+            loop.call_soon(self._tick, event_id)
         reply = await attempt.answer
         code = reply[0]
         if code == "ok":
@@ -84,20 +93,30 @@ class Reserver:
             self._sold_out.mark(event_id)
         raise reservation_error(str(code), reply[1] if len(reply) > 1 else None, event_id)
 
+    def _tick(self, event_id: int) -> None:
+        self._ticking.discard(event_id)
+        if self._inflight.get(event_id, 0) < _MAX_INFLIGHT:
+            self._send(event_id)
+
     def _send(self, event_id: int) -> None:
         batch = self._waiting.pop(event_id, None)
         if batch:
+            self._inflight[event_id] = self._inflight.get(event_id, 0) + 1
             task = asyncio.get_running_loop().create_task(self._call(event_id, batch))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
+    def _done(self, event_id: int) -> None:
+        self._inflight[event_id] -= 1
+        # Purchases that arrived during the call have waited one call already: send them now.
+        if self._waiting.get(event_id):
+            self._send(event_id)
+
     async def _call(self, event_id: int, batch: list[_Attempt]) -> None:
         k = keys.event_keys(event_id)
+        args = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix]
+        args += [f"{a.order_id}\n{a.user_id}\n{a.ip}\n{a.idempotency_key}" for a in batch]
         script_keys = k.reserve()
-        args: list[str | int] = [*self._rates, event_id]
-        for a in batch:
-            script_keys += (k.user_rate(a.user_id), k.ip_rate(a.ip))
-            args += (a.order_id, a.user_id, a.idempotency_key)
         try:
             replies = await self._run(script_keys, args)
         except Exception as exc:
@@ -106,11 +125,13 @@ class Reserver:
                 if not a.answer.done():
                     a.answer.set_exception(ServiceUnavailable("the sale is briefly unavailable; try again"))
             return
+        finally:
+            self._done(event_id)
         for a, reply in zip(batch, replies, strict=True):
             if not a.answer.done():
                 a.answer.set_result(reply)
 
-    async def _run(self, script_keys: list[str], args: list[str | int]) -> Any:
+    async def _run(self, script_keys: list[str], args: list[Any]) -> Any:
         # NOSCRIPT means the script did not run, so calling again is safe. The registry reloads once; a
         # second SCRIPT FLUSH between its reload and its call must not fail a batch of purchases either.
         for _ in range(_NOSCRIPT_RETRIES):
@@ -122,7 +143,8 @@ class Reserver:
 
     async def drain(self) -> None:
         """Wait for the script calls in flight (process shutdown)."""
-        for event_id in list(self._waiting):
-            self._send(event_id)
-        if self._calls:
-            await asyncio.gather(*self._calls, return_exceptions=True)
+        while self._waiting or self._calls:
+            for event_id in list(self._waiting):
+                self._send(event_id)
+            if self._calls:
+                await asyncio.gather(*self._calls, return_exceptions=True)
