@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from peak.commands import CommandError, cli_context, load_settings, run, say
+from peak.errors import ApiError
 from seckill import deadletters, reconcile
 
 __all__ = ["add_commands"]
@@ -51,7 +54,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         say("no drift")
         return 0
 
-    return run(main)
+    return _run(main)
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
@@ -87,4 +90,11 @@ def _dead_letters(args: argparse.Namespace) -> int:
             say(f"{len(letters)} dead letter(s)")
             return 0
 
-    return run(main)
+    return _run(main)
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        return run(main)
+    except ApiError as exc:
+        raise CommandError(exc.message) from None

@@ -29,6 +29,8 @@ log = logging.getLogger("peak.seckill")
 _READ_BLOCK_MS = 500
 _DISCOVER_S = 1.0
 _ERRORS_KEPT = 10_000
+# An event keeps a reader this long after its end even with an empty stream (late requeues, clock skew).
+_FOLLOW_AFTER_END_MS = 60_000
 
 
 async def ensure_group(ctx: Context, event_id: int) -> None:
@@ -50,16 +52,40 @@ class OrderWriter:
     async def run(self) -> None:
         try:
             while True:
-                found = await self.ctx.redis.smembers(keys.EVENTS)
-                for event_id in sorted(int(e) for e in found):
+                for event_id, live in (await self.live_events()).items():
                     task = self._tasks.get(event_id)
-                    if task is None or task.done():
+                    if live and (task is None or task.done()):
                         self._tasks[event_id] = asyncio.create_task(self._follow(event_id))
+                    elif not live and task is not None:
+                        # Nothing unacknowledged is left (acknowledged entries are deleted), so nothing is
+                        # interrupted; a dead letter put back later makes the event live again.
+                        task.cancel()
+                        del self._tasks[event_id]
                 await asyncio.sleep(_DISCOVER_S)
         finally:
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def live_events(self) -> dict[int, bool]:
+        """Every registered event, and whether it needs a reader: open (or recently ended) or with a backlog."""
+        found = sorted(int(e) for e in await self.ctx.redis.smembers(keys.EVENTS))
+        if not found:
+            return {}
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            for event_id in found:
+                k = keys.event_keys(event_id)
+                pipe.hget(k.meta, "end_ms")
+                pipe.xlen(k.stream)
+            answers = await pipe.execute()
+        now_ms = time.time() * 1000
+        live = {}
+        for i, event_id in enumerate(found):
+            end_ms, backlog = answers[2 * i], int(answers[2 * i + 1])
+            live[event_id] = backlog > 0 or (
+                end_ms is not None and now_ms < int(end_ms) + _FOLLOW_AFTER_END_MS
+            )
+        return live
 
     async def _follow(self, event_id: int) -> None:
         settings = self.ctx.settings
@@ -74,6 +100,12 @@ class OrderWriter:
                 await self.step(event_id, block_ms=_READ_BLOCK_MS)
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or its group vanished (Redis restarted empty): make them again and go on.
+                log.warning("order stream of event %d has no consumer group; creating it", event_id)
+                await ensure_group(self.ctx, event_id)
             except Exception:
                 # Whatever was read stays pending and is reclaimed; keep following the stream.
                 log.exception("order writer for event %d failed; going on", event_id)

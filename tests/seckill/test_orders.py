@@ -171,3 +171,21 @@ async def test_owner_cancel_and_pay_rules(ctx: Context) -> None:
         assert exc.code == "order_cancelled"
     b = await assert_balanced(ctx, event_id)
     assert (b.stock_left, b.paid, b.cancelled) == (1, 1, 1)
+
+
+async def test_writer_follows_open_events_and_lets_old_empty_ones_go(ctx: Context) -> None:
+    open_event = await new_event(ctx)
+    old_event = await new_event(ctx, starts_in_s=-7200, lasts_s=3600)
+    assert await OrderWriter(ctx).live_events() == {open_event: True, old_event: False}
+
+
+async def test_has_paid_order_for_reviews(ctx: Context) -> None:
+    from seckill.client import has_paid_order
+
+    event_id = await new_event(ctx, sku="SKU-PHONE", stock=2)
+    paid, _ = await _buy(ctx, event_id, ["alice", "bob"])
+    await drain(ctx, event_id)
+    await orders.pay_order(ctx, paid, "alice")
+    assert await has_paid_order(ctx, "alice", "SKU-PHONE")
+    assert not await has_paid_order(ctx, "bob", "SKU-PHONE")
+    assert not await has_paid_order(ctx, "alice", "SKU-OTHER")
