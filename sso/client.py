@@ -113,7 +113,7 @@ class TokenValidator:
         idle_timeout_s: int = 900,
         refetch_interval_s: float = 5.0,
         poll_interval_s: float = 1.0,
-        cache_size: int = 100_000,
+        cache_size: int = 20_000,
     ) -> None:
         if not 0 <= leeway_s <= MAX_LEEWAY_S:
             raise ValueError(f"leeway must be 0..{MAX_LEEWAY_S} s")
@@ -174,7 +174,8 @@ class TokenValidator:
             self._stopping = True
             for task in self._tasks:
                 task.cancel()
-            await asyncio.wait(self._tasks, timeout=5)
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=5)
             self._tasks.clear()
             self._stopping = False
 
@@ -211,7 +212,10 @@ class TokenValidator:
             raise Unauthorized("the token is not an access token (typ at+jwt)")
         key = self._keys.get(kid)
         if key is None:
-            await self.refresh_keys()
+            try:
+                await self.refresh_keys()
+            except Exception as exc:  # the key source is down: the token cannot be checked now
+                log.warning("could not fetch the signing keys: %s", exc)
             key = self._keys.get(kid)
             if key is None:
                 raise Unauthorized("the access token was signed by an unknown key")

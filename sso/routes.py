@@ -210,7 +210,7 @@ async def revoke(request: Request) -> Response:
     if "authorization" in request.headers:
         await sso.clients.authenticate(request.headers["authorization"])
     body = await read_body(request, TokenForm, allow_form=True)
-    await sso.revoke(body.token, body.token_type_hint)
+    await sso.revoke(body.token)
     return Response(status_code=200, headers=_NO_STORE)
 
 
@@ -233,7 +233,6 @@ async def openid_configuration(request: Request) -> Response:
             "token_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-            "id_token_signing_alg_values_supported": [settings.sso_algorithm],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles"],
         }
     )

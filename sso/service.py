@@ -192,10 +192,11 @@ class Sso:
             "client_id": principal.client_id or CLIENT_ID,
         }
 
-    async def revoke(self, token: str, hint: str | None) -> None:
-        """RFC 7009: end what the token grants if it is ours; anything else is quietly accepted."""
+    async def revoke(self, token: str) -> None:
+        """RFC 7009: end what the token grants if it is ours; anything else is quietly accepted. The form of
+        the token tells its kind, so ``token_type_hint`` is not needed."""
         opaque = OpaqueToken.parse(token)
-        if opaque is not None and hint != "access_token":
+        if opaque is not None:
             await self.sessions.end_by_refresh_token(opaque)
             return
         try:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from peak.errors import Unauthorized
 from peak.lua import Scripts
 from peak.redis import RedisClient
 from peak.settings import Settings
@@ -82,8 +83,7 @@ class Sessions:
         """(user id, session id, username, roles) of a live session cookie, sliding the session."""
         cookie = OpaqueToken.parse(value)
         if cookie is None:
-            raise_for_touch(-2)
-            raise AssertionError("unreachable")
+            raise Unauthorized("the session cookie is not valid")
         answer = await self._scripts["sso_session_touch"](
             self._redis,
             [keys.session(cookie.user_id, cookie.session_id)],

@@ -47,8 +47,10 @@ class OpaqueToken:
         if len(parts) != 3 or not all(parts) or len(value) > 200:
             return None
         try:
-            uuid.UUID(parts[0])
+            canonical = str(uuid.UUID(parts[0]))
         except ValueError:
+            return None
+        if canonical != parts[0]:  # the user id picks a Redis key: only its one spelling
             return None
         return cls(*parts)
 

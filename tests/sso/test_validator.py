@@ -194,3 +194,13 @@ async def test_a_cached_token_is_refused_once_it_expires() -> None:
     await asyncio.sleep(2.1)
     with pytest.raises(Unauthorized, match="expired"):
         await v.validate(token)
+
+
+async def test_a_key_source_that_is_down_refuses_unknown_kids_without_crashing() -> None:
+    async def down() -> Mapping[str, Any]:
+        raise ConnectionError("JWKS endpoint unreachable")
+
+    v = TokenValidator(issuer=ISSUER, audience=AUDIENCE, keys=down)
+    async with v.running():  # starting does not fail either: keys may come later
+        with pytest.raises(Unauthorized):
+            await v.validate(sign(claims()))
