@@ -57,6 +57,8 @@ def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=90)
         instances = (folder / "stack" / "instances").read_text().split()
+        for url in instances:  # the balancer answers as soon as one instance does
+            wait_http(f"{url}/readyz", timeout_s=90)
         sessions = sessions_started_by(proc.pid)
         yield Stack(f"http://127.0.0.1:{port}", instances)
     finally:

@@ -80,6 +80,8 @@ def test_up_with_two_instances_behind_nginx(servers: Servers, tmp_path: Path) ->
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=90)
         instances = (data_dir / "instances").read_text().split()
+        for url in instances:  # the balancer answers as soon as one instance does
+            wait_http(f"{url}/readyz", timeout_s=90)
         assert len(instances) == 2 and len({*instances, f"http://127.0.0.1:{port}"}) == 3
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             seen = collections.Counter(client.get("/healthz").headers["x-peak-instance"] for _ in range(20))
