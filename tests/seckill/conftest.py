@@ -134,3 +134,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def orders_trigger(ctx: Context, body: str, when: str = "") -> AsyncIterator[None]:
+    """A BEFORE INSERT trigger on seckill_orders while the block runs: a failing or a slow database."""
+    await ctx.db.execute(
+        "CREATE FUNCTION seckill_test_trigger() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$ BEGIN {body} END $$; CREATE TRIGGER seckill_test_trigger BEFORE INSERT ON seckill_orders"
+        f" FOR EACH ROW {when} EXECUTE FUNCTION seckill_test_trigger();"
+    )
+    try:
+        yield
+    finally:
+        await ctx.db.execute(
+            "DROP TRIGGER seckill_test_trigger ON seckill_orders; DROP FUNCTION seckill_test_trigger()"
+        )

@@ -10,7 +10,7 @@ from seckill import keys
 from seckill.reservation import Reserver
 from seckill.worker import OrderWriter
 from tests.conftest import Servers
-from tests.seckill.conftest import MakeSettings, drain, new_event, seckill_context
+from tests.seckill.conftest import MakeSettings, drain, new_event, orders_trigger, seckill_context
 from tests.support import run_peak
 
 
@@ -57,22 +57,12 @@ async def test_dead_letters_are_listed_and_retried(make_settings: MakeSettings, 
     settings: Settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="1")
     async with seckill_context(settings) as ctx:
         event_id = await new_event(ctx, stock=5)
-        await ctx.db.execute(
-            "CREATE FUNCTION seckill_test_reject() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN RAISE EXCEPTION 'warehouse system offline'; END $$;"
-            " CREATE TRIGGER seckill_test_reject BEFORE INSERT ON seckill_orders FOR EACH ROW"
-            " EXECUTE FUNCTION seckill_test_reject();"
-        )
-        try:
+        async with orders_trigger(ctx, "RAISE EXCEPTION 'warehouse system offline';"):
             await _buy(ctx, event_id, "a", "b")
             writer = OrderWriter(ctx)
             assert await writer.step(event_id) == 0
             await asyncio.sleep(0.15)
             await writer.claim(event_id)
-        finally:
-            await ctx.db.execute(
-                "DROP TRIGGER seckill_test_reject ON seckill_orders; DROP FUNCTION seckill_test_reject()"
-            )
         code, out = await asyncio.to_thread(_peak, servers, "dead-letters")
         assert code == 0 and "2 dead letter(s)" in out and "warehouse system offline" in out, out
         ref = next(line.split()[0] for line in out.splitlines() if f"{event_id}:" in line)

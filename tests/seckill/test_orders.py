@@ -15,6 +15,7 @@ from tests.seckill.conftest import (
     drain,
     new_event,
     order_rows,
+    orders_trigger,
     seckill_context,
 )
 
@@ -57,13 +58,9 @@ async def test_poison_order_is_dead_lettered_and_retried(make_settings: MakeSett
     settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="2")
     async with seckill_context(settings) as ctx:
         event_id = await new_event(ctx, stock=10)
-        await ctx.db.execute(
-            "CREATE FUNCTION seckill_test_reject() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN RAISE EXCEPTION 'rejected by test'; END $$;"
-            " CREATE TRIGGER seckill_test_reject BEFORE INSERT ON seckill_orders FOR EACH ROW"
-            " WHEN (NEW.user_id = 'mallory') EXECUTE FUNCTION seckill_test_reject();"
-        )
-        try:
+        async with orders_trigger(
+            ctx, "RAISE EXCEPTION 'rejected by test';", "WHEN (NEW.user_id = 'mallory')"
+        ):
             await _buy(ctx, event_id, ["alice", "mallory", "bob"])
             writer = OrderWriter(ctx)
             assert await writer.step(event_id) == 2  # the good orders of the batch are not held back
@@ -75,10 +72,6 @@ async def test_poison_order_is_dead_lettered_and_retried(make_settings: MakeSett
             assert "rejected by test" in letters[0].reason
             b = await assert_balanced(ctx, event_id)
             assert (b.dead_letters, b.queued, b.pending_payment) == (1, 0, 2)
-        finally:
-            await ctx.db.execute(
-                "DROP TRIGGER seckill_test_reject ON seckill_orders; DROP FUNCTION seckill_test_reject()"
-            )
         assert await deadletters.requeue(ctx, event_id, letters[0].entry_id)
         await drain(ctx, event_id, writer)
         assert await deadletters.dead_letters(ctx, [event_id]) == []

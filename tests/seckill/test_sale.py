@@ -22,6 +22,7 @@ from tests.seckill.conftest import (
     free_port,
     http_event,
     order_rows,
+    orders_trigger,
     seckill_context,
     shoppers,
 )
@@ -97,13 +98,7 @@ async def test_worker_sigkilled_mid_drain_loses_and_duplicates_nothing(
     env = {**servers.env(), **SALE_ENV, "PEAK_SECKILL_BATCH_SIZE": "10", "PEAK_SECKILL_CLAIM_IDLE_MS": "300"}
     async with seckill_context(sale_settings) as ctx:
         # A slow database (10 ms per row) keeps the worker busy long enough to be killed in the middle.
-        await ctx.db.execute(
-            "CREATE FUNCTION seckill_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$;"
-            " CREATE TRIGGER seckill_test_slow BEFORE INSERT ON seckill_orders FOR EACH ROW"
-            " EXECUTE FUNCTION seckill_test_slow();"
-        )
-        try:
+        async with orders_trigger(ctx, "PERFORM pg_sleep(0.01); RETURN NEW;"):
             worker = start_peak("worker", env=env, log=tmp_path / "worker.log")
             try:
                 deadline = time.monotonic() + 30
@@ -116,10 +111,6 @@ async def test_worker_sigkilled_mid_drain_loses_and_duplicates_nothing(
             assert 30 <= written < 100
             pending = await ctx.redis.xpending(keys.event_keys(event_id).stream, keys.GROUP)
             assert pending["pending"] > 0, "the killed worker had a batch in flight"
-        finally:
-            await ctx.db.execute(
-                "DROP TRIGGER seckill_test_slow ON seckill_orders; DROP FUNCTION seckill_test_slow()"
-            )
         await assert_balanced(ctx, event_id)
         worker = start_peak("worker", env=env, log=tmp_path / "worker.log")
         try:
