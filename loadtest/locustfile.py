@@ -40,6 +40,17 @@ def _next_account() -> str:
         return str(next(_ACCOUNTS))
 
 
+def _login(user: FastHttpUser) -> str:
+    """Log a seeded shopper in; its access token, or "" (the failure is already reported)."""
+    with user.client.post(
+        "/sso/login",
+        json={"username": _next_account(), "password": _PASSWORD},
+        catch_response=True,
+        name="/sso/login",
+    ) as r:
+        return str(r.json()["access_token"]) if _check(r, 200) else ""
+
+
 def _check(response: Any, *expected: int) -> bool:
     """Mark a response failed when it is not expected; any 5xx but an intentional `degraded` is a server error."""
     status = response.status_code
@@ -63,18 +74,11 @@ class Shopper(FastHttpUser):
     wait_time = between(0.2, 1.0)
 
     def on_start(self) -> None:
-        self.token = ""
         self.bought = False
-        with self.client.post(
-            "/sso/login",
-            json={"username": _next_account(), "password": _PASSWORD},
-            catch_response=True,
-            name="/sso/login",
-        ) as r:
-            if _check(r, 200):
-                self.token = r.json()["access_token"]
-                _SHARED_TOKENS.append(self.token)
-                del _SHARED_TOKENS[:-500]
+        self.token = _login(self)
+        if self.token:
+            _SHARED_TOKENS.append(self.token)
+            del _SHARED_TOKENS[:-500]
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -185,15 +189,7 @@ class Browser(FastHttpUser):
     wait_time = between(0.1, 0.5)
 
     def on_start(self) -> None:
-        self.token = ""
-        with self.client.post(
-            "/sso/login",
-            json={"username": _next_account(), "password": _PASSWORD},
-            catch_response=True,
-            name="/sso/login",
-        ) as r:
-            if _check(r, 200):
-                self.token = r.json()["access_token"]
+        self.token = _login(self)
 
     @task(5)
     def reviews(self) -> None:

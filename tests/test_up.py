@@ -12,35 +12,7 @@ import pytest
 import redis
 
 from peak.stack import free_port
-from tests.support import start_peak, wait_http
-
-
-def _sessions_started_by(pid: int) -> set[int]:
-    """Session ids of the direct children of ``pid``: each server runs in a session of its own."""
-    sessions = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                sessions.add(int(fields[3]))
-    return sessions
-
-
-def _alive_in(sessions: set[int]) -> list[str]:
-    alive = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if int(fields[3]) in sessions and fields[0] != "Z":
-                alive.append(f"{entry}: {cmd}")
-    return alive
+from tests.support import alive_in, sessions_started_by, start_peak, wait_http
 
 
 def _env_file(data_dir: Path) -> dict[str, str]:
@@ -87,7 +59,7 @@ def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
                 assert client.get("up:probe") == "kept"
                 assert asyncio.run(_read(urls["PEAK_DATABASE_URL"])) == ["kept"]
             client.close()
-            sessions = _sessions_started_by(proc.pid)
+            sessions = sessions_started_by(proc.pid)
             assert len(sessions) >= 4, sessions  # redis, postgres, granian, one worker
             assert (os.stat(data_dir / "secret_key").st_mode & 0o777) == 0o600
         finally:
@@ -96,5 +68,5 @@ def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
         output = log.read_text()
         assert code == 0, output
         assert "peak: stopped" in output
-        assert _alive_in(sessions | {proc.pid}) == [], output
+        assert alive_in(sessions | {proc.pid}) == [], output
         assert not (data_dir / "env").exists()
