@@ -31,6 +31,7 @@ _DISCOVER_S = 1.0
 _ERRORS_KEPT = 10_000
 # An event keeps a reader this long after its end even with an empty stream (late requeues, clock skew).
 _FOLLOW_AFTER_END_MS = 60_000
+_LINGER_S = 0.05
 
 
 async def ensure_group(ctx: Context, event_id: int) -> None:
@@ -97,7 +98,11 @@ class OrderWriter:
                 if time.monotonic() >= next_claim:
                     await self.claim(event_id)
                     next_claim = time.monotonic() + claim_every_s
-                await self.step(event_id, block_ms=_READ_BLOCK_MS)
+                read, _ = await self._step(event_id, _READ_BLOCK_MS)
+                if 0 < read < settings.seckill_batch_size:
+                    # Orders are trickling in: let a batch gather. Fewer, larger transactions cost
+                    # PostgreSQL and this process far less per order while the sale is hot.
+                    await asyncio.sleep(_LINGER_S)
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -113,14 +118,18 @@ class OrderWriter:
 
     async def step(self, event_id: int, *, block_ms: int | None = None) -> int:
         """Read new entries once (waiting up to block_ms) and write them; returns orders acknowledged."""
+        return (await self._step(event_id, block_ms))[1]
+
+    async def _step(self, event_id: int, block_ms: int | None) -> tuple[int, int]:
         reply: Any = await self.ctx.redis.xreadgroup(
             keys.GROUP, self.consumer, {keys.event_keys(event_id).stream: ">"},
             count=self.ctx.settings.seckill_batch_size, block=block_ms,
         )  # fmt: skip
-        written = 0
+        read = written = 0
         for _, entries in reply or ():
+            read += len(entries)
             written += await self.write(event_id, entries)
-        return written
+        return read, written
 
     async def write(self, event_id: int, entries: Sequence[tuple[str, dict[str, str] | None]]) -> int:
         """Store a batch and acknowledge what is stored; returns how many orders were acknowledged."""
