@@ -97,12 +97,12 @@ async def test_purchase_answers(shop: httpx.AsyncClient) -> None:
 
 async def test_window_over_http(shop: httpx.AsyncClient) -> None:
     (alice,) = await shoppers(shop, 1)
-    early = await http_event(shop, starts_at=in_s(0.5), ends_at=in_s(1.2))
+    early = await http_event(shop, starts_at=in_s(1.0), ends_at=in_s(2.0))
     assert (await shop.get(f"/seckill/events/{early}")).json()["status"] == "upcoming"
     assert _code(await shop.post(f"/seckill/events/{early}/orders", headers=alice)) == (409, "not_started")
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.1)
     assert (await shop.post(f"/seckill/events/{early}/orders", headers=alice)).status_code == 202
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(1.0)
     assert _code(await shop.post(f"/seckill/events/{early}/orders", headers=alice)) == (409, "ended")
 
 

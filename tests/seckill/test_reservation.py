@@ -97,12 +97,12 @@ async def test_window_is_enforced(ctx: Context, starts_in_s: float, lasts_s: flo
 
 
 async def test_short_window_opens_and_closes_on_the_redis_clock(ctx: Context) -> None:
-    event_id = await new_event(ctx, stock=10, starts_in_s=0.4, lasts_s=0.6)
+    event_id = await new_event(ctx, stock=10, starts_in_s=1.0, lasts_s=1.0)
     reserver = ctx.get(Reserver)
     assert await _try(reserver, event_id, "u1") == "not_started"
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.1)
     assert (await reserver.reserve(event_id, "u2", "10.0.0.1")).new
-    await asyncio.sleep(0.7)
+    await asyncio.sleep(1.0)
     assert await _try(reserver, event_id, "u3") == "ended"
 
 
