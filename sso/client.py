@@ -361,11 +361,13 @@ class TokenValidator:
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
-    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+    # The raw header list rather than conn.headers: this runs on every authenticated request.
+    for name, value in conn.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
 
 
 async def authenticate(request: HTTPConnection, *, strict: bool = False) -> Principal:

@@ -20,6 +20,7 @@ from sso.tokens import digest
 __all__ = ["Clients"]
 
 _RELOAD_INTERVAL_S = 1.0
+_VERIFIED_MAX = 1000
 
 
 class Clients:
@@ -27,11 +28,14 @@ class Clients:
         self._db = db
         self._digests: dict[str, str] = {}
         self._loaded_at = 0.0
+        # Authorization headers already verified, so introspection skips the digest for a known caller.
+        self._verified: dict[str, str] = {}
 
     async def reload(self) -> None:
         self._loaded_at = time.monotonic()
         rows = await self._db.fetch("SELECT name, secret_sha256 FROM sso_clients")
         self._digests = {r["name"]: r["secret_sha256"] for r in rows}
+        self._verified = {}
 
     async def add(self, name: str) -> str:
         """Register (or re-key) a client and return its secret, which is not stored anywhere."""
@@ -46,6 +50,9 @@ class Clients:
 
     async def authenticate(self, authorization: str) -> str:
         """The client name from an ``Authorization: Basic`` header, or InvalidClient."""
+        known = self._verified.get(authorization)
+        if known is not None:
+            return known
         scheme, _, encoded = authorization.partition(" ")
         if scheme.lower() != "basic":
             raise InvalidClient()
@@ -62,4 +69,6 @@ class Clients:
         # Compared even for unknown names so the timing does not tell which names exist.
         if not hmac.compare_digest(digest(secret), expected or "0" * 64) or expected is None:
             raise InvalidClient()
+        if len(self._verified) < _VERIFIED_MAX:
+            self._verified[authorization] = name
         return name

@@ -176,3 +176,22 @@ def _jti(token: str) -> str:
     import jwt
 
     return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+async def test_a_new_secret_replaces_the_old_one(app: App) -> None:
+    old = await add_client(app)
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    assert (await introspect(app, tokens["access_token"], old))["active"] is True
+    new = await add_client(app)
+    refused = await app.http.post("/sso/introspect", data={"token": tokens["access_token"]}, auth=old)
+    assert (refused.status_code, error_code(refused)) == (401, "invalid_client")
+    assert (await introspect(app, tokens["access_token"], new))["active"] is True
+
+
+async def test_introspection_accepts_json_too(app: App) -> None:
+    auth = await add_client(app)
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    response = await app.http.post("/sso/introspect", json={"token": tokens["access_token"]}, auth=auth)
+    assert response.json()["active"] is True
