@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint system-deps clean
+.PHONY: up test test-cluster lint system-deps clean
 
 # OS packages: redis-server, PostgreSQL server binaries, wrk (benchmark) and nginx (several instances).
 system-deps:
@@ -45,6 +45,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The core suites and the scale-out tests again, on a private three-master Redis Cluster.
+test-cluster: $(STAMP)
+	PEAK_TEST_REDIS=cluster $(BIN)/pytest tests/sso tests/seckill tests/scale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
