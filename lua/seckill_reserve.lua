@@ -1,9 +1,9 @@
 -- KEYS[1] event meta hash, KEYS[2] user -> held orders hash, KEYS[3] user -> orders ever hash,
 -- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id)
 -- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id,
--- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters (both in the
--- event's hash tag); then one argument per purchase, ARGV[6+i] = "order id\nuser id\nclient IP\nidempotency key"
--- (the key may be empty)
+-- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters, ARGV[7] key
+-- prefix of the recent order ids, ARGV[8] their bucket length ms (all prefixes in the event's hash tag);
+-- then one argument per purchase, ARGV[8+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
 -- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
 -- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"}
 
@@ -16,7 +16,8 @@
 local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user_rate, ip_rate, window_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local event_id, user_prefix, ip_prefix = ARGV[4], ARGV[5], ARGV[6]
-local n = #ARGV - 6
+local recent_prefix, bucket_ms = ARGV[7], tonumber(ARGV[8])
+local n = #ARGV - 8
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -26,6 +27,10 @@ local start_ms, end_ms, limit = tonumber(conf[1]), tonumber(conf[2]), tonumber(c
 -- the script is atomic, so nobody can observe the difference.
 local stock, reserved = tonumber(conf[4]), tonumber(conf[5] or '0')
 local stock_at_start = stock
+-- Order ids of the last one to two buckets. A client library that retries a call whose answer was lost (a
+-- timeout after Redis ran it) sends the same order ids again: they are answered as replays, not sold twice.
+local bucket = math.floor(now_ms / bucket_ms)
+local recent, previous = recent_prefix .. bucket, recent_prefix .. (bucket - 1)
 
 local function over(key, allowed)
   local count = redis.call('INCR', key)
@@ -44,7 +49,7 @@ local function over(key, allowed)
 end
 
 local function attempt(i)
-  local packed = ARGV[6 + i]
+  local packed = ARGV[8 + i]
   local a = string.find(packed, '\n', 1, true)
   local b = string.find(packed, '\n', a + 1, true)
   local c = string.find(packed, '\n', b + 1, true)
@@ -65,8 +70,7 @@ local function attempt(i)
       return {'replay', known}
     end
   end
-  -- The same order id twice means a client library retried a call whose answer was lost.
-  if redis.call('HEXISTS', queued, order_id) == 1 then
+  if redis.call('HEXISTS', recent, order_id) == 1 or redis.call('HEXISTS', previous, order_id) == 1 then
     return {'replay', order_id}
   end
   if now_ms < start_ms then
@@ -89,6 +93,7 @@ local function attempt(i)
   local seq = redis.call('HINCRBY', seqs, user, 1)
   redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms)
   redis.call('HSET', queued, order_id, user)
+  redis.call('HSET', recent, order_id, 1)
   if idem_field then
     redis.call('HSET', idem, idem_field, order_id)
   end
@@ -101,5 +106,6 @@ for i = 1, n do
 end
 if stock ~= stock_at_start then
   redis.call('HSET', meta, 'stock', stock, 'reserved', reserved)
+  redis.call('PEXPIRE', recent, 3 * bucket_ms)
 end
 return replies

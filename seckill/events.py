@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,9 +134,9 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
         k = keys.event_keys(event_id)
         found = await ctx.scripts["seckill_adjust"](
             ctx.redis,
-            [k.meta],
+            k.adjust(),
             [patch.add_stock or 0, "" if ends_at is None else _ms(ends_at), keys.STOCK_BACK_CHANNEL,
-             event_id],
+             event_id, uuid.uuid4().hex],
         )  # fmt: skip
         if not found:
             raise event_not_found(event_id)

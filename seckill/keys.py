@@ -11,6 +11,7 @@ __all__ = [
     "EVENTS",
     "GROUP",
     "RATE_WINDOW_MS",
+    "RECENT_BUCKET_MS",
     "STOCK_BACK_CHANNEL",
     "EventKeys",
     "event_keys",
@@ -24,12 +25,15 @@ GROUP = "order-writers"
 STOCK_BACK_CHANNEL = "seckill:stock-back"
 # Fixed window of the per-user and per-IP attempt counters.
 RATE_WINDOW_MS = 1000
+# Recent order ids are kept in buckets this long (the current and the previous one are checked): longer than
+# a Redis client's retries of a call whose answer was lost (3 tries of a 5 s timeout, plus back-off).
+RECENT_BUCKET_MS = 20_000
 
 
 class EventKeys:
     """The keys of one event; the script argument lists are built here so their order lives in one place."""
 
-    __slots__ = ("dead", "dead_orders", "event_id", "idem", "meta", "queued", "returned", "seq", "stream",
+    __slots__ = ("changes", "dead", "dead_orders", "event_id", "idem", "meta", "queued", "returned", "seq", "stream",
                  "tag", "users")  # fmt: skip
 
     def __init__(self, event_id: int) -> None:
@@ -53,6 +57,8 @@ class EventKeys:
         self.dead_orders = f"{tag}:dead-orders"
         # Set of order ids whose stock and quota went back: makes every give-back happen once.
         self.returned = f"{tag}:returned"
+        # Hash of the admin changes (stock added, end moved) applied, by change id: each applies once.
+        self.changes = f"{tag}:changes"
 
     @property
     def user_rate_prefix(self) -> str:
@@ -64,8 +70,16 @@ class EventKeys:
         """Followed by a client IP: that address's attempt counter."""
         return f"{self.tag}:rate:ip:"
 
+    @property
+    def recent_prefix(self) -> str:
+        """Followed by a bucket number: a hash of the order ids reserved in that bucket of time."""
+        return f"{self.tag}:recent:"
+
     def reserve(self) -> list[str]:
         return [self.meta, self.users, self.seq, self.idem, self.stream, self.queued]
+
+    def adjust(self) -> list[str]:
+        return [self.meta, self.changes]
 
     def giveback(self) -> list[str]:
         return [self.meta, self.users, self.returned]

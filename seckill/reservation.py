@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +114,10 @@ class Reserver:
             self._send(event_id)
 
     async def _call(self, event_id: int, batch: list[_Attempt]) -> None:
-        k = keys.event_keys(event_id)
-        args = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix]
-        args += [f"{a.order_id}\n{a.user_id}\n{a.ip}\n{a.idempotency_key}" for a in batch]
-        script_keys = k.reserve()
         try:
-            replies = await self._run(script_keys, args)
+            replies = await self.call_script(
+                event_id, [(a.order_id, a.user_id, a.ip, a.idempotency_key) for a in batch]
+            )
         except Exception as exc:
             log.warning("seckill_reserve failed for event %d: %s", event_id, exc)
             for a in batch:
@@ -130,6 +129,14 @@ class Reserver:
         for a, reply in zip(batch, replies, strict=True):
             if not a.answer.done():
                 a.answer.set_result(reply)
+
+    async def call_script(self, event_id: int, purchases: Sequence[tuple[str, str, str, str]]) -> list[Any]:
+        """One call of the reservation script: (order id, user id, IP, idempotency key or "") -> replies."""
+        k = keys.event_keys(event_id)
+        args = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix, k.recent_prefix]
+        args.append(keys.RECENT_BUCKET_MS)
+        args += ["\n".join(p) for p in purchases]
+        return list(await self._run(k.reserve(), args))
 
     async def _run(self, script_keys: list[str], args: list[Any]) -> Any:
         # NOSCRIPT means the script did not run, so calling again is safe. The registry reloads once; a

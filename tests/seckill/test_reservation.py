@@ -139,3 +139,19 @@ async def test_script_flush_mid_run_fails_no_purchase(make_settings: MakeSetting
         assert codes == {"ok": 300, "sold_out": 100}
         await drain(ctx, event_id)
         await assert_balanced(ctx, event_id)
+
+
+async def test_a_call_repeated_after_a_lost_answer_sells_nothing_twice(ctx: Context) -> None:
+    from seckill.ids import new_order_id
+
+    event_id = await new_event(ctx, stock=5, limit=2)
+    reserver = ctx.get(Reserver)
+    purchases = [(new_order_id(), "alice", "10.0.0.1", ""), (new_order_id(), "bob", "10.0.0.1", "")]
+    first = await reserver.call_script(event_id, purchases)
+    assert [r[0] for r in first] == ["ok", "ok"]
+    # The orders are written and acknowledged before the client library's retry arrives (a 5 s timeout).
+    await drain(ctx, event_id)
+    again = await reserver.call_script(event_id, purchases)
+    assert again == [["replay", purchases[0][0]], ["replay", purchases[1][0]]]
+    b = await assert_balanced(ctx, event_id)
+    assert (b.stock_left, b.pending_payment) == (3, 2)
