@@ -175,8 +175,11 @@ class LocalStack:
         for port in ports:
             instance = replace(settings, host="127.0.0.1", port=port)
             env = {**self.env, "PEAK_HOST": "127.0.0.1", "PEAK_PORT": str(port)}
-            env.setdefault("PEAK_TRUSTED_PROXIES", "127.0.0.1")
-            env.setdefault("PEAK_PUBLIC_URL", self.base_url)
+            if not env.get("PEAK_TRUSTED_PROXIES"):
+                env["PEAK_TRUSTED_PROXIES"] = "127.0.0.1"
+            # One public URL for all: it is the tokens' issuer, which every instance must agree on.
+            if not env.get("PEAK_PUBLIC_URL"):
+                env["PEAK_PUBLIC_URL"] = self.base_url
             self.servers.append(self._spawn(server_command(instance), env))
             self.instance_urls.append(f"http://127.0.0.1:{port}")
         (self.data_dir / INSTANCES_FILE).write_text("".join(f"{url}\n" for url in self.instance_urls))
