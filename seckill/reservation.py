@@ -71,8 +71,9 @@ class Reserver:
         # attempts take the memory's answer.
         if not idempotency_key and event_id in self._sold_out:
             raise sold_out()
-        if "\n" in user_id or "\n" in ip:
-            raise ValueError("user ids and IPs never contain a line break")
+        if "\n" in user_id or "\n" in ip or (idempotency_key and "\n" in idempotency_key):
+            # Header values cannot hold one; the script call packs a purchase as lines.
+            raise ValueError("user ids, IPs and idempotency keys never contain a line break")
         loop = asyncio.get_running_loop()
         attempt = _Attempt(new_order_id(), user_id, ip, idempotency_key or "", loop.create_future())
         batch = self._waiting.setdefault(event_id, [])

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from peak.context import context_of
-from peak.errors import InvalidRequest, error_body
+from peak.errors import InvalidRequest, ServiceUnavailable, error_body
 from peak.responses import JSONResponse, dumps
 from peak.routing import ApiRoute, route
 from peak.schema import read_body
@@ -20,16 +25,38 @@ from sso.client import authenticate, require_admin
 
 __all__ = ["routes"]
 
+log = logging.getLogger("peak.seckill")
+
+_OUTAGES = (RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _outage_is_503(endpoint: Endpoint) -> Endpoint:
+    """Redis or PostgreSQL out of reach is the server's trouble for a moment: 503 with Retry-After, not 500."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except _OUTAGES as exc:
+            log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+            raise ServiceUnavailable("the flash sale is briefly unavailable; try again") from None
+
+    return guarded
+
+
 _IDEMPOTENCY_MAX = 200
 _SOLD_OUT = dumps(error_body(sold_out().code, sold_out().message))
 
 
+@_outage_is_503
 async def create_event(request: Request) -> Response:
     await require_admin(request)
     body = await read_body(request, events.NewEvent)
     return JSONResponse(await events.create_event(context_of(request), body), status_code=201)
 
 
+@_outage_is_503
 async def patch_event(request: Request) -> Response:
     await require_admin(request)
     event_id = events.event_id_of(request.path_params["event_id"])
@@ -37,11 +64,13 @@ async def patch_event(request: Request) -> Response:
     return JSONResponse(await events.add_stock_or_move_end(context_of(request), event_id, body))
 
 
+@_outage_is_503
 async def show_event(request: Request) -> Response:
     event_id = events.event_id_of(request.path_params["event_id"])
     return JSONResponse(await events.view_event(context_of(request), event_id))
 
 
+@_outage_is_503
 async def event_stats(request: Request) -> Response:
     await require_admin(request)
     event_id = events.event_id_of(request.path_params["event_id"])
@@ -49,6 +78,7 @@ async def event_stats(request: Request) -> Response:
     return JSONResponse(await reconcile.stats(ctx, event_id))
 
 
+@_outage_is_503
 async def purchase(request: Request) -> Response:
     principal = await authenticate(request)
     event_id = events.event_id_of(request.path_params["event_id"])
@@ -68,18 +98,21 @@ async def purchase(request: Request) -> Response:
     )
 
 
+@_outage_is_503
 async def show_order(request: Request) -> Response:
     principal = await authenticate(request)
     ctx = context_of(request)
     return JSONResponse(await orders.get_order(ctx, request.path_params["order_id"], principal.user_id))
 
 
+@_outage_is_503
 async def pay(request: Request) -> Response:
     principal = await authenticate(request, strict=True)
     ctx = context_of(request)
     return JSONResponse(await orders.pay_order(ctx, request.path_params["order_id"], principal.user_id))
 
 
+@_outage_is_503
 async def cancel(request: Request) -> Response:
     principal = await authenticate(request, strict=True)
     ctx = context_of(request)
@@ -119,6 +152,7 @@ _ORDER = {
     },
 }  # fmt: skip
 _AUTH_ERRORS = {401: ["unauthenticated"], 403: ["forbidden"]}
+_DOWN = {503: ["unavailable"]}
 
 
 def routes() -> list[ApiRoute]:
@@ -128,23 +162,23 @@ def routes() -> list[ApiRoute]:
             "/seckill/events", create_event, methods=["POST"], tag=tag, auth=["admin"],
             summary="Create a sale event and warm its stock into Redis",
             body=events.NewEvent, responses={201: _EVENT},
-            errors={**_AUTH_ERRORS, 422: ["invalid_request"]},
+            errors={**_DOWN, **_AUTH_ERRORS, 422: ["invalid_request"]},
         ),
         route(
             "/seckill/events/{event_id}", patch_event, methods=["PATCH"], tag=tag, auth=["admin"],
             summary="Add stock during the sale or move the end time",
             body=events.EventPatch, responses={200: _EVENT},
-            errors={**_AUTH_ERRORS, 404: ["event_not_found"], 422: ["invalid_request"]},
+            errors={**_DOWN, **_AUTH_ERRORS, 404: ["event_not_found"], 422: ["invalid_request"]},
         ),
         route(
             "/seckill/events/{event_id}", show_event, tag=tag,
             summary="A sale event as shoppers see it, with the server clock (Redis only)",
-            responses={200: _VIEW}, errors={404: ["event_not_found"]},
+            responses={200: _VIEW}, errors={**_DOWN, 404: ["event_not_found"]},
         ),
         route(
             "/seckill/events/{event_id}/stats", event_stats, tag=tag, auth=["admin"],
             summary="Stock and order counts of a sale event, matched at one moment",
-            responses={200: _STATS}, errors={**_AUTH_ERRORS, 404: ["event_not_found"]},
+            responses={200: _STATS}, errors={**_DOWN, **_AUTH_ERRORS, 404: ["event_not_found"]},
         ),
         route(
             "/seckill/events/{event_id}/orders", purchase, methods=["POST"], tag=tag, auth=["bearer"],
@@ -160,20 +194,23 @@ def routes() -> list[ApiRoute]:
         route(
             "/seckill/orders/{order_id}", show_order, tag=tag, auth=["bearer"],
             summary="One of your orders (queued while still on its way to the database)",
-            responses={200: _ORDER}, errors={401: ["unauthenticated"], 404: ["order_not_found"]},
+            responses={200: _ORDER}, errors={**_DOWN, 401: ["unauthenticated"], 404: ["order_not_found"]},
         ),
         route(
             "/seckill/orders/{order_id}/pay", pay, methods=["POST"], tag=tag, auth=["bearer"],
             summary="Confirm payment of your order (what a payment callback calls)",
             responses={200: _ORDER},
             errors={
-                401: ["unauthenticated"], 404: ["order_not_found"], 409: ["order_cancelled", "order_queued"],
+                **_DOWN, 401: ["unauthenticated"], 404: ["order_not_found"],
+                409: ["order_cancelled", "order_queued"],
             },
         ),
         route(
             "/seckill/orders/{order_id}/cancel", cancel, methods=["POST"], tag=tag, auth=["bearer"],
             summary="Cancel your unpaid order; its stock goes back on sale",
             responses={200: _ORDER},
-            errors={401: ["unauthenticated"], 404: ["order_not_found"], 409: ["order_paid", "order_queued"]},
+            errors={
+                **_DOWN, 401: ["unauthenticated"], 404: ["order_not_found"], 409: ["order_paid", "order_queued"],
+            },
         ),
     ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 
@@ -154,3 +155,30 @@ async def test_order_lifecycle_for_its_owner(shop: httpx.AsyncClient, sale_setti
         1,
         0,
     )
+
+
+async def test_redis_outage_answers_503_not_500(make_settings: object, tmp_path: Path) -> None:
+    from peak.app import create_app
+    from peak.stack import RedisServer
+    from tests.seckill.conftest import SALE_ENV
+    from tests.support import lifespan_client
+
+    private = RedisServer(tmp_path / "redis")
+    private.start()
+    try:
+        settings = make_settings(**{**SALE_ENV, "PEAK_REDIS_URL": private.url})  # type: ignore[operator]
+        async with lifespan_client(create_app(settings)) as shop:
+            (alice,) = await shoppers(shop, 1)
+            event_id = await http_event(shop, stock=5)
+            private.stop()
+            for answer in (
+                await shop.get(f"/seckill/events/{event_id}"),
+                await shop.post(f"/seckill/events/{event_id}/orders", headers=alice),
+                await shop.get(f"/seckill/events/{event_id}/stats", headers=ADMIN),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "unavailable" and answer.headers["retry-after"]
+            private.start()
+            assert (await shop.get(f"/seckill/events/{event_id}")).status_code == 200
+    finally:
+        private.stop()
