@@ -62,7 +62,7 @@ async def _services(ctx: Context, role: Role) -> AsyncIterator[None]:
     await signer.load()
     passwords = Passwords(settings)
     sso = Sso(
-        settings,
+        settings=settings,
         accounts=Accounts(ctx.db),
         passwords=passwords,
         sessions=Sessions(ctx.redis, ctx.scripts, settings),

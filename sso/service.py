@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peak.errors import ApiError, Unauthorized
@@ -60,30 +60,18 @@ class Caller:
     token: Principal | None = None
 
 
+@dataclass(kw_only=True)
 class Sso:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        accounts: Accounts,
-        passwords: Passwords,
-        sessions: Sessions,
-        throttle: LoginThrottle,
-        keystore: KeyStore,
-        signer: Signer,
-        clients: Clients,
-        validator: TokenValidator,
-    ) -> None:
-        self.settings = settings
-        self.accounts = accounts
-        self.passwords = passwords
-        self.sessions = sessions
-        self.throttle = throttle
-        self.keystore = keystore
-        self.signer = signer
-        self.clients = clients
-        self.validator = validator
-        self._jwks: tuple[float, dict[str, Any]] = (0.0, {})
+    settings: Settings
+    accounts: Accounts
+    passwords: Passwords
+    sessions: Sessions
+    throttle: LoginThrottle
+    keystore: KeyStore
+    signer: Signer
+    clients: Clients
+    validator: TokenValidator
+    _jwks: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     # -- accounts --------------------------------------------------------------------------------
 

@@ -69,6 +69,14 @@ async def login(client: httpx.AsyncClient, username: str, password: str = PASSWO
     return body
 
 
+async def signed_in(client: httpx.AsyncClient, username: str) -> dict[str, Any]:
+    """A new user's tokens, with the cookie jar emptied so that requests carry only what a test gives."""
+    await register(client, username)
+    tokens = await login(client, username)
+    client.cookies.clear()
+    return tokens
+
+
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 

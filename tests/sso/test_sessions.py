@@ -7,7 +7,7 @@ import httpx
 
 from peak.settings import Settings
 from sso import keys
-from tests.sso.conftest import App, bearer, error_code, login, register, sso_app
+from tests.sso.conftest import App, bearer, error_code, login, register, signed_in, sso_app
 
 
 async def test_session_answers_who_where_and_when_it_expires(client: httpx.AsyncClient) -> None:
@@ -42,9 +42,7 @@ async def test_the_session_cookie_alone_authenticates(client: httpx.AsyncClient)
 async def test_idle_timeout_slides_with_use(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(PEAK_SSO_IDLE_TIMEOUT_S="2", PEAK_SSO_ABSOLUTE_TIMEOUT_S="60")
     async with sso_app(settings) as app:
-        await register(app.http, "alice")
-        tokens = await login(app.http, "alice")
-        app.http.cookies.clear()
+        tokens = await signed_in(app.http, "alice")
         for _ in range(3):  # 3.6 s in all, longer than the idle timeout: each use extends it
             await asyncio.sleep(1.2)
             assert (await app.http.get("/sso/session", headers=bearer(tokens))).status_code == 200
@@ -56,9 +54,7 @@ async def test_idle_timeout_slides_with_use(make_settings: Callable[..., Setting
 async def test_absolute_timeout_is_never_extended(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(PEAK_SSO_IDLE_TIMEOUT_S="2", PEAK_SSO_ABSOLUTE_TIMEOUT_S="3")
     async with sso_app(settings) as app:
-        await register(app.http, "alice")
-        tokens = await login(app.http, "alice")
-        app.http.cookies.clear()
+        tokens = await signed_in(app.http, "alice")
         session = (await app.http.get("/sso/session", headers=bearer(tokens))).json()
         assert session["absolute_expires_at"] - session["created_at"] == 3
         answers = []

@@ -14,7 +14,7 @@ from jwt.algorithms import RSAAlgorithm
 from peak.settings import Settings
 from sso.client import TokenValidator
 from tests.conftest import Servers
-from tests.sso.conftest import App, bearer, cli, error_code, login, register, signing_key, sso_app
+from tests.sso.conftest import App, bearer, cli, error_code, login, register, signed_in, signing_key, sso_app
 
 
 async def _refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -62,9 +62,7 @@ async def test_token_lifetime_is_configurable(make_settings: Callable[..., Setti
 
 
 async def test_refresh_rotates_and_reuse_ends_the_session(app: App) -> None:
-    await register(app.http, "alice")
-    first = await login(app.http, "alice")
-    app.http.cookies.clear()
+    first = await signed_in(app.http, "alice")
     response = await _refresh(app.http, first["refresh_token"])
     assert response.status_code == 200, response.text
     second = response.json()
@@ -94,9 +92,7 @@ async def test_refresh_tokens_are_stored_only_as_hashes(app: App) -> None:
 
 
 async def test_the_same_refresh_token_presented_200_times_at_once(app: App) -> None:
-    await register(app.http, "alice")
-    tokens = await login(app.http, "alice")
-    app.http.cookies.clear()
+    tokens = await signed_in(app.http, "alice")
     answers = await asyncio.gather(*(_refresh(app.http, tokens["refresh_token"]) for _ in range(200)))
     statuses = [a.status_code for a in answers]
     assert statuses.count(200) == 1 and statuses.count(401) == 199
