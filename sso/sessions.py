@@ -6,6 +6,7 @@ journal (validators poll it, so a lost message delays nothing by more than a pol
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from sso.errors import InvalidGrant, raise_for_refresh, raise_for_touch
 from sso.tokens import OpaqueToken, new_session_id
 
 __all__ = ["NewSession", "SessionInfo", "Sessions"]
+
+log = logging.getLogger("peak.sso")
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class Sessions:
         )
         code = int(answer[0] if isinstance(answer, list) else answer)
         if code == -1:
+            log.warning("refresh token reused: session %s of user %s ended", token.session_id, token.user_id)
             await self.announce([f"s:{token.session_id}"])
         raise_for_refresh(code)
         return new, str(answer[1])
