@@ -86,6 +86,8 @@ class LocalStack:
             raise StackError(f"--redis-cluster needs at least 3 masters, got {redis_cluster}")
         if instances < 1:
             raise StackError(f"--instances must be at least 1, got {instances}")
+        if instances > 1:
+            NginxBalancer.binary()  # before anything starts: a missing nginx is said at once
         self.settings = settings
         self.say = say
         self.output = output
@@ -113,8 +115,6 @@ class LocalStack:
         """Start everything and wait until /readyz answers 200; returns the settings with the server URLs."""
         settings = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.instances > 1:
-            NginxBalancer.binary()  # before anything starts: a missing nginx is said at once
         if settings.redis_url is None and self.redis_cluster:
             cluster = RedisClusterServer(self.data_dir / "redis-cluster", self.redis_cluster, say=self.say)
             self.redis = cluster
