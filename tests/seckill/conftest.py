@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -128,12 +127,6 @@ def sale_settings(make_settings: MakeSettings) -> Settings:
 async def shop(sale_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with lifespan_client(create_app(sale_settings)) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from peak.settings import Settings
+from peak.stack import free_port
 from seckill import keys, reconcile
 from tests.conftest import Servers
 from tests.seckill.conftest import (
     SALE_ENV,
     assert_balanced,
     drain,
-    free_port,
     http_event,
     order_rows,
     orders_trigger,
