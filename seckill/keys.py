@@ -1,8 +1,9 @@
 """Every Redis key and channel of seckill, built here and nowhere else.
 
 All keys of one event share the hash tag ``{seckill:ev:<id>}``: every script touches one event only, so it
-runs unchanged on Redis Cluster. The registry of events is the one key outside an event's slot; it is only
-read or written by single commands.
+runs unchanged on Redis Cluster. The many small per-purchase keys (rate counters, recent-order buckets) are
+given to the reservation script as prefixes from here, and it appends the user id, IP or bucket number. The
+registry of events is the one key outside an event's slot; it is only read or written by single commands.
 """
 
 from __future__ import annotations
