@@ -122,10 +122,18 @@ class Settings:
 
     # Seckill
     seckill_user_rate_per_s: int = _setting(
-        "PEAK_SECKILL_USER_RATE_PER_S", 10, "order attempts per user per second", low=1, high=1000000
+        "PEAK_SECKILL_USER_RATE_PER_S",
+        10,
+        "order attempts per user per second on one event",
+        low=1,
+        high=1000000,
     )
     seckill_ip_rate_per_s: int = _setting(
-        "PEAK_SECKILL_IP_RATE_PER_S", 1000, "order attempts per client IP per second", low=1, high=10000000
+        "PEAK_SECKILL_IP_RATE_PER_S",
+        1000,
+        "order attempts per client IP per second on one event",
+        low=1,
+        high=10000000,
     )
     seckill_max_deliveries: int = _setting(
         "PEAK_SECKILL_MAX_DELIVERIES",
