@@ -157,7 +157,19 @@ _DOWN = {503: ["unavailable"]}
 
 def routes() -> list[ApiRoute]:
     tag = "seckill"
+    # The purchase first: Starlette tries routes in order, and it is the hot path.
     return [
+        route(
+            "/seckill/events/{event_id}/orders", purchase, methods=["POST"], tag=tag, auth=["bearer"],
+            summary="Buy: reserve one item and queue its order",
+            headers={"Idempotency-Key": "a retry with the same key returns the same order"},
+            responses={202: _QUEUED},
+            errors={
+                401: ["unauthenticated"], 404: ["event_not_found"],
+                409: ["sold_out", "limit_reached", "not_started", "ended"], 422: ["invalid_request"],
+                429: ["rate_limited"], 503: ["unavailable"],
+            },
+        ),
         route(
             "/seckill/events", create_event, methods=["POST"], tag=tag, auth=["admin"],
             summary="Create a sale event and warm its stock into Redis",
@@ -179,17 +191,6 @@ def routes() -> list[ApiRoute]:
             "/seckill/events/{event_id}/stats", event_stats, tag=tag, auth=["admin"],
             summary="Stock and order counts of a sale event, matched at one moment",
             responses={200: _STATS}, errors={**_DOWN, **_AUTH_ERRORS, 404: ["event_not_found"]},
-        ),
-        route(
-            "/seckill/events/{event_id}/orders", purchase, methods=["POST"], tag=tag, auth=["bearer"],
-            summary="Buy: reserve one item and queue its order",
-            headers={"Idempotency-Key": "a retry with the same key returns the same order"},
-            responses={202: _QUEUED},
-            errors={
-                401: ["unauthenticated"], 404: ["event_not_found"],
-                409: ["sold_out", "limit_reached", "not_started", "ended"], 422: ["invalid_request"],
-                429: ["rate_limited"], 503: ["unavailable"],
-            },
         ),
         route(
             "/seckill/orders/{order_id}", show_order, tag=tag, auth=["bearer"],
