@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from peak.context import Context
 from peak.errors import ServiceUnavailable
 from seckill import keys
@@ -28,7 +26,6 @@ __all__ = ["Reservation", "Reserver"]
 
 log = logging.getLogger("peak.seckill")
 
-_NOSCRIPT_RETRIES = 3
 # Script calls of one event in flight at once per process. Purchases arriving meanwhile wait for the next
 # call, so under load the batches grow instead of the calls multiplying (measured under wrk: 1 in flight gave
 # batches of ~10 and 17% less API CPU per purchase than 2, which gave ~5).
@@ -134,20 +131,10 @@ class Reserver:
     async def call_script(self, event_id: int, purchases: Sequence[tuple[str, str, str, str]]) -> list[Any]:
         """One call of the reservation script: (order id, user id, IP, idempotency key or "") -> replies."""
         k = keys.event_keys(event_id)
-        args = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix, k.recent_prefix]
-        args.append(keys.RECENT_BUCKET_MS)
+        args: list[str | int] = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix]
+        args += (k.recent_prefix, keys.RECENT_BUCKET_MS)
         args += ["\n".join(p) for p in purchases]
-        return list(await self._run(k.reserve(), args))
-
-    async def _run(self, script_keys: list[str], args: list[Any]) -> Any:
-        # NOSCRIPT means the script did not run, so calling again is safe. The registry reloads once; a
-        # second SCRIPT FLUSH between its reload and its call must not fail a batch of purchases either.
-        for _ in range(_NOSCRIPT_RETRIES):
-            try:
-                return await self._script(self._ctx.redis, script_keys, args)
-            except NoScriptError:
-                continue
-        return await self._script(self._ctx.redis, script_keys, args)
+        return list(await self._script(self._ctx.redis, k.reserve(), args))
 
     async def drain(self) -> None:
         """Wait for the script calls in flight (process shutdown)."""
