@@ -43,8 +43,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict
 
+# Everything on one redis-server, then the core suites and the scale-out tests on a Redis Cluster.
 test: lint
 	$(BIN)/pytest
+	@$(MAKE) --no-print-directory test-cluster
 
 # The core suites and the scale-out tests again, on a private three-master Redis Cluster.
 test-cluster: $(STAMP)
