@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Sequence
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from peak import health
 from peak.component import Component
 from peak.context import open_context
-from peak.errors import exception_handlers
 from peak.logs import configure
 from peak.middleware import RequestMiddleware
+from peak.routing import SegmentRouter
 from peak.settings import Settings, SettingsError
 
 __all__ = ["components", "create_app"]
@@ -74,9 +75,16 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
         middleware.insert(0, Middleware(wrap_asgi_with_proxy_headers, trusted_hosts=trusted))
     for part in parts:
         middleware.extend(part.middleware)
-    return Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers=exception_handlers(),  # type: ignore[arg-type]
-        lifespan=lifespan,
-    )
+    app = _App(middleware=middleware)
+    app.router = SegmentRouter(routes, lifespan=lifespan)
+    return app
+
+
+class _App(Starlette):
+    """Starlette with only our middleware: the request middleware renders errors (see peak/middleware.py)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app

@@ -6,9 +6,9 @@ Every error body is ``{"error": {"code": "<snake_case>", "message": "<text for a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import overload
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import Response
 
 from peak.responses import JSONResponse
@@ -24,7 +24,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "error_body",
-    "exception_handlers",
+    "error_response",
 ]
 
 
@@ -114,18 +114,19 @@ _HTTP_CODES = {
 }
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers)
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
-    if exc.status_code == 404 and exc.detail not in ("Not Found", None):
-        message = str(exc.detail)
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
-
-
-def exception_handlers() -> dict[type[Exception] | int, object]:
-    return {ApiError: _api_error, HTTPException: _http_exception}
+@overload
+def error_response(exc: ApiError | HTTPException) -> Response: ...
+@overload
+def error_response(exc: Exception) -> Response | None: ...
+def error_response(exc: Exception) -> Response | None:
+    """The answer for an ApiError or a Starlette HTTPException (404, 405, ...); None for anything else."""
+    if isinstance(exc, ApiError):
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+        )
+    if isinstance(exc, HTTPException):
+        code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
+        if exc.status_code == 404 and exc.detail not in ("Not Found", None):
+            message = str(exc.detail)
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return None

@@ -1,6 +1,8 @@
-"""The request middleware: request id, one access-log line and the metrics of every request.
+"""The request middleware: request id, errors as JSON bodies, one access-log line and the metrics.
 
-Pure ASGI rather than BaseHTTPMiddleware: it sits on every hot path.
+It is the outermost layer and the one place where exceptions become responses (instead of Starlette's
+ServerErrorMiddleware and ExceptionMiddleware: each layer costs every request a few microseconds, and every
+await of a hot path pays for each layer again when it resumes). Pure ASGI for the same reason.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from peak.errors import error_body
+from peak.errors import error_body, error_response
 from peak.logs import access_log
 from peak.metrics import REQUEST_SECONDS, REQUESTS
 from peak.responses import dumps
-from peak.routing import ROUTE_KEY
 
 __all__ = ["RequestMiddleware"]
 
@@ -53,7 +54,11 @@ class RequestMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            answer = error_response(exc)
+            if answer is not None and status == 0:
+                await answer(scope, receive, send_with_id)
+                return
             # Logged once here with the request id; the client gets a body without details.
             log.exception(
                 "unhandled error on %s %s [%s]", scope["method"], scope["path"], scope["request_id"]
@@ -73,7 +78,8 @@ class RequestMiddleware:
             status = 500
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get(ROUTE_KEY, "unmatched")
+            matched = scope.get("route")
+            route = matched.path if matched is not None else "unmatched"
             method = scope["method"]
             REQUESTS.labels(method, route, str(status)).inc()
             REQUEST_SECONDS.labels(method, route).observe(elapsed)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette._utils import get_route_path
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ApiRoute", "Doc", "route"]
+from peak.errors import ApiError, error_response
 
-ROUTE_KEY = "peak.route"
+__all__ = ["ApiRoute", "Doc", "SegmentRouter", "route"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -28,18 +34,39 @@ class Doc:
 
 
 class ApiRoute(Route):
-    def __init__(self, path: str, endpoint: Callable[..., Any], *, methods: Sequence[str], doc: Doc) -> None:
+    """A route with its OpenAPI description whose errors are rendered right where they are raised.
+
+    Rendering at the route (not in an outer middleware) lets every middleware see the real status of an
+    answer, and spares each request the extra exception-handling layers Starlette would add.
+    """
+
+    def __init__(self, path: str, endpoint: Endpoint, *, methods: Sequence[str], doc: Doc) -> None:
         super().__init__(path, endpoint, methods=list(methods))
+        self.app = _endpoint_app(endpoint)
         self.doc = doc
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope[ROUTE_KEY] = self.path
-        await super().handle(scope, receive, send)
+        if self.methods and scope["method"] not in self.methods:
+            allowed = HTTPException(405, headers={"Allow": ", ".join(sorted(self.methods))})
+            await error_response(allowed)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _endpoint_app(endpoint: Endpoint) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await endpoint(Request(scope, receive, send))
+        except (ApiError, HTTPException) as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+    return app
 
 
 def route(
     path: str,
-    endpoint: Callable[..., Any],
+    endpoint: Endpoint,
     *,
     methods: Sequence[str] = ("GET",),
     summary: str,
@@ -64,3 +91,50 @@ def route(
         tag=tag or path.strip("/").split("/")[0],
     )
     return ApiRoute(path, endpoint, methods=methods, doc=doc)
+
+
+class SegmentRouter(Router):
+    """A router that tries only the routes sharing the request path's first segment.
+
+    Starlette tries every route in order; with ~40 routes a purchase was matched against ten regexes before
+    its own (~13 % of its CPU in-process). Routes keep their order within a segment, and a route whose first
+    segment is a parameter is tried for every segment, so the first full match is the one Starlette would pick.
+    Anything else (405 answers, redirects, 404s, lifespan) goes through Starlette's own loop.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
+        super().__init__(routes, **kwargs)
+        self._by_segment: dict[str, list[BaseRoute]] = {}
+        everywhere: list[BaseRoute] = []
+        for r in routes:
+            segment = _first_segment(r.path) if isinstance(r, Route) else "{"
+            if "{" in segment:
+                everywhere.append(r)
+                for bucket in self._by_segment.values():
+                    bucket.append(r)
+            else:
+                self._by_segment.setdefault(segment, list(everywhere)).append(r)
+        self._everywhere = everywhere
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            candidates = self._by_segment.get(_first_segment(get_route_path(scope)), self._everywhere)
+            for candidate in candidates:
+                match, child_scope = candidate.matches(scope)
+                if match is Match.FULL:
+                    scope["router"] = self
+                    scope["route"] = candidate
+                    scope.update(child_scope)
+                    await candidate.handle(scope, receive, send)
+                    return
+        await super().app(scope, receive, send)
+
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await error_response(HTTPException(404))(scope, receive, send)
+            return
+        await super().not_found(scope, receive, send)
+
+
+def _first_segment(path: str) -> str:
+    return path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
