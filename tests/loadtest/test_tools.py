@@ -87,4 +87,3 @@ def test_loadtest_smoke_passes_its_checks(servers: Servers, tmp_path: Path) -> N
     for check in ("no event oversold", "every reservation became exactly one order", "reconcile is clean"):
         assert f"PASS  {check}" in result.stdout
     assert result.stdout.rstrip().endswith("PASS")
-
