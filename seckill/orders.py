@@ -120,15 +120,18 @@ async def _queued_event(ctx: Context, order_id: str, user_id: str) -> int | None
 
 async def get_order(ctx: Context, order_id: str, user_id: str) -> dict[str, Any]:
     key = _uuid(order_id)
-    row = await ctx.db.fetchrow("SELECT * FROM seckill_orders WHERE order_id = $1", key)
-    if row is not None:
-        if row["user_id"] != user_id:
-            raise order_not_found()
-        return order_view(row)
-    event_id = await _queued_event(ctx, str(key), user_id)
-    if event_id is None:
-        raise order_not_found()
-    return {"order_id": str(key), "event_id": event_id, "status": "queued", "pay_by": None}
+    # Twice: a worker may commit the order (and stop listing it as queued) between the first read and the
+    # queue lookup; a shopper polling right then must not be told the order does not exist.
+    for _ in range(2):
+        row = await ctx.db.fetchrow("SELECT * FROM seckill_orders WHERE order_id = $1", key)
+        if row is not None:
+            if row["user_id"] != user_id:
+                raise order_not_found()
+            return order_view(row)
+        event_id = await _queued_event(ctx, str(key), user_id)
+        if event_id is not None:
+            return {"order_id": str(key), "event_id": event_id, "status": "queued", "pay_by": None}
+    raise order_not_found()
 
 
 async def _decided(ctx: Context, key: uuid.UUID, user_id: str | None) -> Any:
