@@ -35,7 +35,7 @@ from peak.stack import (
     stop_process,
 )
 
-__all__ = ["ENV_FILE", "INSTANCES_FILE", "LocalStack", "run_up"]
+__all__ = ["ENV_FILE", "INSTANCES_FILE", "LocalStack", "run_up", "server_command", "wait_ready"]
 
 ENV_FILE = "env"
 INSTANCES_FILE = "instances"
@@ -56,12 +56,31 @@ def _secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def server_command(settings: Settings) -> list[str]:
+def server_command(settings: Settings, factory: str = "peak.app:create_app") -> list[str]:
     return [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "peak.app:create_app",
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", factory,
         "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
         "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
     ]  # fmt: skip
+
+
+def wait_ready(base_url: str, *servers: subprocess.Popen[bytes]) -> None:
+    """Until ``base_url``/readyz answers 200; a server exiting meanwhile is an error."""
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for server in servers:
+            if server.poll() is not None:
+                raise StackError(
+                    f"the API server exited with code {server.returncode} while starting; see its output"
+                )
+        try:
+            with urllib.request.urlopen(base_url + "/readyz", timeout=1) as answer:  # noqa: S310 - our own URL
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StackError(f"the API did not answer {base_url}/readyz with 200 within {_READY_TIMEOUT_S:.0f} s")
 
 
 class LocalStack:
@@ -198,21 +217,7 @@ class LocalStack:
         )
 
     def _wait_ready(self, base_url: str) -> None:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for server in self.servers:
-                if server.poll() is not None:
-                    raise StackError(
-                        f"the API server exited with code {server.returncode} while starting; see its output"
-                    )
-            try:
-                with urllib.request.urlopen(base_url + "/readyz", timeout=1) as answer:  # noqa: S310 - our own URL
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise StackError(f"the API did not answer {base_url}/readyz with 200 within {_READY_TIMEOUT_S:.0f} s")
+        wait_ready(base_url, *self.servers)
 
     def _server_procs(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
         found: list[tuple[str, subprocess.Popen[bytes]]] = []

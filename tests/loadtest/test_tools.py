@@ -63,6 +63,11 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
     for r in measured.values():
         assert r["requests"] > 0 and r["unexpected"] == 0, r
     assert report["audit"]["ok"] is True
+    cost = report["extras"]["degrade_cost"]
+    assert cost["floor_with_rps"] > 0 and cost["floor_without_rps"] > 0
+    for label in ("controller_off", "controller_on"):
+        shedding = report["extras"]["shedding"][label]
+        assert shedding["purchase_rps"] > 0 and set(shedding["purchase_statuses"]) == {"202"}, shedding
 
 
 @pytest.mark.slow

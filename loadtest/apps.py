@@ -1,0 +1,17 @@
+"""App variants `peak bench` compares with the real one (served by granian with ``--factory``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from starlette.applications import Starlette
+
+from peak.app import components, create_app
+
+__all__ = ["without_degrade_middleware"]
+
+
+def without_degrade_middleware() -> Starlette:
+    """The whole app minus the degradation middleware: what its cost on every request is measured against."""
+    parts = [dataclasses.replace(part, middleware=()) for part in components()]
+    return create_app(parts=parts)
