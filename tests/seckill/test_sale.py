@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from peak.context import Context
 from peak.settings import Settings
 from peak.stack import free_port
 from seckill import keys, reconcile
@@ -97,16 +98,28 @@ async def test_worker_sigkilled_mid_drain_loses_and_duplicates_nothing(
     _check_answers(await _rush(shop, event_id, users))
     env = {**servers.env(), **SALE_ENV, "PEAK_SECKILL_BATCH_SIZE": "10", "PEAK_SECKILL_CLAIM_IDLE_MS": "300"}
     async with seckill_context(sale_settings) as ctx:
-        # A slow database (10 ms per row) keeps the worker busy long enough to be killed in the middle.
-        async with orders_trigger(ctx, "PERFORM pg_sleep(0.01); RETURN NEW;"):
+        # A slow database (10 ms per row) keeps the worker busy long enough to be stopped in the middle; each
+        # row also passes through an advisory lock that the test takes once 30 orders are written, so the
+        # worker is parked inside a batch it has read but cannot commit. The SIGKILL lands there: polling
+        # XPENDING alone races the worker acknowledging the batch between the poll and the kill.
+        gate = "PERFORM pg_advisory_lock_shared(7474); PERFORM pg_advisory_unlock_shared(7474);"
+        async with (
+            orders_trigger(ctx, f"PERFORM pg_sleep(0.01); {gate} RETURN NEW;"),
+            ctx.db.acquire() as lock,
+        ):
             worker = start_peak("worker", env=env, log=tmp_path / "worker.log")
             try:
                 deadline = time.monotonic() + 30
                 while len(await order_rows(ctx, event_id)) < 30:
                     assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
                     await asyncio.sleep(0.01)
+                await lock.execute("SELECT pg_advisory_lock(7474)")
+                while not await _waiting_on_gate(ctx):
+                    assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                    await asyncio.sleep(0.01)
             finally:
                 kill_group(worker, signal.SIGKILL)
+                await lock.execute("SELECT pg_advisory_unlock_all()")
             written = len(await order_rows(ctx, event_id))
             assert 30 <= written < 100
             pending = await ctx.redis.xpending(keys.event_keys(event_id).stream, keys.GROUP)
@@ -125,6 +138,15 @@ async def test_worker_sigkilled_mid_drain_loses_and_duplicates_nothing(
         assert len({r["user_id"] for r in rows}) == 100
         b = await assert_balanced(ctx, event_id)
         assert (b.queued, b.dead_letters, b.pending_payment, b.stock_left) == (0, 0, 100, 0)
+
+
+async def _waiting_on_gate(ctx: Context) -> bool:
+    """Whether a database session (the worker's batch) waits for the test's advisory lock."""
+    return bool(
+        await ctx.db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7474 AND NOT granted"
+        )
+    )
 
 
 async def test_script_flush_during_a_rush_fails_no_request(
