@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator, Sequence
 
@@ -61,6 +62,11 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         async with open_context(settings, parts, "api") as ctx:
+            # Everything made so far (modules, pools, caches) lives as long as the process: keep the cyclic
+            # GC from walking it at every older-generation collection. Requests that wait on Redis keep
+            # thousands of objects alive at once and trigger those collections: in-process CPU per purchase
+            # went from 54 to 36-44 us, per strict validation from 44 to 28-33 us.
+            gc.freeze()
             yield {"ctx": ctx}
 
     routes: list[BaseRoute] = [*health.routes()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ async def run_worker(settings: Settings, components: Sequence[Component]) -> Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         running.add_signal_handler(sig, stop.set)
     async with open_context(settings, components, "worker") as ctx:
+        gc.freeze()  # as in the API lifespan: the start-up heap is never garbage
         tasks = [
             asyncio.create_task(_supervise(f"{c.name}.{loop.__name__}", loop, ctx), name=loop.__name__)
             for c in components
