@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from peak.stack import free_port
-from tests.support import alive_in, sessions_started_by, start_peak, wait_http
+from tests.support import alive_in, run_peak, sessions_started_by, start_peak, wait_http
 
 
 def _env_file(data_dir: Path) -> dict[str, str]:
@@ -70,3 +70,23 @@ def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
         assert "peak: stopped" in output
         assert alive_in(sessions | {proc.pid}) == [], output
         assert not (data_dir / "env").exists()
+
+
+def test_up_without_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
+    bare_path = tmp_path / "bin"
+    bare_path.mkdir()
+    env = {
+        "PATH": str(bare_path),
+        "PEAK_DATA_DIR": str(tmp_path / "stack"),
+        "PEAK_PORT": str(free_port()),
+        "PEAK_REDIS_URL": "",
+        "PEAK_DATABASE_URL": "",
+    }
+    result = run_peak("up", env=env)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("peak:")]
+    assert lines == [
+        "peak: redis-server not found: install it with `apt-get install redis-server` "
+        "(`make up` does this when run as root), or set PEAK_REDIS_URL to a running Redis 7"
+    ], result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
