@@ -41,4 +41,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     load.add_argument("--duration", type=float, default=60.0, help="seconds of load (the shape scales to it)")
     load.add_argument("--processes", type=int, default=1, help="locust worker processes (-1: one per core)")
     load.add_argument("--smoke", action="store_true", help="a few seconds with a handful of users (CI)")
+    load.add_argument(
+        "--seed-out", default=None, help="also write the seed file here (for distributed locust)"
+    )
     load.set_defaults(func=_loadtest)

@@ -113,21 +113,22 @@ def run_loadtest(args: argparse.Namespace, *, say: Say) -> int:
     openid = httpx.get(f"{base_url}/.well-known/openid-configuration", timeout=10).json()
     with tempfile.TemporaryDirectory(prefix="peak-loadtest-") as tmp:
         seed_file = Path(tmp) / "seed.json"
-        seed_file.write_text(
-            json.dumps(
-                {
-                    "usernames": [u for u, _ in shoppers],
-                    "password": PASSWORD,
-                    "event_id": str(event["id"]),
-                    "sku": event["sku"],
-                    "admin_token": admin,
-                    "client_id": client_id,
-                    "client_secret": client_secret,
-                    "issuer": openid["issuer"],
-                    "audience": settings.sso_audience,
-                }
-            )
+        seed_text = json.dumps(
+            {
+                "usernames": [u for u, _ in shoppers],
+                "password": PASSWORD,
+                "event_id": str(event["id"]),
+                "sku": event["sku"],
+                "admin_token": admin,
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "issuer": openid["issuer"],
+                "audience": settings.sso_audience,
+            }
         )
+        seed_file.write_text(seed_text)
+        if args.seed_out:
+            Path(args.seed_out).write_text(seed_text)
         csv_prefix = Path(tmp) / "locust"
         locustfile = str(resources.files("loadtest").joinpath("locustfile.py"))
         argv = [
