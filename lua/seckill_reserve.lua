@@ -1,11 +1,13 @@
 -- KEYS[1] event meta hash, KEYS[2] user -> held orders hash, KEYS[3] user -> orders ever hash,
--- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id)
+-- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id),
+-- KEYS[7] holds hash (bucketed events: order id -> "user\nidempotency key\nms\nseq"); all of ONE bucket
 -- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id,
 -- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters, ARGV[7] key
 -- prefix of the recent order ids, ARGV[8] their bucket length ms (all prefixes in the event's hash tag);
 -- then one argument per purchase, ARGV[8+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
 -- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
--- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"}
+-- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"} |
+-- {"hold", order id, seq} (bucketed event, this bucket sold out: the user's count is taken, see seckill/buckets.py)
 
 -- Checks run in this order: rate, idempotency replay, window, the user's limit BEFORE the stock, then the stock.
 -- A reservation and its queued order message are written together by this one script, never one without the other.
@@ -14,6 +16,7 @@
 -- they live in the same cluster slot as the declared keys.
 
 local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local holds = KEYS[7]
 local user_rate, ip_rate, window_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local event_id, user_prefix, ip_prefix = ARGV[4], ARGV[5], ARGV[6]
 local recent_prefix, bucket_ms = ARGV[7], tonumber(ARGV[8])
@@ -21,8 +24,10 @@ local n = #ARGV - 8
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit', 'stock', 'reserved')
+local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit', 'stock', 'reserved', 'buckets', 'bucket')
 local start_ms, end_ms, limit = tonumber(conf[1]), tonumber(conf[2]), tonumber(conf[3])
+-- A one-bucket event (no such fields before buckets existed) writes exactly the messages it always did.
+local buckets, this_bucket = tonumber(conf[6] or '1'), conf[7] or '0'
 -- Stock and the reservation counter live in locals during the batch and are written once at the end;
 -- the script is atomic, so nobody can observe the difference.
 local stock, reserved = tonumber(conf[4]), tonumber(conf[5] or '0')
@@ -73,6 +78,12 @@ local function attempt(i)
   if redis.call('HEXISTS', recent, order_id) == 1 or redis.call('HEXISTS', previous, order_id) == 1 then
     return {'replay', order_id}
   end
+  if buckets > 1 then
+    local hold = redis.call('HGET', holds, order_id)
+    if hold then
+      return {'hold', order_id, string.match(hold, '([^\n]*)$')}
+    end
+  end
   if now_ms < start_ms then
     return {'not_started'}
   end
@@ -84,14 +95,30 @@ local function attempt(i)
     return {'limit_reached'}
   end
   if stock <= 0 then
-    return {'sold_out'}
+    if buckets <= 1 then
+      return {'sold_out'}
+    end
+    -- This is the user's home bucket: count the purchase here, the stock is taken from another bucket.
+    redis.call('HINCRBY', users, user, 1)
+    local seq = redis.call('HINCRBY', seqs, user, 1)
+    redis.call('HSET', holds, order_id, user .. '\n' .. key .. '\n' .. now_ms .. '\n' .. seq)
+    if idem_field then
+      redis.call('HSET', idem, idem_field, order_id)
+    end
+    return {'hold', order_id, seq}
   end
   stock = stock - 1
   reserved = reserved + 1
-  local rsv = reserved
+  -- Unique over the event's buckets: the n-th reservation of bucket b of N is n * N + b.
+  local rsv = reserved * buckets + tonumber(this_bucket)
   redis.call('HINCRBY', users, user, 1)
   local seq = redis.call('HINCRBY', seqs, user, 1)
-  redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms)
+  if buckets > 1 then
+    redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms,
+      'b', this_bucket, 'h', this_bucket)
+  else
+    redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms)
+  end
   redis.call('HSET', queued, order_id, user)
   redis.call('HSET', recent, order_id, 1)
   if idem_field then

@@ -66,10 +66,13 @@ def _dead_letters(args: argparse.Namespace) -> int:
         async with cli_context(settings, components()) as ctx:
             ids = [args.event] if args.event is not None else await reconcile.event_ids(ctx)
             if args.retry:
-                event, _, entry = args.retry.partition(":")
-                if not event.isdigit() or not entry:
-                    raise CommandError(f"--retry takes EVENT:ID as listed, got {args.retry!r}")
-                new_id = await deadletters.requeue(ctx, int(event), entry)
+                stream, _, entry = args.retry.partition(":")
+                event, _, bucket = stream.partition("/")
+                if not event.isdigit() or not (bucket == "" or bucket.isdigit()) or not entry:
+                    raise CommandError(
+                        f"--retry takes EVENT:ID (or EVENT/BUCKET:ID) as listed, got {args.retry!r}"
+                    )
+                new_id = await deadletters.requeue(ctx, int(event), entry, int(bucket or 0))
                 if new_id is None:
                     raise CommandError(
                         f"no dead letter {args.retry}; list them with `peak seckill dead-letters`"
@@ -79,7 +82,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
             letters = await deadletters.dead_letters(ctx, ids)
             if args.retry_all:
                 for letter in letters:
-                    await deadletters.requeue(ctx, letter.event_id, letter.entry_id)
+                    await deadletters.requeue(ctx, letter.event_id, letter.entry_id, letter.bucket)
                 say(f"{len(letters)} dead letter(s) back on their order streams")
                 return 0
             for letter in letters:

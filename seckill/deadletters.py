@@ -7,6 +7,7 @@ from typing import Any
 
 from peak.context import Context
 from seckill import keys
+from seckill.events import registered_streams
 
 __all__ = ["DeadLetter", "dead_letters", "requeue"]
 
@@ -14,6 +15,7 @@ __all__ = ["DeadLetter", "dead_letters", "requeue"]
 @dataclass(frozen=True)
 class DeadLetter:
     event_id: int
+    bucket: int
     entry_id: str
     order_id: str
     user_id: str
@@ -22,26 +24,30 @@ class DeadLetter:
 
     @property
     def ref(self) -> str:
-        """What `peak seckill dead-letters --retry` takes."""
-        return f"{self.event_id}:{self.entry_id}"
+        """What `peak seckill dead-letters --retry` takes: EVENT:ID, or EVENT/BUCKET:ID for a bucket > 0."""
+        stream = str(self.event_id) if self.bucket == 0 else f"{self.event_id}/{self.bucket}"
+        return f"{stream}:{self.entry_id}"
 
 
 async def dead_letters(ctx: Context, event_ids: list[int]) -> list[DeadLetter]:
     found = []
-    for event_id in event_ids:
-        entries: Any = await ctx.redis.xrange(keys.event_keys(event_id).dead)
+    wanted = set(event_ids)
+    for event_id, bucket in sorted(await registered_streams(ctx)):
+        if event_id not in wanted:
+            continue
+        entries: Any = await ctx.redis.xrange(keys.event_keys(event_id, bucket).dead)
         for entry_id, fields in entries:
             found.append(
                 DeadLetter(
-                    event_id, entry_id, fields.get("o", "?"), fields.get("u", "?"),
+                    event_id, bucket, entry_id, fields.get("o", "?"), fields.get("u", "?"),
                     fields.get("deliveries", "?"), fields.get("reason", ""),
                 )
             )  # fmt: skip
     return found
 
 
-async def requeue(ctx: Context, event_id: int, entry_id: str) -> str | None:
+async def requeue(ctx: Context, event_id: int, entry_id: str, bucket: int = 0) -> str | None:
     """Move a dead letter back to its order stream; the new stream entry id, or None if there is none."""
-    k = keys.event_keys(event_id)
+    k = keys.event_keys(event_id, bucket)
     new_id = await ctx.scripts["seckill_requeue"](ctx.redis, k.requeue(), [entry_id])
     return str(new_id) if new_id else None

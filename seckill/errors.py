@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peak.errors import ApiError, Conflict, NotFound, TooManyRequests
+from peak.errors import ApiError, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 __all__ = [
     "event_not_found",
@@ -47,7 +47,10 @@ _MESSAGES = {
 
 
 def reservation_error(code: str, value: object, event_id: int) -> ApiError:
-    """The exception for a non-success reply of ``lua/seckill_reserve.lua``."""
+    """The exception for a non-success reply of ``lua/seckill_reserve.lua`` or ``lua/seckill_take.lua``."""
+    if code == "void":
+        # The hold sweeper resolved this purchase while it was still being taken (a stalled process).
+        return ServiceUnavailable("the sale is briefly unavailable; try again")
     if code == "sold_out":
         return sold_out()
     if code == "not_found":

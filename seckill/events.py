@@ -11,6 +11,7 @@ from peak.context import Context
 from peak.errors import InvalidRequest
 from peak.schema import rule
 from seckill import keys
+from seckill.buckets import MAX_BUCKETS, split
 from seckill.errors import event_not_found
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "from_ms",
     "get_event_row",
     "iso",
+    "registered_streams",
     "view_event",
 ]
 
@@ -36,6 +38,13 @@ class NewEvent:
     ends_at: str = field(metadata=rule(description="ISO 8601 with a time zone"))
     per_user_limit: int = field(default=1, metadata=rule(min=1, max=10_000))
     payment_timeout_s: int = field(default=900, metadata=rule(min=1, max=7 * 86400))
+    buckets: int = field(
+        default=1,
+        metadata=rule(
+            min=1, max=MAX_BUCKETS,
+            description="stock buckets: split a hot SKU's stock over several Redis Cluster slots (1 = one)",
+        ),
+    )  # fmt: skip
 
 
 @dataclass
@@ -85,6 +94,7 @@ def _public(row: Any) -> dict[str, Any]:
         "ends_at": iso(row["ends_at"]),
         "per_user_limit": row["per_user_limit"],
         "payment_timeout_s": row["payment_timeout_s"],
+        "buckets": row["buckets"],
     }
 
 
@@ -95,21 +105,22 @@ async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
     async with ctx.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO seckill_events (sku, title, price, stock, starts_at, ends_at, per_user_limit,"
-            " payment_timeout_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            " payment_timeout_s, buckets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
             new.sku, new.title, new.price, new.stock, starts_at, ends_at, new.per_user_limit,
-            new.payment_timeout_s,
+            new.payment_timeout_s, new.buckets,
         )  # fmt: skip
         assert row is not None
         # Warmed inside the transaction: if Redis fails the event does not exist anywhere; the identity
         # sequence never hands the id out again, so a commit failure after this leaves nothing reachable.
-        k = keys.event_keys(row["id"])
-        await ctx.scripts["seckill_prewarm"](
-            ctx.redis,
-            [k.meta, k.stream],
-            [keys.GROUP, new.sku, new.title, new.price, new.stock, _ms(starts_at), _ms(ends_at),
-             new.per_user_limit, new.payment_timeout_s],
-        )  # fmt: skip
-        await ctx.redis.sadd(keys.EVENTS, str(row["id"]))
+        for bucket, share in enumerate(split(new.stock, new.buckets)):
+            k = keys.event_keys(row["id"], bucket)
+            await ctx.scripts["seckill_prewarm"](
+                ctx.redis,
+                [k.meta, k.stream],
+                [keys.GROUP, new.sku, new.title, new.price, share, _ms(starts_at), _ms(ends_at),
+                 new.per_user_limit, new.payment_timeout_s, new.buckets, bucket],
+            )  # fmt: skip
+            await ctx.redis.sadd(keys.EVENTS, k.stream_ref)
     return _public(row)
 
 
@@ -131,16 +142,23 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
             ends_at,
         )
         assert row is not None
-        k = keys.event_keys(event_id)
-        found = await ctx.scripts["seckill_adjust"](
-            ctx.redis,
-            k.adjust(),
-            [patch.add_stock or 0, "" if ends_at is None else _ms(ends_at), keys.STOCK_BACK_CHANNEL,
-             event_id, uuid.uuid4().hex],
-        )  # fmt: skip
-        if not found:
-            raise event_not_found(event_id)
+        # The addition is split over the buckets like the stock at creation; each bucket applies its part once.
+        change = uuid.uuid4().hex
+        for bucket, share in enumerate(split(patch.add_stock or 0, row["buckets"])):
+            found = await ctx.scripts["seckill_adjust"](
+                ctx.redis,
+                keys.event_keys(event_id, bucket).adjust(),
+                [share, "" if ends_at is None else _ms(ends_at), keys.STOCK_BACK_CHANNEL, event_id, change],
+            )
+            if not found:
+                raise event_not_found(event_id)
     return _public(row)
+
+
+async def registered_streams(ctx: Context) -> set[tuple[int, int]]:
+    """(event id, bucket) of every order stream in the registry."""
+    refs = (keys.parse_stream_ref(str(m)) for m in await ctx.redis.smembers(keys.EVENTS))
+    return {ref for ref in refs if ref is not None}
 
 
 async def get_event_row(ctx: Context, event_id: int) -> Any:
@@ -158,6 +176,13 @@ async def view_event(ctx: Context, event_id: int) -> dict[str, Any]:
     now_ms = int(reply[0])
     meta = dict(zip(reply[1::2], reply[2::2], strict=True))
     start_ms, end_ms, stock = int(meta["start_ms"]), int(meta["end_ms"]), int(meta["stock"])
+    buckets = int(meta.get("buckets", 1))
+    if buckets > 1:
+        # The other buckets' stock: one more round trip, for bucketed events only.
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            for bucket in range(1, buckets):
+                pipe.hget(keys.event_keys(event_id, bucket).meta, "stock")
+            stock += sum(max(int(s or 0), 0) for s in await pipe.execute())
     if now_ms < start_ms:
         status = "upcoming"
     elif now_ms >= end_ms:

@@ -1,7 +1,10 @@
 """Every Redis key and channel of seckill, built here and nowhere else.
 
 All keys of one event share the hash tag ``{seckill:ev:<id>}``: every script touches one event only, so it
-runs unchanged on Redis Cluster. The many small per-purchase keys (rate counters, recent-order buckets) are
+runs unchanged on Redis Cluster. An event split into N stock buckets (``buckets`` > 1, see
+``seckill/buckets.py``) has one full set of these keys per bucket: bucket 0 keeps ``{seckill:ev:<id>}`` (so a
+one-bucket event is exactly what it always was) and bucket b > 0 uses ``{seckill:ev:<id>:<b>}``, another slot,
+so a hot event spreads over the cluster's masters. Every script still touches one bucket only. The many small per-purchase keys (rate counters, recent-order buckets) are
 given to the reservation script as prefixes from here, and it appends the user id, IP or bucket number. The
 registry of events is the one key outside an event's slot; it is only read or written by single commands.
 """
@@ -11,14 +14,17 @@ from __future__ import annotations
 __all__ = [
     "EVENTS",
     "GROUP",
+    "HOLD_MS",
     "RATE_WINDOW_MS",
     "RECENT_BUCKET_MS",
     "STOCK_BACK_CHANNEL",
     "EventKeys",
     "event_keys",
+    "parse_stream_ref",
 ]
 
-# Set of the ids of every event warmed into Redis; workers discover order streams from it.
+# Set of every order stream warmed into Redis, as "<event id>" (bucket 0) or "<event id>:<bucket>"; workers
+# discover the streams they follow from it.
 EVENTS = "seckill:events"
 # Consumer group of the order writers on every event stream.
 GROUP = "order-writers"
@@ -29,17 +35,21 @@ RATE_WINDOW_MS = 1000
 # Recent order ids are kept in buckets this long (the current and the previous one are checked): longer than
 # a Redis client's retries of a call whose answer was lost (3 tries of a 5 s timeout, plus back-off).
 RECENT_BUCKET_MS = 20_000
+# A hold (bucketed events: a purchase counted against the user's limit in the home bucket, its stock still to
+# be taken from another bucket) older than this is resolved by the sweeper: longer than any retry of the take.
+HOLD_MS = 3 * RECENT_BUCKET_MS
 
 
 class EventKeys:
     """The keys of one event; the script argument lists are built here so their order lives in one place."""
 
-    __slots__ = ("changes", "dead", "dead_orders", "event_id", "idem", "meta", "queued", "returned", "seq", "stream",
-                 "tag", "users")  # fmt: skip
+    __slots__ = ("bucket", "changes", "dead", "dead_orders", "event_id", "holds", "idem", "meta", "queued",
+                 "quota_returned", "returned", "seq", "stream", "tag", "taken", "users", "voided")  # fmt: skip
 
-    def __init__(self, event_id: int) -> None:
-        tag = f"{{seckill:ev:{event_id}}}"
+    def __init__(self, event_id: int, bucket: int = 0) -> None:
+        tag = f"{{seckill:ev:{event_id}}}" if bucket == 0 else f"{{seckill:ev:{event_id}:{bucket}}}"
         self.event_id = event_id
+        self.bucket = bucket
         self.tag = tag
         # Hash: stock (left), total, reserved (ever), start_ms, end_ms, limit, sku, title, price, timeout_s.
         self.meta = f"{tag}:meta"
@@ -60,6 +70,14 @@ class EventKeys:
         self.returned = f"{tag}:returned"
         # Hash of the admin changes (stock added, end moved) applied, by change id: each applies once.
         self.changes = f"{tag}:changes"
+        # Bucketed events only. In a user's home bucket: hash order id -> "user\nidempotency field\nms" of the
+        # holds not yet resolved, and the set of orders whose quota (not stock) went back here.
+        self.holds = f"{tag}:holds"
+        self.quota_returned = f"{tag}:quota-returned"
+        # In the bucket that gave the stock: set of the held order ids taken here, and of those voided here
+        # by the hold sweeper (a voided hold can never be taken afterwards).
+        self.taken = f"{tag}:taken"
+        self.voided = f"{tag}:voided"
 
     @property
     def user_rate_prefix(self) -> str:
@@ -76,14 +94,28 @@ class EventKeys:
         """Followed by a bucket number: a hash of the order ids reserved in that bucket of time."""
         return f"{self.tag}:recent:"
 
+    @property
+    def stream_ref(self) -> str:
+        """This bucket's member of the EVENTS registry."""
+        return str(self.event_id) if self.bucket == 0 else f"{self.event_id}:{self.bucket}"
+
     def reserve(self) -> list[str]:
-        return [self.meta, self.users, self.seq, self.idem, self.stream, self.queued]
+        return [self.meta, self.users, self.seq, self.idem, self.stream, self.queued, self.holds]
+
+    def take(self) -> list[str]:
+        return [self.meta, self.stream, self.queued, self.taken, self.voided]
+
+    def hold(self) -> list[str]:
+        return [self.holds, self.users, self.idem]
+
+    def void(self) -> list[str]:
+        return [self.taken, self.voided]
 
     def adjust(self) -> list[str]:
         return [self.meta, self.changes]
 
     def giveback(self) -> list[str]:
-        return [self.meta, self.users, self.returned]
+        return [self.meta, self.users, self.returned, self.quota_returned]
 
     def snapshot(self) -> list[str]:
         return [self.meta, self.queued, self.dead_orders, self.returned]
@@ -98,5 +130,13 @@ class EventKeys:
         return [self.dead, self.dead_orders, self.stream, self.queued]
 
 
-def event_keys(event_id: int) -> EventKeys:
-    return EventKeys(event_id)
+def event_keys(event_id: int, bucket: int = 0) -> EventKeys:
+    return EventKeys(event_id, bucket)
+
+
+def parse_stream_ref(ref: str) -> tuple[int, int] | None:
+    """(event id, bucket) of an EVENTS member, or None for anything else."""
+    event, _, bucket = ref.partition(":")
+    if not event.isdigit() or not (bucket == "" or bucket.isdigit()):
+        return None
+    return int(event), int(bucket or 0)

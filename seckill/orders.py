@@ -11,7 +11,7 @@ from peak.context import Context
 from peak.db import Connection
 from seckill import keys
 from seckill.errors import order_cancelled, order_not_found, order_paid, order_queued
-from seckill.events import from_ms, iso
+from seckill.events import from_ms, iso, registered_streams
 from seckill.timeouts import cancel_due, give_back
 
 __all__ = ["OrderMessage", "cancel_order", "get_order", "insert_orders", "order_view", "pay_order"]
@@ -27,6 +27,9 @@ class OrderMessage:
     seq: int
     rsv: int
     reserved_ms: int
+    # The stock bucket the order came from and its user's home bucket (0 and 0 for one-bucket events).
+    bucket: int = 0
+    home: int = 0
 
     @classmethod
     def parse(cls, entry_id: str, fields: dict[str, str]) -> OrderMessage:
@@ -38,6 +41,8 @@ class OrderMessage:
             int(fields["q"]),
             int(fields["r"]),
             int(fields["t"]),
+            int(fields.get("b", 0)),
+            int(fields.get("h", 0)),
         )
 
 
@@ -52,11 +57,13 @@ async def insert_orders(conn: Connection, event_id: int, batch: Sequence[OrderMe
     ids = [m.order_id for m in batch]
     inserted = await conn.fetch(
         """
-        INSERT INTO seckill_orders (order_id, event_id, user_id, seq, rsv, sku, price, reserved_at, pay_by)
+        INSERT INTO seckill_orders (order_id, event_id, user_id, seq, rsv, sku, price, reserved_at, pay_by,
+                                    bucket, home)
         SELECT m.order_id, e.id, m.user_id, m.seq, m.rsv, e.sku, e.price, m.reserved_at,
-               now() + make_interval(secs => e.payment_timeout_s)
-        FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[])
-             AS m(order_id, user_id, seq, rsv, reserved_at)
+               now() + make_interval(secs => e.payment_timeout_s), m.bucket, m.home
+        FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::timestamptz[], $7::smallint[],
+                    $8::smallint[])
+             AS m(order_id, user_id, seq, rsv, reserved_at, bucket, home)
         JOIN seckill_events e ON e.id = $1
         ON CONFLICT DO NOTHING
         RETURNING order_id
@@ -67,6 +74,8 @@ async def insert_orders(conn: Connection, event_id: int, batch: Sequence[OrderMe
         [m.seq for m in batch],
         [m.rsv for m in batch],
         [from_ms(m.reserved_ms) for m in batch],
+        [m.bucket for m in batch],
+        [m.home for m in batch],
     )
     stored = {str(r["order_id"]) for r in inserted}
     if len(stored) < len(ids):  # redeliveries: find those written before
@@ -102,17 +111,17 @@ def _uuid(order_id: str) -> uuid.UUID:
 
 
 async def _queued_event(ctx: Context, order_id: str, user_id: str) -> int | None:
-    """The event whose stream still holds this user's order (not yet written, or dead-lettered)."""
-    event_ids = sorted(int(e) for e in await ctx.redis.smembers(keys.EVENTS))
-    if not event_ids:
+    """The event whose streams still hold this user's order (not yet written, or dead-lettered)."""
+    streams = sorted(await registered_streams(ctx))
+    if not streams:
         return None
     async with ctx.redis.pipeline(transaction=False) as pipe:
-        for event_id in event_ids:
-            k = keys.event_keys(event_id)
+        for event_id, bucket in streams:
+            k = keys.event_keys(event_id, bucket)
             pipe.hget(k.queued, order_id)
             pipe.hget(k.dead_orders, order_id)
         owners = await pipe.execute()
-    for i, event_id in enumerate(event_ids):
+    for i, (event_id, _) in enumerate(streams):
         if user_id in (owners[2 * i], owners[2 * i + 1]):
             return event_id
     return None

@@ -5,6 +5,10 @@ stock_total = stock_left + queued + pending_payment + paid + dead_letters + canc
 PostgreSQL counts only orders reserved up to the snapshot (their ``rsv`` number), and an order both still in
 the queued map and already in PostgreSQL (written, not yet acknowledged) counts once, as written. So the
 equation holds exactly while sales, writers and sweepers run; any difference is drift.
+
+An event split into stock buckets is read one bucket at a time (each bucket atomically) and its terms added
+up. Each order counts against the snapshot of the bucket its stock came from (``rsv`` is n * buckets +
+bucket), so the equation holds bucket by bucket, hence for their sum.
 """
 
 from __future__ import annotations
@@ -74,12 +78,22 @@ class Balance:
 
 async def balance(ctx: Context, event_id: int) -> Balance:
     event = await get_event_row(ctx, event_id)
-    k = keys.event_keys(event_id)
-    snap = await ctx.scripts["seckill_snapshot"](ctx.redis, k.snapshot(), ["snapshot"])
-    if not snap:
-        raise event_not_found(event_id)
-    stock_left, redis_total, reserved, returned = (int(v) for v in snap[:4])
-    queued_ids, dead_ids = list(snap[4]), list(snap[5])
+    buckets = event["buckets"]
+    stock_left = redis_total = returned = 0
+    reserved: list[int] = []
+    queued_ids: list[str] = []
+    dead_ids: list[str] = []
+    for bucket in range(buckets):
+        k = keys.event_keys(event_id, bucket)
+        snap = await ctx.scripts["seckill_snapshot"](ctx.redis, k.snapshot(), ["snapshot"])
+        if not snap:
+            raise event_not_found(event_id)
+        stock_left += int(snap[0])
+        redis_total += int(snap[1])
+        reserved.append(int(snap[2]))
+        returned += int(snap[3])
+        queued_ids += snap[4]
+        dead_ids += snap[5]
     row = await ctx.db.fetchrow(
         """
         SELECT count(*) FILTER (WHERE status = 'pending_payment') AS pending_payment,
@@ -87,12 +101,13 @@ async def balance(ctx: Context, event_id: int) -> Balance:
                count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
                count(*) FILTER (WHERE order_id = ANY($3::uuid[])) AS written_queued,
                count(*) FILTER (WHERE order_id = ANY($4::uuid[])) AS written_dead
-        FROM seckill_orders WHERE event_id = $1 AND rsv <= $2
+        FROM seckill_orders WHERE event_id = $1 AND rsv / $5 <= ($2::bigint[])[rsv % $5 + 1]
         """,
         event_id,
         reserved,
         queued_ids,
         dead_ids,
+        buckets,
     )
     assert row is not None
     return Balance(
@@ -106,7 +121,7 @@ async def balance(ctx: Context, event_id: int) -> Balance:
         cancelled=row["cancelled"],
         cancelled_not_returned=row["cancelled"] - returned,
         redis_stock_total=redis_total,
-        reservations=reserved,
+        reservations=sum(reserved),
         returned=returned,
     )
 

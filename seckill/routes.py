@@ -129,7 +129,7 @@ _INT = {"type": "integer"}
 _STR = {"type": "string"}
 _EVENT = _obj(
     id=_INT, sku=_STR, title=_STR, price=_INT, stock=_INT, starts_at=_STR, ends_at=_STR,
-    per_user_limit=_INT, payment_timeout_s=_INT,
+    per_user_limit=_INT, payment_timeout_s=_INT, buckets=_INT,
 )  # fmt: skip
 _VIEW = _obj(
     id=_INT, sku=_STR, title=_STR, price=_INT, starts_at=_STR, ends_at=_STR, server_time=_STR,

@@ -24,18 +24,36 @@ _POLL_S = 0.25
 
 
 class SoldOut:
+    """Sold-out events, and for events split into stock buckets the buckets seen sold out.
+
+    A bucketed event counts as sold out only once every one of its buckets was seen sold out.
+    """
+
     def __init__(self) -> None:
         self._events: set[int] = set()
+        # event id -> (its number of buckets, the buckets seen sold out)
+        self._buckets: dict[int, tuple[int, set[int]]] = {}
         self._closed = False
 
     def __contains__(self, event_id: int) -> bool:
         return event_id in self._events
 
-    def mark(self, event_id: int) -> None:
-        self._events.add(event_id)
+    def mark(self, event_id: int, bucket: int = 0, buckets: int = 1) -> None:
+        if buckets <= 1:
+            self._events.add(event_id)
+            return
+        seen = self._buckets.setdefault(event_id, (buckets, set()))[1]
+        seen.add(bucket)
+        if len(seen) >= buckets:
+            self._events.add(event_id)
+
+    def bucket_sold_out(self, event_id: int, bucket: int) -> bool:
+        known = self._buckets.get(event_id)
+        return known is not None and bucket in known[1]
 
     def forget(self, event_id: int) -> None:
         self._events.discard(event_id)
+        self._buckets.pop(event_id, None)
 
     async def listen(self, ctx: Context) -> None:
         """Forget events named on the stock-back channel; after a reconnect forget everything (messages missed)."""
@@ -64,17 +82,23 @@ class SoldOut:
     async def recheck(self, ctx: Context) -> None:
         while not self._closed:
             await asyncio.sleep(ctx.settings.seckill_soldout_recheck_s)
-            remembered = list(self._events)
+            remembered = [
+                (e, self._buckets[e][0] if e in self._buckets else 1) for e in {*self._events, *self._buckets}
+            ]
             if not remembered:
                 continue
             try:
                 async with ctx.redis.pipeline(transaction=False) as pipe:
-                    for event_id in remembered:
-                        pipe.hget(keys.event_keys(event_id).meta, "stock")
-                    stocks = await pipe.execute()
+                    for event_id, buckets in remembered:
+                        for bucket in range(buckets):
+                            pipe.hget(keys.event_keys(event_id, bucket).meta, "stock")
+                    stocks = iter(await pipe.execute())
             except Exception as exc:
                 log.warning("sold-out recheck failed (%s); trying again", exc)
                 continue
-            for event_id, stock in zip(remembered, stocks, strict=True):
-                if stock is None or int(stock) > 0:
-                    self.forget(event_id)
+            for event_id, buckets in remembered:
+                back = {b for b in range(buckets) if (stock := next(stocks)) is None or int(stock) > 0}
+                if back:
+                    self._events.discard(event_id)
+                    if event_id in self._buckets:
+                        self._buckets[event_id][1].difference_update(back)

@@ -1,6 +1,7 @@
 """The order writer (`peak worker` loop): event streams -> PostgreSQL in batches, acknowledged after COMMIT.
 
-One consumer group per event stream; one reading task per event found in the registry. Entries left pending by
+One consumer group per order stream (one per stock bucket of an event, each in its bucket's slot); one reading
+task per stream found in the registry. Entries left pending by
 a dead consumer are reclaimed with XAUTOCLAIM once idle for PEAK_SECKILL_CLAIM_IDLE_MS; an entry delivered more
 than PEAK_SECKILL_MAX_DELIVERIES times moves to the event's dead-letter stream. Entries are deleted from the
 stream only once acknowledged, never before.
@@ -20,6 +21,7 @@ from redis.exceptions import ResponseError
 
 from peak.context import Context
 from seckill import keys
+from seckill.events import registered_streams
 from seckill.orders import OrderMessage, insert_orders
 
 __all__ = ["OrderWriter", "ensure_group", "order_writer"]
@@ -34,9 +36,11 @@ _FOLLOW_AFTER_END_MS = 60_000
 _LINGER_S = 0.05
 
 
-async def ensure_group(ctx: Context, event_id: int) -> None:
+async def ensure_group(ctx: Context, event_id: int, bucket: int = 0) -> None:
     try:
-        await ctx.redis.xgroup_create(keys.event_keys(event_id).stream, keys.GROUP, id="0", mkstream=True)
+        await ctx.redis.xgroup_create(
+            keys.event_keys(event_id, bucket).stream, keys.GROUP, id="0", mkstream=True
+        )
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -46,59 +50,58 @@ class OrderWriter:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
         # The last failure of each entry, so a dead letter says why it died.
         self._errors: dict[str, str] = {}
 
     async def run(self) -> None:
         try:
             while True:
-                for event_id, live in (await self.live_events()).items():
-                    task = self._tasks.get(event_id)
+                for stream, live in (await self.live_streams()).items():
+                    task = self._tasks.get(stream)
                     if live and (task is None or task.done()):
-                        self._tasks[event_id] = asyncio.create_task(self._follow(event_id))
+                        self._tasks[stream] = asyncio.create_task(self._follow(*stream))
                     elif not live and task is not None:
                         # Nothing unacknowledged is left (acknowledged entries are deleted), so nothing is
-                        # interrupted; a dead letter put back later makes the event live again.
+                        # interrupted; a dead letter put back later makes the stream live again.
                         task.cancel()
-                        del self._tasks[event_id]
+                        del self._tasks[stream]
                 await asyncio.sleep(_DISCOVER_S)
         finally:
             for task in self._tasks.values():
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def live_events(self) -> dict[int, bool]:
-        """Every registered event, and whether it needs a reader: open (or recently ended) or with a backlog."""
-        found = sorted(int(e) for e in await self.ctx.redis.smembers(keys.EVENTS))
+    async def live_streams(self) -> dict[tuple[int, int], bool]:
+        """Every registered (event, bucket) stream, and whether it needs a reader: open (or recently ended) or
+        with a backlog."""
+        found = sorted(await registered_streams(self.ctx))
         if not found:
             return {}
         async with self.ctx.redis.pipeline(transaction=False) as pipe:
-            for event_id in found:
-                k = keys.event_keys(event_id)
+            for event_id, bucket in found:
+                k = keys.event_keys(event_id, bucket)
                 pipe.hget(k.meta, "end_ms")
                 pipe.xlen(k.stream)
             answers = await pipe.execute()
         now_ms = time.time() * 1000
         live = {}
-        for i, event_id in enumerate(found):
+        for i, stream in enumerate(found):
             end_ms, backlog = answers[2 * i], int(answers[2 * i + 1])
-            live[event_id] = backlog > 0 or (
-                end_ms is not None and now_ms < int(end_ms) + _FOLLOW_AFTER_END_MS
-            )
+            live[stream] = backlog > 0 or (end_ms is not None and now_ms < int(end_ms) + _FOLLOW_AFTER_END_MS)
         return live
 
-    async def _follow(self, event_id: int) -> None:
+    async def _follow(self, event_id: int, bucket: int) -> None:
         settings = self.ctx.settings
-        await ensure_group(self.ctx, event_id)
+        await ensure_group(self.ctx, event_id, bucket)
         claim_every_s = max(0.1, settings.seckill_claim_idle_ms / 2000)
         next_claim = 0.0
         while True:
             try:
                 if time.monotonic() >= next_claim:
-                    await self.claim(event_id)
+                    await self.claim(event_id, bucket)
                     next_claim = time.monotonic() + claim_every_s
-                read, _ = await self._step(event_id, _READ_BLOCK_MS)
+                read, _ = await self._step(event_id, bucket, _READ_BLOCK_MS)
                 if 0 < read < settings.seckill_batch_size:
                     # Orders are trickling in: let a batch gather. Fewer, larger transactions cost
                     # PostgreSQL and this process far less per order while the sale is hot.
@@ -109,29 +112,31 @@ class OrderWriter:
                 if "NOGROUP" not in str(exc):
                     raise
                 # The stream or its group vanished (Redis restarted empty): make them again and go on.
-                log.warning("order stream of event %d has no consumer group; creating it", event_id)
-                await ensure_group(self.ctx, event_id)
+                log.warning("order stream %d/%d has no consumer group; creating it", event_id, bucket)
+                await ensure_group(self.ctx, event_id, bucket)
             except Exception:
                 # Whatever was read stays pending and is reclaimed; keep following the stream.
-                log.exception("order writer for event %d failed; going on", event_id)
+                log.exception("order writer for stream %d/%d failed; going on", event_id, bucket)
                 await asyncio.sleep(1.0)
 
-    async def step(self, event_id: int, *, block_ms: int | None = None) -> int:
+    async def step(self, event_id: int, *, bucket: int = 0, block_ms: int | None = None) -> int:
         """Read new entries once (waiting up to block_ms) and write them; returns orders acknowledged."""
-        return (await self._step(event_id, block_ms))[1]
+        return (await self._step(event_id, bucket, block_ms))[1]
 
-    async def _step(self, event_id: int, block_ms: int | None) -> tuple[int, int]:
+    async def _step(self, event_id: int, bucket: int, block_ms: int | None) -> tuple[int, int]:
         reply: Any = await self.ctx.redis.xreadgroup(
-            keys.GROUP, self.consumer, {keys.event_keys(event_id).stream: ">"},
+            keys.GROUP, self.consumer, {keys.event_keys(event_id, bucket).stream: ">"},
             count=self.ctx.settings.seckill_batch_size, block=block_ms,
         )  # fmt: skip
         read = written = 0
         for _, entries in reply or ():
             read += len(entries)
-            written += await self.write(event_id, entries)
+            written += await self.write(event_id, entries, bucket=bucket)
         return read, written
 
-    async def write(self, event_id: int, entries: Sequence[tuple[str, dict[str, str] | None]]) -> int:
+    async def write(
+        self, event_id: int, entries: Sequence[tuple[str, dict[str, str] | None]], *, bucket: int = 0
+    ) -> int:
         """Store a batch and acknowledge what is stored; returns how many orders were acknowledged."""
         messages: list[OrderMessage] = []
         gone: list[str] = []
@@ -142,7 +147,9 @@ class OrderWriter:
             try:
                 messages.append(OrderMessage.parse(entry_id, fields))
             except (KeyError, ValueError) as exc:
-                await self.dead_letter(event_id, entry_id, f"malformed order message: {exc!r}", 1)
+                await self.dead_letter(
+                    event_id, entry_id, f"malformed order message: {exc!r}", 1, bucket=bucket
+                )
         stored = await self._store(event_id, messages)
         done = [m for m in messages if m.order_id in stored]
         for m in messages:
@@ -155,7 +162,9 @@ class OrderWriter:
         for entry_id in gone:
             args += (entry_id, "")
         if len(args) > 1:
-            await self.ctx.scripts["seckill_ack"](self.ctx.redis, keys.event_keys(event_id).ack(), args)
+            await self.ctx.scripts["seckill_ack"](
+                self.ctx.redis, keys.event_keys(event_id, bucket).ack(), args
+            )
         return len(done)
 
     async def _store(self, event_id: int, messages: Sequence[OrderMessage]) -> set[str]:
@@ -180,10 +189,10 @@ class OrderWriter:
             self._errors.pop(next(iter(self._errors)))
         self._errors[entry_id] = f"{type(exc).__name__}: {exc}"[:500]
 
-    async def claim(self, event_id: int) -> int:
+    async def claim(self, event_id: int, bucket: int = 0) -> int:
         """Take over entries pending too long; dead-letter those delivered too often. Returns entries seen."""
         settings = self.ctx.settings
-        stream = keys.event_keys(event_id).stream
+        stream = keys.event_keys(event_id, bucket).stream
         start, seen = "0-0", 0
         while True:
             reply: list[Any] = await self.ctx.redis.xautoclaim(
@@ -203,19 +212,21 @@ class OrderWriter:
                     count = deliveries.get(entry[0], 1)
                     if count > settings.seckill_max_deliveries:
                         reason = self._errors.pop(entry[0], "no delivery succeeded")
-                        await self.dead_letter(event_id, entry[0], reason, count - 1)
+                        await self.dead_letter(event_id, entry[0], reason, count - 1, bucket=bucket)
                     else:
                         retry.append(entry)
                 if retry:
-                    await self.write(event_id, retry)
+                    await self.write(event_id, retry, bucket=bucket)
             if start in ("0-0", "0"):
                 return seen
 
-    async def dead_letter(self, event_id: int, entry_id: str, reason: str, deliveries: int) -> None:
-        log.error("order message %s of event %d dead-lettered: %s", entry_id, event_id, reason)
+    async def dead_letter(
+        self, event_id: int, entry_id: str, reason: str, deliveries: int, *, bucket: int = 0
+    ) -> None:
+        log.error("order message %s of event %d/%d dead-lettered: %s", entry_id, event_id, bucket, reason)
         await self.ctx.scripts["seckill_deadletter"](
             self.ctx.redis,
-            keys.event_keys(event_id).dead_letter(),
+            keys.event_keys(event_id, bucket).dead_letter(),
             [keys.GROUP, entry_id, reason, deliveries],
         )
 

@@ -15,7 +15,7 @@ import seckill
 from peak.app import create_app
 from peak.context import Context, open_context
 from peak.settings import Settings
-from seckill import events, reconcile
+from seckill import events, keys, reconcile
 from seckill.worker import OrderWriter
 from tests.support import lifespan_client
 
@@ -47,21 +47,28 @@ async def new_event(
     lasts_s: float = 3600,
     payment_timeout_s: int = 900,
     sku: str = "SKU-1",
+    buckets: int = 1,
 ) -> int:
     made = await events.create_event(
         ctx,
         events.NewEvent(
             sku=sku, title="Phone", price=99_900, stock=stock, starts_at=in_s(starts_in_s),
             ends_at=in_s(starts_in_s + lasts_s), per_user_limit=limit, payment_timeout_s=payment_timeout_s,
+            buckets=buckets,
         ),
     )  # fmt: skip
     return int(made["id"])
 
 
 async def drain(ctx: Context, event_id: int, writer: OrderWriter | None = None) -> None:
-    """Write every queued order of the event to PostgreSQL with an in-process writer."""
+    """Write every queued order of the event (every stock bucket's stream) to PostgreSQL in-process."""
     writer = writer or OrderWriter(ctx)
-    while await writer.step(event_id) or (await reconcile.balance(ctx, event_id)).queued:
+    buckets = int(await ctx.redis.hget(keys.event_keys(event_id).meta, "buckets") or 1)
+
+    async def step() -> int:
+        return sum([await writer.step(event_id, bucket=b) for b in range(buckets)])
+
+    while await step() or (await reconcile.balance(ctx, event_id)).queued:
         pass
 
 

@@ -169,7 +169,7 @@ async def test_owner_cancel_and_pay_rules(ctx: Context) -> None:
 async def test_writer_follows_open_events_and_lets_old_empty_ones_go(ctx: Context) -> None:
     open_event = await new_event(ctx)
     old_event = await new_event(ctx, starts_in_s=-7200, lasts_s=3600)
-    assert await OrderWriter(ctx).live_events() == {open_event: True, old_event: False}
+    assert await OrderWriter(ctx).live_streams() == {(open_event, 0): True, (old_event, 0): False}
 
 
 async def test_has_paid_order_for_reviews(ctx: Context) -> None:
