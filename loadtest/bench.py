@@ -3,6 +3,10 @@
 It starts its own stack (or uses the one at --url), seeds users, events and an introspection client, runs wrk
 once per path, prints a table (rps, p50, p99, ratio to the floor), writes the same figures as JSON, and ends with
 an audit: nothing oversold, every reservation an order.
+
+With ``--redis-cluster N`` it then stops that stack and starts a second private one on an N-master Redis
+Cluster, and measures the purchase paths there too (plus a purchase of an event split into stock buckets); those
+rows are named ``<path> (cluster)`` and their ratios are to the cluster stack's own floor.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -44,6 +49,10 @@ class BenchOptions:
     workers: int | None = None
     users: int = 200
     json_path: Path = Path("bench-results.json")
+    # Masters of the private Redis Cluster of the second stack (0: no cluster run).
+    redis_cluster: int = 0
+    # Stock buckets of the bucketed event measured on the cluster.
+    buckets: int = 3
 
 
 @dataclass
@@ -111,6 +120,12 @@ PATHS: dict[str, Path_] = {
     for p in (
         Path_("floor", "hello world (GET /healthz)", (200,), lambda s: [("GET", "/healthz", {}, "")]),
         Path_("purchase", "purchase while stock remains", (202,), _purchase("stock")),
+        Path_(
+            "purchase_queued",
+            "purchase, order workers paused (orders wait in Redis)",
+            (202,),
+            _purchase("stock"),
+        ),
         Path_("sold_out", "purchase after sell-out", (409,), _purchase("sold_out")),
         Path_(
             "validate_strict",
@@ -128,6 +143,18 @@ PATHS: dict[str, Path_] = {
         ),
     )
 }
+
+# Measured on the Redis Cluster stack (--redis-cluster), in this order.
+CLUSTER_PATHS: dict[str, Path_] = {
+    "floor": PATHS["floor"],
+    "purchase": PATHS["purchase"],
+    "sold_out": PATHS["sold_out"],
+    "purchase_buckets": Path_(
+        "purchase_buckets", "purchase while stock remains, event split into stock buckets", (202,),
+        _purchase("buckets"),
+    ),
+}  # fmt: skip
+CLUSTER_SUFFIX = " (cluster)"
 
 
 def _wrk_script() -> str:
@@ -257,6 +284,37 @@ def _wrk(
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def measure_queued(
+    stack: LocalStack, seed: Seed, folder: Path, options: BenchOptions, say: Callable[[str], None]
+) -> tuple[Result, dict[str, Any]]:
+    """Purchases with the order workers stopped (SIGSTOP), as while a spike outruns them; then how fast the
+    workers, resumed, write the backlog to PostgreSQL. On this one machine the workers and PostgreSQL
+    otherwise take their CPU from the API during the measurement."""
+    for worker in stack.workers:
+        os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        result = measure(PATHS["purchase_queued"], seed, folder, options)
+    finally:
+        for worker in stack.workers:
+            os.killpg(worker.pid, signal.SIGCONT)
+    event = seed.events["stock"]
+    start = time.monotonic()
+    with httpx.Client(base_url=seed.base_url, headers=bearer(seed.admin_token), timeout=30) as http:
+        backlog = http.get(f"/seckill/events/{event}/stats").json()["queued"]
+        queued = backlog
+        while queued > 0 and time.monotonic() - start < 300:
+            time.sleep(0.25)
+            queued = http.get(f"/seckill/events/{event}/stats").json()["queued"]
+    elapsed = time.monotonic() - start
+    written = backlog - queued
+    drain = {"backlog": backlog, "written": written, "seconds": elapsed, "orders_per_s": written / elapsed}
+    say(
+        f"order workers wrote a backlog of {backlog:,} orders in {elapsed:.1f} s "
+        f"({drain['orders_per_s']:,.0f} orders/s with {len(stack.workers)} worker process(es))"
+    )
+    return result, drain
+
+
 def measure_degrade_cost(
     stack: LocalStack, folder: Path, options: BenchOptions, say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -341,7 +399,7 @@ def audit(seed: Seed, *, timeout_s: float = 120.0, say: Callable[[str], None]) -
     deadline = time.monotonic() + timeout_s
     lines, ok = [], True
     with httpx.Client(base_url=seed.base_url, timeout=30) as http:
-        for name in ("stock", "sold_out"):
+        for name in [n for n in seed.events if n != "naive"]:
             event = seed.events[name]
             while True:
                 stats = http.get(f"/seckill/events/{event}/stats", headers=admin).json()
@@ -361,6 +419,62 @@ def audit(seed: Seed, *, timeout_s: float = 120.0, say: Callable[[str], None]) -
                 f"oversold {'YES' if oversold else 'no'}"
             )
     return ok, "; ".join(lines)
+
+
+def _floor_twice(results: list[Result], again: Result) -> float:
+    """Fold the last floor measurement into the first; set every ratio to their mean; return it."""
+    first = next(r for r in results if r.path in ("floor", "floor" + CLUSTER_SUFFIX))
+    first.note = f"mean of {first.rps:,.0f} (first) and {again.rps:,.0f} (last) rps"
+    first.rps = (first.rps + again.rps) / 2
+    first.requests += again.requests
+    for code, count in again.statuses.items():
+        first.statuses[code] = first.statuses.get(code, 0) + count
+    for r in results:
+        r.ratio = r.rps / first.rps if first.rps else None
+    return first.rps
+
+
+def measure_on_cluster(
+    options: BenchOptions,
+    base_env: dict[str, str],
+    folder: Path,
+    admin_token: str,
+    say: Callable[[str], None],
+) -> tuple[list[Result], bool, str]:
+    """The purchase paths on a second private stack whose Redis is an N-master cluster."""
+    env = {
+        **base_env, "PEAK_PORT": str(free_port()), "PEAK_DATA_DIR": str(folder / "cluster-stack"),
+        "PEAK_REDIS_URL": "", "PEAK_DATABASE_URL": "", "PEAK_SECRET_KEY": "",
+    }  # fmt: skip
+    settings = Settings.from_env(env)
+    say(f"starting a second private stack on a {options.redis_cluster}-master Redis Cluster")
+    stack = LocalStack(
+        settings, env=env, say=lambda t: say(f"  {t}"), output=(folder / "cluster-server.log").open("wb"),
+        redis_cluster=options.redis_cluster,
+    )  # fmt: skip
+    try:
+        stack.start()
+        env.update(stack.env)
+        seed = seed_stack(stack.base_url, admin_token, options.users, env, say=say)
+        seed.events["buckets"] = str(
+            create_event(
+                stack.base_url, admin_token, stock=50_000_000, per_user_limit=10_000, payment_timeout_s=3600,
+                buckets=options.buckets,
+            )["id"]
+        )  # fmt: skip
+        results = []
+        for name, path in CLUSTER_PATHS.items():
+            what = path.what + (f" ({options.buckets} buckets)" if name == "purchase_buckets" else "")
+            say(f"measuring {name} on the cluster: {what} ({options.duration_s:g} s)")
+            result = measure(path, seed, folder, options)
+            result.path, result.what = name + CLUSTER_SUFFIX, what
+            results.append(result)
+        say("measuring floor on the cluster again")
+        _floor_twice(results, measure(PATHS["floor"], seed, folder, options))
+        ok, line = audit(seed, say=say)
+        return results, ok, line
+    finally:
+        stack.stop()
 
 
 def _table(results: list[Result]) -> str:
@@ -433,10 +547,21 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                 if name == "naive" and "naive" not in seed.events:
                     say("skipping naive: the server was not started with PEAK_BENCH_BASELINE=1")
                     continue
+                if name == "purchase_queued" and stack is None:
+                    say(
+                        "skipping purchase_queued: it pauses the order workers, so it needs the private stack"
+                    )
+                    continue
                 say(
                     f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)"
                 )
-                results.append(measure(path, seed, folder, options))
+                if name == "purchase_queued":
+                    assert stack is not None
+                    result, drain = measure_queued(stack, seed, folder, options, say)
+                    results.append(result)
+                    extras["order_drain"] = drain
+                else:
+                    results.append(measure(path, seed, folder, options))
             if "degrade_cost" in chosen:
                 if stack is None:
                     say(
@@ -456,16 +581,24 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
             # The floor again at the end: on a shared machine one measurement can be off by 20 %, and every
             # ratio hangs on it. Ratios use the mean of both.
             say("measuring floor again")
-            again = measure(PATHS["floor"], seed, folder, options)
-            first = next(r for r in results if r.path == "floor")
-            first.note = f"mean of {first.rps:,.0f} (first) and {again.rps:,.0f} (last) rps"
-            first.rps = (first.rps + again.rps) / 2
-            first.requests += again.requests
-            for code, count in again.statuses.items():
-                first.statuses[code] = first.statuses.get(code, 0) + count
-            floor = first.rps
-            for r in results:
-                r.ratio = r.rps / floor if floor else None
+            _floor_twice(results, measure(PATHS["floor"], seed, folder, options))
+            ok, audit_line = audit(seed, say=say)
+            if options.redis_cluster:
+                if stack is None:
+                    say(
+                        "skipping the cluster run: it starts its own stack, so it needs the private stack (no --url)"
+                    )
+                else:
+                    # One stack at a time: on a small machine the two would take each other's CPU.
+                    stack.stop()
+                    stack = None
+                    on_cluster, cluster_ok, cluster_line = measure_on_cluster(
+                        options, env, folder, admin_token, say
+                    )
+                    results += on_cluster
+                    ok = ok and cluster_ok
+                    audit_line += f"; on the cluster: {cluster_line}"
+                    extras["cluster"] = {"masters": options.redis_cluster, "buckets": options.buckets}
             naive = next((r for r in results if r.path == "naive"), None)
             say("")
             say(_table(results))
@@ -473,7 +606,6 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                 purchase = next((r for r in results if r.path == "purchase"), None)
                 if purchase is not None:
                     say(f"purchase / naive row lock: {purchase.rps / naive.rps:.1f}x")
-            ok, audit_line = audit(seed, say=say)
             say(("AUDIT PASS: " if ok else "AUDIT FAIL: ") + audit_line)
             report = {
                 "when": iso(datetime.now(UTC)),
@@ -506,4 +638,6 @@ def _options_from(args: Any) -> BenchOptions:
         workers=args.workers,
         users=args.users,
         json_path=Path(args.json),
+        redis_cluster=args.redis_cluster,
+        buckets=args.buckets,
     )

@@ -51,14 +51,10 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     measured = {r["path"]: r for r in report["results"]}
     assert set(measured) == {
-        "floor",
-        "purchase",
-        "sold_out",
-        "validate_strict",
-        "introspect",
-        "login",
-        "naive",
-    }
+        "floor", "purchase", "purchase_queued", "sold_out", "validate_strict", "introspect", "login", "naive"
+    }  # fmt: skip
+    drain = report["extras"]["order_drain"]
+    assert drain["backlog"] == drain["written"] > 0
     assert measured["floor"]["ratio"] == 1.0
     for r in measured.values():
         assert r["requests"] > 0 and r["unexpected"] == 0, r
@@ -92,3 +88,27 @@ def test_loadtest_smoke_passes_its_checks(servers: Servers, tmp_path: Path) -> N
     for check in ("no event oversold", "every reservation became exactly one order", "reconcile is clean"):
         assert f"PASS  {check}" in result.stdout
     assert result.stdout.rstrip().endswith("PASS")
+
+
+@pytest.mark.slow
+def test_bench_smoke_measures_the_purchase_paths_on_a_redis_cluster_too(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_peak(
+        "bench", "--duration", "1", "--connections", "8", "--users", "6", "--workers", "1", "--json", str(out),
+        "--paths", "purchase", "--redis-cluster", "3",
+        env={"PEAK_DATA_DIR": str(tmp_path / "unused"), "PEAK_PORT": str(free_port())},
+        timeout_s=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "AUDIT PASS" in result.stdout and "purchase_buckets (cluster)" in result.stdout
+    report = json.loads(out.read_text())
+    measured = {r["path"]: r for r in report["results"]}
+    assert set(measured) == {
+        "floor", "purchase", "floor (cluster)", "purchase (cluster)", "sold_out (cluster)",
+        "purchase_buckets (cluster)",
+    }  # fmt: skip
+    assert measured["floor (cluster)"]["ratio"] == 1.0
+    for r in measured.values():
+        assert r["requests"] > 0 and r["unexpected"] == 0, r
+    assert report["extras"]["cluster"] == {"masters": 3, "buckets": 3}
+    assert report["audit"]["ok"] is True and "on the cluster" in report["audit"]["detail"]
