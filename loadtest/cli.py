@@ -32,6 +32,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bench.add_argument("--workers", type=int, default=None, help="API processes of the private stack")
     bench.add_argument("--users", type=int, default=200, help="shoppers to seed (default 200)")
     bench.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    bench.add_argument(
+        "--redis-cluster", type=int, default=0, metavar="N",
+        help="also measure the purchase paths on a second private stack with an N-master Redis Cluster",
+    )  # fmt: skip
+    bench.add_argument(
+        "--buckets", type=int, default=3, help="stock buckets of the bucketed event measured on the cluster"
+    )
     bench.set_defaults(func=_bench)
 
     load = sub.add_parser("loadtest", help="Double-11 locust scenarios, then PASS/FAIL checks")
