@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
-from peak.commands import say
+import httpx
+
+from peak.commands import CommandError, say
 
 __all__ = ["add_commands"]
 
@@ -12,13 +16,26 @@ __all__ = ["add_commands"]
 def _bench(args: argparse.Namespace) -> int:
     from loadtest.bench import _options_from, run_bench
 
-    return run_bench(_options_from(args), say=say)
+    with _server_trouble():
+        return run_bench(_options_from(args), say=say)
 
 
 def _loadtest(args: argparse.Namespace) -> int:
     from loadtest.run import run_loadtest
 
-    return run_loadtest(args, say=say)
+    with _server_trouble():
+        return run_loadtest(args, say=say)
+
+
+@contextlib.contextmanager
+def _server_trouble() -> Iterator[None]:
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"the server did not answer as expected ({type(exc).__name__}: {exc}); "
+            "its log is server.log in the bench folder, or the `peak up` terminal"
+        ) from None
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
