@@ -33,8 +33,8 @@ def _server_trouble() -> Iterator[None]:
         yield
     except httpx.HTTPError as exc:
         raise CommandError(
-            f"the server did not answer as expected ({type(exc).__name__}: {exc}); "
-            "its log is server.log in the bench folder, or the `peak up` terminal"
+            f"the server did not answer as expected ({type(exc).__name__}: {exc}); to see its log, "
+            "start the stack with `peak up` in another terminal and pass --url"
         ) from None
 
 
