@@ -53,26 +53,17 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)(?::\w+)?}", r.path)
         ]
-        params += [
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": text,
-            }
-            for name, text in doc.query.items()
-        ]
-        params += [
-            {
-                "name": name,
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": text,
-            }
-            for name, text in doc.headers.items()
-        ]
+        for where, described in (("query", doc.query), ("header", doc.headers)):
+            params += [
+                {
+                    "name": name,
+                    "in": where,
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": text,
+                }
+                for name, text in described.items()
+            ]
         responses: dict[str, Any] = {}
         for status, body in doc.responses.items():
             entry: dict[str, Any] = {"description": "success" if status < 300 else "answer"}
