@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import redis
 
-from peak.stack import free_port
+from peak.stack import _postgres_bindir, free_port
 from tests.support import alive_in, run_peak, sessions_started_by, start_peak, wait_http
 
 
@@ -90,3 +90,10 @@ def test_up_without_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
         "(`make up` does this when run as root), or set PEAK_REDIS_URL to a running Redis 7"
     ], result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_postgres_binaries_are_found_off_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Debian keeps the server binaries in its versioned folder, off PATH.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    bindir = _postgres_bindir()
+    assert bindir.parent.parent.name == "postgresql" and (bindir / "initdb").exists()
