@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers, iso
 from peak.settings import Settings
@@ -67,6 +68,8 @@ class Result:
     expected: list[int]
     ratio: float | None = None
     note: str = ""
+    # For the purchase on the single Redis: what the Redis primary spent (see redis_cost).
+    redis: dict[str, float] = field(default_factory=dict)
 
     @property
     def unexpected(self) -> int:
@@ -219,15 +222,52 @@ def _wrk_output(proc: subprocess.Popen[str], duration_s: float) -> str:
     return out
 
 
-def measure(path: Path_, seed: Seed, folder: Path, options: BenchOptions) -> Result:
+def measure(
+    path: Path_, seed: Seed, folder: Path, options: BenchOptions, *, redis_url: str | None = None
+) -> Result:
     requests_file = _write_lines(path.lines(seed), folder, path.name)
     # A second of warm-up, not counted: connections, caches and the coalescing settle first.
     run_wrk(seed.base_url, requests_file, duration_s=1, connections=options.connections)
+    if redis_url is not None:
+        with redis.Redis.from_url(redis_url) as r:
+            r.config_resetstat()
+            cpu_before = _redis_cpu(r)
     output = run_wrk(
         seed.base_url, requests_file, duration_s=options.duration_s, connections=options.connections
     )
     rps, p50, p99, total, statuses = parse_wrk(output)
-    return Result(path.name, path.what, rps, p50, p99, total, statuses, list(path.expected))
+    result = Result(path.name, path.what, rps, p50, p99, total, statuses, list(path.expected))
+    if redis_url is not None:
+        result.redis = redis_cost(redis_url, cpu_before, statuses.get(202, 0), options.duration_s)
+    return result
+
+
+def _redis_cpu(r: redis.Redis) -> float:
+    info: Any = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_cost(url: str, cpu_before: float, purchases: int, duration_s: float) -> dict[str, float]:
+    """What one Redis primary spent on the purchases: script calls (EVALSHA, after coalescing), the time
+    spent inside them per call and per purchase, and the primary's CPU over the run. A primary runs one script
+    at a time, so 1e6 / usec_per_purchase is the most purchases per second one shard can take."""
+    with redis.Redis.from_url(url) as r:
+        cpu = _redis_cpu(r) - cpu_before
+        stats: Any = r.info("commandstats")
+    calls = usec = 0.0
+    for name in ("cmdstat_evalsha", "cmdstat_eval"):
+        if name in stats:
+            calls += float(stats[name]["calls"])
+            usec += float(stats[name]["usec"])
+    return {
+        "script_calls": calls,
+        "purchases": float(purchases),
+        "purchases_per_call": purchases / calls if calls else 0.0,
+        "usec_per_call": usec / calls if calls else 0.0,
+        "usec_per_purchase": usec / purchases if purchases else 0.0,
+        "script_busy": usec / 1e6 / duration_s,
+        "redis_cpu": cpu / duration_s,
+    }
 
 
 def seed_stack(
@@ -303,7 +343,7 @@ def measure_queued(
         backlog = http.get(f"/seckill/events/{event}/stats").json()["queued"]
         queued = backlog
         while queued > 0 and time.monotonic() - start < 300:
-            time.sleep(0.25)
+            time.sleep(1)
             queued = http.get(f"/seckill/events/{event}/stats").json()["queued"]
     elapsed = time.monotonic() - start
     written = backlog - queued
@@ -560,6 +600,16 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                     result, drain = measure_queued(stack, seed, folder, options, say)
                     results.append(result)
                     extras["order_drain"] = drain
+                elif name == "purchase" and stack is not None:
+                    result = measure(path, seed, folder, options, redis_url=stack.settings.redis_url)
+                    cost = result.redis
+                    say(
+                        f"redis primary on purchase: {cost['script_calls']:,.0f} script calls for "
+                        f"{cost['purchases']:,.0f} purchases ({cost['purchases_per_call']:.1f} per call), "
+                        f"{cost['usec_per_call']:.1f} us per call, {cost['usec_per_purchase']:.2f} us per purchase, "
+                        f"scripts busy {cost['script_busy']:.0%} and CPU {cost['redis_cpu']:.0%} of a core"
+                    )
+                    results.append(result)
                 else:
                     results.append(measure(path, seed, folder, options))
             if "degrade_cost" in chosen:
