@@ -39,12 +39,14 @@ def _server_trouble() -> Iterator[None]:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from loadtest.bench import PATHS
+    from loadtest.bench import EXTRAS, PATHS
 
     bench = sub.add_parser("bench", help="measure every hot path against the hello-world floor (wrk)")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per path (default 10)")
     bench.add_argument("--connections", type=int, default=64, help="open connections (default 64)")
-    bench.add_argument("--paths", default="", help=f"comma-separated subset of: {', '.join(PATHS)}")
+    bench.add_argument(
+        "--paths", default="", help=f"comma-separated subset of: {', '.join([*PATHS, *EXTRAS])}"
+    )
     bench.add_argument("--url", default=None, help="measure a running stack instead of starting one")
     bench.add_argument("--workers", type=int, default=None, help="API processes of the private stack")
     bench.add_argument("--users", type=int, default=200, help="shoppers to seed (default 200)")
