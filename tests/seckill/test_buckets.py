@@ -62,9 +62,9 @@ async def test_a_rush_over_four_buckets_sells_exactly_the_stock_within_every_lim
     async with seckill_context(settings) as ctx:
         event_id = await new_event(ctx, stock=101, limit=2, buckets=4)
         assert await _bucket_values(ctx, event_id, 4, "stock") == [26, 25, 25, 25]
-        # Most shoppers live in bucket 0, so it sells out first and most purchases fall back to the others
-        # (bucket 0's shoppers also compete with each other's limits there).
-        users = _users_at_home(0, 4, 240, "hot") + [f"cold{i}" for i in range(60)]
+        # Most shoppers live in bucket 0, so it sells out first and most purchases fall back to the others;
+        # the few other shoppers (about 3 per bucket, 2 items each) cannot empty their own buckets alone.
+        users = _users_at_home(0, 4, 240, "hot") + [f"cold{i}" for i in range(12)]
         attempts = [u for u in users for _ in range(4)]
         random.Random(3).shuffle(attempts)
         answers = await asyncio.gather(*(_try(ctx.get(Reserver), event_id, u) for u in attempts))
@@ -81,7 +81,7 @@ async def test_a_rush_over_four_buckets_sells_exactly_the_stock_within_every_lim
         per_user = collections.Counter(r["user_id"] for r in rows)
         assert per_user == sold
         assert {r["bucket"] for r in rows} == {0, 1, 2, 3}
-        assert any(r["bucket"] != r["home"] for r in rows), "no purchase fell back to another bucket"
+        assert sum(r["bucket"] != r["home"] for r in rows) >= 101 - 26 - 2 * 12, "too few fell back"
         # Each user's count lives in the home bucket only, and says exactly how many orders the user holds.
         for user, count in per_user.items():
             home = keys.event_keys(event_id, home_bucket(user, 4))
