@@ -77,3 +77,30 @@ async def test_dead_letters_are_listed_and_retried(make_settings: MakeSettings, 
         await drain(ctx, event_id, writer)
         code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
         assert code == 0 and "pending_payment=2" in out and "dead_letters=0" in out, out
+
+
+async def test_dead_letters_of_a_stock_bucket_are_named_by_bucket(
+    make_settings: MakeSettings, servers: Servers
+) -> None:
+    from seckill.buckets import home_bucket
+
+    settings: Settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="1")
+    async with seckill_context(settings) as ctx:
+        event_id = await new_event(ctx, stock=4, buckets=2)
+        user = next(f"u{i}" for i in range(100) if home_bucket(f"u{i}", 2) == 1)
+        async with orders_trigger(ctx, "RAISE EXCEPTION 'warehouse system offline';"):
+            await _buy(ctx, event_id, user)
+            writer = OrderWriter(ctx)
+            assert await writer.step(event_id, bucket=1) == 0
+            await asyncio.sleep(0.15)
+            await writer.claim(event_id, bucket=1)
+        code, out = await asyncio.to_thread(_peak, servers, "dead-letters", "--event", str(event_id))
+        assert code == 0 and "1 dead letter(s)" in out and f"{event_id}/1:" in out, out
+        ref = next(line.split()[0] for line in out.splitlines() if f"{event_id}/1:" in line)
+        code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
+        assert code == 0 and "dead_letters=1" in out and "stock_left=3" in out, out
+        code, out = await asyncio.to_thread(_peak, servers, "dead-letters", "--retry", ref)
+        assert code == 0 and "back on its order stream" in out, out
+        await drain(ctx, event_id, writer)
+        code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
+        assert code == 0 and "pending_payment=1" in out and "dead_letters=0" in out, out
