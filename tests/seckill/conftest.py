@@ -14,8 +14,10 @@ import pytest
 import seckill
 from peak.app import create_app
 from peak.context import Context, open_context
+from peak.errors import ApiError
 from peak.settings import Settings
 from seckill import events, keys, reconcile
+from seckill.reservation import Reserver
 from seckill.worker import OrderWriter
 from tests.support import lifespan_client
 
@@ -150,3 +152,12 @@ async def orders_trigger(ctx: Context, body: str, when: str = "") -> AsyncIterat
         await ctx.db.execute(
             "DROP TRIGGER seckill_test_trigger ON seckill_orders; DROP FUNCTION seckill_test_trigger()"
         )
+
+
+async def try_reserve(reserver: Reserver, event_id: int, user: str, key: str | None = None) -> str:
+    """The order id of a reservation, or the error code it was refused with."""
+    try:
+        made = await reserver.reserve(event_id, user, "10.0.0.1", key)
+    except ApiError as exc:
+        return exc.code
+    return made.order_id

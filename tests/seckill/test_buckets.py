@@ -9,7 +9,6 @@ import random
 import httpx
 
 from peak.context import Context
-from peak.errors import ApiError
 from seckill import keys, orders, timeouts
 from seckill.buckets import home_bucket
 from seckill.events import EventPatch, add_stock_or_move_end
@@ -25,15 +24,8 @@ from tests.seckill.conftest import (
     new_event,
     order_rows,
     seckill_context,
+    try_reserve,
 )
-
-
-async def _try(reserver: Reserver, event_id: int, user: str, key: str | None = None) -> str:
-    try:
-        made = await reserver.reserve(event_id, user, "10.0.0.1", key)
-    except ApiError as exc:
-        return exc.code
-    return made.order_id
 
 
 def _users_at_home(bucket: int, buckets: int, count: int, prefix: str) -> list[str]:
@@ -67,7 +59,7 @@ async def test_a_rush_over_four_buckets_sells_exactly_the_stock_within_every_lim
         users = _users_at_home(0, 4, 240, "hot") + [f"cold{i}" for i in range(12)]
         attempts = [u for u in users for _ in range(4)]
         random.Random(3).shuffle(attempts)
-        answers = await asyncio.gather(*(_try(ctx.get(Reserver), event_id, u) for u in attempts))
+        answers = await asyncio.gather(*(try_reserve(ctx.get(Reserver), event_id, u) for u in attempts))
         sold = collections.Counter(u for u, a in zip(attempts, answers, strict=True) if a.count("-") == 4)
         codes = collections.Counter("ok" if a.count("-") == 4 else a for a in answers)
         assert set(codes) == {"ok", "sold_out", "limit_reached"}, codes
@@ -103,11 +95,11 @@ async def test_limit_spans_buckets_and_a_cancel_gives_stock_and_quota_back_where
     reserver = ctx.get(Reserver)
     alice = _users_at_home(0, 2, 1, "alice")[0]
     fillers = _users_at_home(0, 2, 3, "filler")
-    assert all([(await _try(reserver, event_id, u)).count("-") == 4 for u in fillers])
+    assert all([(await try_reserve(reserver, event_id, u)).count("-") == 4 for u in fillers])
     # Alice's home bucket is sold out: both her purchases come from bucket 1, her limit is counted at home.
-    first, second = await _try(reserver, event_id, alice), await _try(reserver, event_id, alice)
+    first, second = await try_reserve(reserver, event_id, alice), await try_reserve(reserver, event_id, alice)
     assert first.count("-") == 4 and second.count("-") == 4
-    assert await _try(reserver, event_id, alice) == "limit_reached"
+    assert await try_reserve(reserver, event_id, alice) == "limit_reached"
     assert await _bucket_values(ctx, event_id, 2, "stock") == [0, 1]
     await drain(ctx, event_id)
     row = await ctx.db.fetchrow("SELECT bucket, home FROM seckill_orders WHERE order_id = $1::uuid", first)
@@ -121,8 +113,8 @@ async def test_limit_spans_buckets_and_a_cancel_gives_stock_and_quota_back_where
     assert await _bucket_values(ctx, event_id, 2, "stock") == [0, 2]
     assert await ctx.redis.hget(keys.event_keys(event_id, 0).users, alice) == "1"
     # Her quota is back: she can buy again (from bucket 1, her home being still sold out).
-    assert (await _try(reserver, event_id, alice)).count("-") == 4
-    assert await _try(reserver, event_id, alice) == "limit_reached"
+    assert (await try_reserve(reserver, event_id, alice)).count("-") == 4
+    assert await try_reserve(reserver, event_id, alice) == "limit_reached"
     await drain(ctx, event_id)
     b = await assert_balanced(ctx, event_id)
     assert (b.stock_left, b.pending_payment, b.cancelled, b.returned) == (1, 5, 1, 1)
@@ -132,7 +124,7 @@ async def test_a_hold_left_by_a_crash_is_settled_without_breaking_the_limit(ctx:
     event_id = await new_event(ctx, stock=4, limit=1, buckets=2)
     reserver = ctx.get(Reserver)
     for user in _users_at_home(0, 2, 2, "filler"):
-        assert (await _try(reserver, event_id, user)).count("-") == 4
+        assert (await try_reserve(reserver, event_id, user)).count("-") == 4
     home = keys.event_keys(event_id, 0)
     bob, carol = _users_at_home(0, 2, 2, "crash")
 
@@ -151,8 +143,8 @@ async def test_a_hold_left_by_a_crash_is_settled_without_breaking_the_limit(ctx:
     )
     assert taken[0] == "ok"
     # Meanwhile their quota is held: neither can buy a second time.
-    assert await _try(reserver, event_id, bob) == "limit_reached"
-    assert await _try(reserver, event_id, carol) == "limit_reached"
+    assert await try_reserve(reserver, event_id, bob) == "limit_reached"
+    assert await try_reserve(reserver, event_id, carol) == "limit_reached"
     assert await timeouts.settle_stale_holds(ctx) == 0  # too young to settle
     assert await timeouts.settle_stale_holds(ctx, older_than_ms=0) == 2
     assert await ctx.redis.hlen(home.holds) == 0
@@ -164,8 +156,8 @@ async def test_a_hold_left_by_a_crash_is_settled_without_breaking_the_limit(ctx:
     assert await ctx.redis.hget(home.users, bob) == "0"
     # Carol's was taken: her order stands and so does her count.
     assert await ctx.redis.hget(home.users, carol) == "1"
-    assert await _try(reserver, event_id, carol) == "limit_reached"
-    assert (await _try(reserver, event_id, bob)).count("-") == 4
+    assert await try_reserve(reserver, event_id, carol) == "limit_reached"
+    assert (await try_reserve(reserver, event_id, bob)).count("-") == 4
     await drain(ctx, event_id)
     rows = await order_rows(ctx, event_id)
     assert sorted(r["user_id"] for r in rows if r["bucket"] == 1) == sorted([bob, carol])
@@ -179,11 +171,11 @@ async def test_added_stock_is_spread_and_an_event_is_sold_out_only_when_every_bu
     event_id = await new_event(ctx, stock=3, buckets=3)
     reserver = ctx.get(Reserver)
     for user in _users_at_home(2, 3, 2, "b2-"):
-        assert (await _try(reserver, event_id, user)).count("-") == 4
+        assert (await try_reserve(reserver, event_id, user)).count("-") == 4
     # Bucket 2 is sold out and remembered so, the event is not.
     assert event_id not in ctx.get(SoldOut)
-    assert (await _try(reserver, event_id, "x")).count("-") == 4
-    assert await _try(reserver, event_id, "y") == "sold_out"
+    assert (await try_reserve(reserver, event_id, "x")).count("-") == 4
+    assert await try_reserve(reserver, event_id, "y") == "sold_out"
     assert event_id in ctx.get(SoldOut)
     await add_stock_or_move_end(ctx, event_id, EventPatch(add_stock=4))
     assert await _bucket_values(ctx, event_id, 3, "stock") == [2, 1, 1]
@@ -192,7 +184,7 @@ async def test_added_stock_is_spread_and_an_event_is_sold_out_only_when_every_bu
         if event_id not in ctx.get(SoldOut):
             break
         await asyncio.sleep(0.02)
-    assert (await _try(reserver, event_id, "y")).count("-") == 4
+    assert (await try_reserve(reserver, event_id, "y")).count("-") == 4
     await drain(ctx, event_id)
     b = await assert_balanced(ctx, event_id)
     assert (b.stock_total, b.stock_left, b.pending_payment) == (7, 3, 4)

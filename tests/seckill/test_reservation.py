@@ -6,7 +6,6 @@ import collections
 import pytest
 
 from peak.context import Context
-from peak.errors import ApiError
 from seckill import keys
 from seckill.reservation import Reserver
 from tests.seckill.conftest import (
@@ -16,15 +15,8 @@ from tests.seckill.conftest import (
     new_event,
     order_rows,
     seckill_context,
+    try_reserve,
 )
-
-
-async def _try(reserver: Reserver, event_id: int, user: str, key: str | None = None) -> str:
-    try:
-        made = await reserver.reserve(event_id, user, "10.0.0.1", key)
-    except ApiError as exc:
-        return exc.code
-    return made.order_id
 
 
 async def test_coalesced_purchases_never_oversell_nor_exceed_limits(make_settings: MakeSettings) -> None:
@@ -33,7 +25,7 @@ async def test_coalesced_purchases_never_oversell_nor_exceed_limits(make_setting
         event_id = await new_event(ctx, stock=100, limit=2)
         reserver = ctx.get(Reserver)
         users = [f"user-{i % 300}" for i in range(1500)]
-        answers = await asyncio.gather(*(_try(reserver, event_id, u) for u in users))
+        answers = await asyncio.gather(*(try_reserve(reserver, event_id, u) for u in users))
         codes = collections.Counter("ok" if a.count("-") == 4 else a for a in answers)
         assert codes["ok"] == 100
         assert set(codes) <= {"ok", "sold_out", "limit_reached"}
@@ -52,20 +44,20 @@ async def test_limit_is_checked_before_stock(ctx: Context) -> None:
     assert (await reserver.reserve(event_id, "alice", "10.0.0.1")).new
     # Alice's second attempt must not take the last item (the "phantom sell-out").
     for _ in range(5):
-        assert await _try(reserver, event_id, "alice") == "limit_reached"
+        assert await try_reserve(reserver, event_id, "alice") == "limit_reached"
     assert (await reserver.reserve(event_id, "bob", "10.0.0.1")).new
-    assert await _try(reserver, event_id, "carol") == "sold_out"
+    assert await try_reserve(reserver, event_id, "carol") == "sold_out"
 
 
 async def test_idempotency_key_returns_the_same_order(ctx: Context) -> None:
     event_id = await new_event(ctx, stock=5, limit=1)
     reserver = ctx.get(Reserver)
-    answers = await asyncio.gather(*(_try(reserver, event_id, "alice", "k-1") for _ in range(8)))
+    answers = await asyncio.gather(*(try_reserve(reserver, event_id, "alice", "k-1") for _ in range(8)))
     assert len(set(answers)) == 1 and answers[0].count("-") == 4
     # Another key is another purchase: over the limit.
-    assert await _try(reserver, event_id, "alice", "k-2") == "limit_reached"
+    assert await try_reserve(reserver, event_id, "alice", "k-2") == "limit_reached"
     # The same key of another user is that user's own key.
-    assert await _try(reserver, event_id, "bob", "k-1") not in answers
+    assert await try_reserve(reserver, event_id, "bob", "k-1") not in answers
     await drain(ctx, event_id)
     assert len(await order_rows(ctx, event_id)) == 2
 
@@ -79,7 +71,7 @@ async def test_sold_out_is_remembered_and_forgotten_when_stock_comes_back(ctx: C
     await reserver.reserve(event_id, "alice", "10.0.0.1")
     assert event_id in ctx.get(SoldOut)
     await ctx.redis.hset(keys.event_keys(event_id).meta, "stock", 5)  # memory must answer without Redis
-    assert await _try(reserver, event_id, "bob") == "sold_out"
+    assert await try_reserve(reserver, event_id, "bob") == "sold_out"
     await ctx.redis.hset(keys.event_keys(event_id).meta, "stock", 0)
     await add_stock_or_move_end(ctx, event_id, EventPatch(add_stock=1))
     for _ in range(50):
@@ -93,17 +85,17 @@ async def test_sold_out_is_remembered_and_forgotten_when_stock_comes_back(ctx: C
 @pytest.mark.parametrize("starts_in_s,lasts_s,code", [(30, 60, "not_started"), (-60, 30, "ended")])
 async def test_window_is_enforced(ctx: Context, starts_in_s: float, lasts_s: float, code: str) -> None:
     event_id = await new_event(ctx, starts_in_s=starts_in_s, lasts_s=lasts_s)
-    assert await _try(ctx.get(Reserver), event_id, "alice") == code
+    assert await try_reserve(ctx.get(Reserver), event_id, "alice") == code
 
 
 async def test_short_window_opens_and_closes_on_the_redis_clock(ctx: Context) -> None:
     event_id = await new_event(ctx, stock=10, starts_in_s=1.0, lasts_s=1.0)
     reserver = ctx.get(Reserver)
-    assert await _try(reserver, event_id, "u1") == "not_started"
+    assert await try_reserve(reserver, event_id, "u1") == "not_started"
     await asyncio.sleep(1.1)
     assert (await reserver.reserve(event_id, "u2", "10.0.0.1")).new
     await asyncio.sleep(1.0)
-    assert await _try(reserver, event_id, "u3") == "ended"
+    assert await try_reserve(reserver, event_id, "u3") == "ended"
 
 
 async def test_rate_limits_per_user_and_per_ip(make_settings: MakeSettings) -> None:
@@ -111,14 +103,14 @@ async def test_rate_limits_per_user_and_per_ip(make_settings: MakeSettings) -> N
     async with seckill_context(settings) as ctx:
         event_id = await new_event(ctx, stock=100, limit=100)
         reserver = ctx.get(Reserver)
-        by_user = await asyncio.gather(*(_try(reserver, event_id, "alice") for _ in range(5)))
+        by_user = await asyncio.gather(*(try_reserve(reserver, event_id, "alice") for _ in range(5)))
         assert sorted(a == "rate_limited" for a in by_user) == [False] * 3 + [True] * 2
-        by_ip = [await _try(reserver, event_id, f"user-{i}") for i in range(4)]
+        by_ip = [await try_reserve(reserver, event_id, f"user-{i}") for i in range(4)]
         assert by_ip[:2] != ["rate_limited"] * 2 and by_ip[-1] == "rate_limited"
 
 
 async def test_unknown_event(ctx: Context) -> None:
-    assert await _try(ctx.get(Reserver), 424242, "alice") == "event_not_found"
+    assert await try_reserve(ctx.get(Reserver), 424242, "alice") == "event_not_found"
 
 
 async def test_script_flush_mid_run_fails_no_purchase(make_settings: MakeSettings) -> None:
@@ -133,7 +125,7 @@ async def test_script_flush_mid_run_fails_no_purchase(make_settings: MakeSetting
                 await asyncio.sleep(0.005)
 
         answers, _ = await asyncio.gather(
-            asyncio.gather(*(_try(reserver, event_id, f"u{i}") for i in range(400))), flusher()
+            asyncio.gather(*(try_reserve(reserver, event_id, f"u{i}") for i in range(400))), flusher()
         )
         codes = collections.Counter("ok" if a.count("-") == 4 else a for a in answers)
         assert codes == {"ok": 300, "sold_out": 100}
