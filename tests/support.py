@@ -135,3 +135,15 @@ def alive_in(sessions: set[int]) -> list[str]:
             if int(fields[3]) in sessions and fields[0] != "Z":
                 alive.append(f"{entry}: {cmd}")
     return alive
+
+
+def up_env(data_dir: Path, port: int, *, workers: int) -> dict[str, str]:
+    """Environment for a `peak up` that starts its own servers under ``data_dir`` and serves on ``port``."""
+    return {
+        "PEAK_DATA_DIR": str(data_dir),
+        "PEAK_PORT": str(port),
+        "PEAK_WORKERS": str(workers),
+        "PEAK_REDIS_URL": "",
+        "PEAK_DATABASE_URL": "",
+        "PEAK_SECRET_KEY": "",
+    }

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from peak.stack import _postgres_bindir, free_port
-from tests.support import alive_in, run_peak, sessions_started_by, start_peak, wait_http
+from tests.support import alive_in, run_peak, sessions_started_by, start_peak, up_env, wait_http
 
 
 def _env_file(data_dir: Path) -> dict[str, str]:
@@ -37,14 +37,7 @@ async def _read(pg_url: str) -> list[str]:
 def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "stack"
     port = free_port()
-    env = {
-        "PEAK_DATA_DIR": str(data_dir),
-        "PEAK_PORT": str(port),
-        "PEAK_WORKERS": "2",
-        "PEAK_REDIS_URL": "",
-        "PEAK_DATABASE_URL": "",
-        "PEAK_SECRET_KEY": "",
-    }
+    env = up_env(data_dir, port, workers=2)
     for round_ in (1, 2):
         log = tmp_path / f"up{round_}.log"
         proc = start_peak("up", env=env, log=log)

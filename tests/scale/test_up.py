@@ -13,7 +13,7 @@ import redis
 
 from peak.stack import NginxBalancer, StackError, free_port
 from tests.conftest import Servers
-from tests.support import alive_in, run_peak, sessions_started_by, start_peak, wait_http
+from tests.support import alive_in, run_peak, sessions_started_by, start_peak, up_env, wait_http
 
 
 def _env_file(data_dir: Path) -> dict[str, str]:
@@ -37,14 +37,7 @@ def _stop(proc: object, log: Path) -> str:
 def test_up_with_a_private_redis_cluster_restarts_with_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "stack"
     port = free_port()
-    env = {
-        "PEAK_DATA_DIR": str(data_dir),
-        "PEAK_PORT": str(port),
-        "PEAK_WORKERS": "1",
-        "PEAK_REDIS_URL": "",
-        "PEAK_DATABASE_URL": "",
-        "PEAK_SECRET_KEY": "",
-    }
+    env = up_env(data_dir, port, workers=1)
     for round_ in (1, 2):
         log = tmp_path / f"up{round_}.log"
         proc = start_peak("up", "--redis-cluster", "3", env=env, log=log)
