@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -33,9 +33,10 @@ from typing import Any
 import httpx
 import redis
 
+from loadtest import cpu
 from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers, iso
 from peak.settings import Settings
-from peak.stack import StackError, free_port, stop_process
+from peak.stack import RedisClusterServer, StackError, free_port, stop_process
 from peak.up import LocalStack, server_command, wait_ready
 
 __all__ = ["PATHS", "BenchOptions", "Result", "run_bench"]
@@ -70,6 +71,8 @@ class Result:
     note: str = ""
     # For the purchase on the single Redis: what the Redis primary spent (see redis_cost).
     redis: dict[str, float] = field(default_factory=dict)
+    # On a private stack: microseconds of CPU per request by part of the stack (see loadtest/cpu.py).
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def unexpected(self) -> int:
@@ -222,8 +225,30 @@ def _wrk_output(proc: subprocess.Popen[str], duration_s: float) -> str:
     return out
 
 
+def stack_parts(stack: LocalStack | None) -> dict[int, str]:
+    """The root process of each part of a private stack, for loadtest/cpu.py (empty for --url)."""
+    if stack is None:
+        return {}
+    parts = {p.pid: "api" for p in stack.servers} | {p.pid: "workers" for p in stack.workers}
+    if isinstance(stack.redis, RedisClusterServer):
+        parts |= {p.pid: "redis" for p in stack.redis.procs}
+    elif stack.redis is not None and stack.redis.proc is not None:
+        parts[stack.redis.proc.pid] = "redis"
+    if stack.postgres is not None and stack.postgres.proc is not None:
+        parts[stack.postgres.proc.pid] = "postgres"
+    if stack.nginx is not None and stack.nginx.proc is not None:
+        parts[stack.nginx.proc.pid] = "nginx"
+    return parts
+
+
 def measure(
-    path: Path_, seed: Seed, folder: Path, options: BenchOptions, *, redis_url: str | None = None
+    path: Path_,
+    seed: Seed,
+    folder: Path,
+    options: BenchOptions,
+    *,
+    redis_url: str | None = None,
+    parts: Mapping[int, str] | None = None,
 ) -> Result:
     requests_file = _write_lines(path.lines(seed), folder, path.name)
     # A second of warm-up, not counted: connections, caches and the coalescing settle first.
@@ -232,11 +257,15 @@ def measure(
         with redis.Redis.from_url(redis_url) as r:
             r.config_resetstat()
             cpu_before = _redis_cpu(r)
+    usage = cpu.snapshot(parts or {})
     output = run_wrk(
         seed.base_url, requests_file, duration_s=options.duration_s, connections=options.connections
     )
+    usage_after = cpu.snapshot(parts or {})
     rps, p50, p99, total, statuses = parse_wrk(output)
     result = Result(path.name, path.what, rps, p50, p99, total, statuses, list(path.expected))
+    if parts:
+        result.cpu_us = cpu.cost_per_request(usage, usage_after, total)
     if redis_url is not None:
         result.redis = redis_cost(redis_url, cpu_before, statuses.get(202, 0), options.duration_s)
     return result
@@ -333,7 +362,7 @@ def measure_queued(
     for worker in stack.workers:
         os.killpg(worker.pid, signal.SIGSTOP)
     try:
-        result = measure(PATHS["purchase_queued"], seed, folder, options)
+        result = measure(PATHS["purchase_queued"], seed, folder, options, parts=stack_parts(stack))
     finally:
         for worker in stack.workers:
             os.killpg(worker.pid, signal.SIGCONT)
@@ -495,6 +524,7 @@ def measure_on_cluster(
     try:
         stack.start()
         env.update(stack.env)
+        parts = stack_parts(stack)
         seed = seed_stack(stack.base_url, admin_token, options.users, env, say=say)
         seed.events["buckets"] = str(
             create_event(
@@ -506,11 +536,11 @@ def measure_on_cluster(
         for name, path in CLUSTER_PATHS.items():
             what = path.what + (f" ({options.buckets} buckets)" if name == "purchase_buckets" else "")
             say(f"measuring {name} on the cluster: {what} ({options.duration_s:g} s)")
-            result = measure(path, seed, folder, options)
+            result = measure(path, seed, folder, options, parts=parts)
             result.path, result.what = name + CLUSTER_SUFFIX, what
             results.append(result)
         say("measuring floor on the cluster again")
-        _floor_twice(results, measure(PATHS["floor"], seed, folder, options))
+        _floor_twice(results, measure(PATHS["floor"], seed, folder, options, parts=parts))
         ok, line = audit(seed, say=say)
         return results, ok, line
     finally:
@@ -524,6 +554,22 @@ def _table(results: list[Result]) -> str:
         rows.append(
             (r.path, r.what, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", ratio, str(r.unexpected))
         )
+    return _columns(rows)
+
+
+def _cpu_table(results: list[Result]) -> str:
+    """Microseconds of CPU per request by part of the stack; empty when nothing was measured (--url)."""
+    measured = [r for r in results if r.cpu_us]
+    if not measured:
+        return ""
+    names = [n for n in measured[0].cpu_us if n != "total"]
+    rows: list[tuple[str, ...]] = [("CPU us per request", *names, "total")]
+    for r in measured:
+        rows.append((r.path, *(f"{r.cpu_us.get(n, 0.0):.1f}" for n in names), f"{r.cpu_us['total']:.1f}"))
+    return _columns(rows)
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
 
@@ -578,6 +624,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                         "with --url, set PEAK_ADMIN_TOKEN to the server's admin token to seed events"
                     )
             seed = seed_stack(base_url, admin_token, options.users, env, say=say)
+            parts = stack_parts(stack)
             results: list[Result] = []
             extras: dict[str, Any] = {}
             # Logins open sessions; beyond PEAK_SSO_MAX_SESSIONS they end the seeded ones whose tokens the
@@ -601,7 +648,9 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                     results.append(result)
                     extras["order_drain"] = drain
                 elif name == "purchase" and stack is not None:
-                    result = measure(path, seed, folder, options, redis_url=stack.settings.redis_url)
+                    result = measure(
+                        path, seed, folder, options, redis_url=stack.settings.redis_url, parts=parts
+                    )
                     cost = result.redis
                     say(
                         f"redis primary on purchase: {cost['script_calls']:,.0f} script calls for "
@@ -611,7 +660,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                     )
                     results.append(result)
                 else:
-                    results.append(measure(path, seed, folder, options))
+                    results.append(measure(path, seed, folder, options, parts=parts))
             if "degrade_cost" in chosen:
                 if stack is None:
                     say(
@@ -627,11 +676,11 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                 say(
                     f"measuring login: {PATHS['login'].what} ({options.duration_s:g} s, {options.connections} connections)"
                 )
-                results.append(measure(PATHS["login"], seed, folder, options))
+                results.append(measure(PATHS["login"], seed, folder, options, parts=parts))
             # The floor again at the end: on a shared machine one measurement can be off by 20 %, and every
             # ratio hangs on it. Ratios use the mean of both.
             say("measuring floor again")
-            _floor_twice(results, measure(PATHS["floor"], seed, folder, options))
+            _floor_twice(results, measure(PATHS["floor"], seed, folder, options, parts=parts))
             ok, audit_line = audit(seed, say=say)
             if options.redis_cluster:
                 if stack is None:
@@ -652,6 +701,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
             naive = next((r for r in results if r.path == "naive"), None)
             say("")
             say(_table(results))
+            say(_cpu_table(results))
             if naive is not None and naive.rps:
                 purchase = next((r for r in results if r.path == "purchase"), None)
                 if purchase is not None:
