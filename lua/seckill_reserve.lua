@@ -1,10 +1,11 @@
 -- KEYS[1] event meta hash, KEYS[2] user -> held orders hash, KEYS[3] user -> orders ever hash,
 -- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id),
--- KEYS[7] holds hash (bucketed events: order id -> "user\nidempotency key\nms\nseq"); all of ONE bucket
+-- KEYS[7] holds hash (bucketed events: order id -> "user\nidempotency key\nms\nseq"), KEYS[8] this call's
+-- answers (named after its first order id); all of ONE bucket
 -- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id,
--- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters, ARGV[7] key
--- prefix of the recent order ids, ARGV[8] their bucket length ms (all prefixes in the event's hash tag);
--- then one argument per purchase, ARGV[8+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
+-- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters (both in the
+-- event's hash tag), ARGV[7] how long this call's answers are kept (ms);
+-- then one argument per purchase, ARGV[7+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
 -- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
 -- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"} |
 -- {"hold", order id, seq} (bucketed event, this bucket sold out: the user's count is taken, see seckill/buckets.py)
@@ -14,13 +15,19 @@
 -- A purchase travels as one argument and its rate counters are named from prefixes: packing five arguments
 -- per purchase cost the Python side more than the whole script. The counters share the event's hash tag, so
 -- they live in the same cluster slot as the declared keys.
+-- A client library that retries a call whose answer was lost (a timeout after Redis ran it) sends the very same
+-- call again: it gets the answers of the first run from KEYS[8], and nothing is sold twice. One key per call,
+-- not one check per purchase: most of this script's cost is its number of redis.call()s.
 
+local done = redis.call('GET', KEYS[8])
+if done then
+  return cjson.decode(done)
+end
 local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local holds = KEYS[7]
+local holds, answers = KEYS[7], KEYS[8]
 local user_rate, ip_rate, window_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local event_id, user_prefix, ip_prefix = ARGV[4], ARGV[5], ARGV[6]
-local recent_prefix, bucket_ms = ARGV[7], tonumber(ARGV[8])
-local n = #ARGV - 8
+local event_id, user_prefix, ip_prefix, keep_ms = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local n = #ARGV - 7
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -32,10 +39,6 @@ local buckets, this_bucket = tonumber(conf[6] or '1'), conf[7] or '0'
 -- the script is atomic, so nobody can observe the difference.
 local stock, reserved = tonumber(conf[4]), tonumber(conf[5] or '0')
 local stock_at_start = stock
--- Order ids of the last one to two buckets. A client library that retries a call whose answer was lost (a
--- timeout after Redis ran it) sends the same order ids again: they are answered as replays, not sold twice.
-local bucket = math.floor(now_ms / bucket_ms)
-local recent, previous = recent_prefix .. bucket, recent_prefix .. (bucket - 1)
 
 local function over(key, allowed)
   local count = redis.call('INCR', key)
@@ -54,7 +57,7 @@ local function over(key, allowed)
 end
 
 local function attempt(i)
-  local packed = ARGV[8 + i]
+  local packed = ARGV[7 + i]
   local a = string.find(packed, '\n', 1, true)
   local b = string.find(packed, '\n', a + 1, true)
   local c = string.find(packed, '\n', b + 1, true)
@@ -75,31 +78,25 @@ local function attempt(i)
       return {'replay', known}
     end
   end
-  if redis.call('HEXISTS', recent, order_id) == 1 or redis.call('HEXISTS', previous, order_id) == 1 then
-    return {'replay', order_id}
-  end
-  if buckets > 1 then
-    local hold = redis.call('HGET', holds, order_id)
-    if hold then
-      return {'hold', order_id, string.match(hold, '([^\n]*)$')}
-    end
-  end
   if now_ms < start_ms then
     return {'not_started'}
   end
   if now_ms >= end_ms then
     return {'ended'}
   end
-  local held = tonumber(redis.call('HGET', users, user) or '0')
-  if held >= limit then
+  if stock <= 0 and buckets <= 1 then
+    if tonumber(redis.call('HGET', users, user) or '0') >= limit then
+      return {'limit_reached'}
+    end
+    return {'sold_out'}
+  end
+  -- Count first and take it back when over the limit: one call instead of two for a purchase that goes through.
+  if redis.call('HINCRBY', users, user, 1) > limit then
+    redis.call('HINCRBY', users, user, -1)
     return {'limit_reached'}
   end
   if stock <= 0 then
-    if buckets <= 1 then
-      return {'sold_out'}
-    end
-    -- This is the user's home bucket: count the purchase here, the stock is taken from another bucket.
-    redis.call('HINCRBY', users, user, 1)
+    -- This is the user's home bucket: the purchase is counted here, the stock is taken from another bucket.
     local seq = redis.call('HINCRBY', seqs, user, 1)
     redis.call('HSET', holds, order_id, user .. '\n' .. key .. '\n' .. now_ms .. '\n' .. seq)
     if idem_field then
@@ -111,7 +108,6 @@ local function attempt(i)
   reserved = reserved + 1
   -- Unique over the event's buckets: the n-th reservation of bucket b of N is n * N + b.
   local rsv = reserved * buckets + tonumber(this_bucket)
-  redis.call('HINCRBY', users, user, 1)
   local seq = redis.call('HINCRBY', seqs, user, 1)
   if buckets > 1 then
     redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms,
@@ -120,7 +116,6 @@ local function attempt(i)
     redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_ms)
   end
   redis.call('HSET', queued, order_id, user)
-  redis.call('HSET', recent, order_id, 1)
   if idem_field then
     redis.call('HSET', idem, idem_field, order_id)
   end
@@ -133,6 +128,6 @@ for i = 1, n do
 end
 if stock ~= stock_at_start then
   redis.call('HSET', meta, 'stock', stock, 'reserved', reserved)
-  redis.call('PEXPIRE', recent, 3 * bucket_ms)
 end
+redis.call('SET', answers, cjson.encode(replies), 'PX', keep_ms)
 return replies

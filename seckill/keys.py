@@ -1,11 +1,11 @@
 """Every Redis key and channel of seckill, built here and nowhere else.
 
-All keys of one event share the hash tag ``{seckill:ev:<id>}``: every script touches one event only, so it
-runs unchanged on Redis Cluster. An event split into N stock buckets (``buckets`` > 1, see
-``seckill/buckets.py``) has one full set of these keys per bucket: bucket 0 keeps ``{seckill:ev:<id>}`` (so a
-one-bucket event is exactly what it always was) and bucket b > 0 uses ``{seckill:ev:<id>:<b>}``, another slot,
-so a hot event spreads over the cluster's masters. Every script still touches one bucket only. The many small per-purchase keys (rate counters, recent-order buckets) are
-given to the reservation script as prefixes from here, and it appends the user id, IP or bucket number. The
+All keys of one event share the hash tag ``{seckill:ev:<id>}``: every script touches one event only, so it runs
+unchanged on Redis Cluster. An event split into N stock buckets (``buckets`` > 1, see ``seckill/buckets.py``) has
+one full set of these keys per bucket: bucket 0 keeps ``{seckill:ev:<id>}`` (so a one-bucket event is exactly what
+it always was) and bucket b > 0 uses ``{seckill:ev:<id>:<b>}``, another slot, so a hot event spreads over the
+cluster's masters. Every script still touches one bucket only. The many small per-purchase keys (rate counters)
+are given to the reservation script as prefixes from here, and it appends the user id or the IP. The
 registry of events is the one key outside an event's slot; it is only read or written by single commands.
 """
 
@@ -16,7 +16,7 @@ __all__ = [
     "GROUP",
     "HOLD_MS",
     "RATE_WINDOW_MS",
-    "RECENT_BUCKET_MS",
+    "REPLAY_MS",
     "STOCK_BACK_CHANNEL",
     "EventKeys",
     "event_keys",
@@ -32,12 +32,12 @@ GROUP = "order-writers"
 STOCK_BACK_CHANNEL = "seckill:stock-back"
 # Fixed window of the per-user and per-IP attempt counters.
 RATE_WINDOW_MS = 1000
-# Recent order ids are kept in buckets this long (the current and the previous one are checked): longer than
-# a Redis client's retries of a call whose answer was lost (3 tries of a 5 s timeout, plus back-off).
-RECENT_BUCKET_MS = 20_000
+# The answers of a reservation script call are kept this long: longer than a Redis client's retries of a call
+# whose answer was lost (3 tries of a 5 s timeout, plus back-off).
+REPLAY_MS = 30_000
 # A hold (bucketed events: a purchase counted against the user's limit in the home bucket, its stock still to
 # be taken from another bucket) older than this is resolved by the sweeper: longer than any retry of the take.
-HOLD_MS = 3 * RECENT_BUCKET_MS
+HOLD_MS = 2 * REPLAY_MS
 
 
 class EventKeys:
@@ -90,17 +90,16 @@ class EventKeys:
         return f"{self.tag}:rate:ip:"
 
     @property
-    def recent_prefix(self) -> str:
-        """Followed by a bucket number: a hash of the order ids reserved in that bucket of time."""
-        return f"{self.tag}:recent:"
-
-    @property
     def stream_ref(self) -> str:
         """This bucket's member of the EVENTS registry."""
         return str(self.event_id) if self.bucket == 0 else f"{self.event_id}:{self.bucket}"
 
-    def reserve(self) -> list[str]:
-        return [self.meta, self.users, self.seq, self.idem, self.stream, self.queued, self.holds]
+    def reserve(self, first_order_id: str) -> list[str]:
+        """The call's answers are kept under its first order id, which no other call carries."""
+        return [
+            self.meta, self.users, self.seq, self.idem, self.stream, self.queued, self.holds,
+            f"{self.tag}:answers:{first_order_id}",
+        ]  # fmt: skip
 
     def take(self) -> list[str]:
         return [self.meta, self.stream, self.queued, self.taken, self.voided]

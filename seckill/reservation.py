@@ -198,10 +198,9 @@ class Reserver:
     ) -> list[Any]:
         """One call of the reservation script: (order id, user id, IP, idempotency key or "") -> replies."""
         k = keys.event_keys(event_id, bucket)
-        args: list[str | int] = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix]
-        args += (k.recent_prefix, keys.RECENT_BUCKET_MS)
+        args: list[str | int] = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix, keys.REPLAY_MS]
         args += ["\n".join(p) for p in purchases]
-        return list(await self._script(self._ctx.redis, k.reserve(), args))
+        return list(await self._script(self._ctx.redis, k.reserve(purchases[0][0]), args))
 
     async def drain(self) -> None:
         """Wait for the script calls in flight (process shutdown)."""
