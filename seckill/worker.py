@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from peak.context import Context
 from seckill import keys
 from seckill.events import registered_streams
-from seckill.orders import OrderMessage, insert_orders
+from seckill.orders import insert_orders
 
 __all__ = ["OrderWriter", "ensure_group", "order_writer"]
 
@@ -138,44 +138,44 @@ class OrderWriter:
         self, event_id: int, entries: Sequence[tuple[str, dict[str, str] | None]], *, bucket: int = 0
     ) -> int:
         """Store a batch and acknowledge what is stored; returns how many orders were acknowledged."""
-        messages: list[OrderMessage] = []
+        messages: list[tuple[str, dict[str, str]]] = []
         gone: list[str] = []
         for entry_id, fields in entries:
             if not fields:
                 gone.append(entry_id)
-                continue
-            try:
-                messages.append(OrderMessage.parse(entry_id, fields))
-            except (KeyError, ValueError) as exc:
+            elif "o" in fields and "u" in fields:
+                messages.append((entry_id, fields))
+            else:
                 await self.dead_letter(
-                    event_id, entry_id, f"malformed order message: {exc!r}", 1, bucket=bucket
+                    event_id, entry_id, f"malformed order message: {fields!r}", 1, bucket=bucket
                 )
         stored = await self._store(event_id, messages)
-        done = [m for m in messages if m.order_id in stored]
-        for m in messages:
-            if m.order_id not in stored:
-                self._errors.setdefault(m.entry_id, "another order holds the same (event, user, seq)")
-        args: list[str] = [keys.GROUP]
-        for m in done:
-            args += (m.entry_id, m.order_id)
-            self._errors.pop(m.entry_id, None)
-        for entry_id in gone:
-            args += (entry_id, "")
-        if len(args) > 1:
+        done = [(entry_id, fields["o"]) for entry_id, fields in messages if fields["o"] in stored]
+        if len(done) < len(messages):
+            for entry_id, fields in messages:
+                if fields["o"] not in stored:
+                    self._errors.setdefault(entry_id, "another order holds the same (event, user, seq)")
+        entry_ids = [entry_id for entry_id, _ in done] + gone
+        if entry_ids:
+            if self._errors:
+                for entry_id in entry_ids:
+                    self._errors.pop(entry_id, None)
             await self.ctx.scripts["seckill_ack"](
-                self.ctx.redis, keys.event_keys(event_id, bucket).ack(), args
+                self.ctx.redis,
+                keys.event_keys(event_id, bucket).ack(),
+                [keys.GROUP, len(entry_ids), *entry_ids, *(order_id for _, order_id in done)],
             )
         return len(done)
 
-    async def _store(self, event_id: int, messages: Sequence[OrderMessage]) -> set[str]:
+    async def _store(self, event_id: int, messages: Sequence[tuple[str, dict[str, str]]]) -> set[str]:
         if not messages:
             return set()
         try:
-            async with self.ctx.db.acquire() as conn, conn.transaction():
-                return await insert_orders(conn, event_id, messages)
+            async with self.ctx.db.acquire() as conn:
+                return await insert_orders(conn, event_id, [fields for _, fields in messages])
         except Exception as exc:
             if len(messages) == 1:
-                self._remember(messages[0].entry_id, exc)
+                self._remember(messages[0][0], exc)
                 return set()
             log.warning("order batch of event %d failed (%s); writing one by one", event_id, exc)
         # One bad order must not hold back (and finally dead-letter) the good ones of its batch.

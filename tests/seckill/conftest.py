@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -70,8 +71,10 @@ async def drain(ctx: Context, event_id: int, writer: OrderWriter | None = None) 
     async def step() -> int:
         return sum([await writer.step(event_id, bucket=b) for b in range(buckets)])
 
+    # Bounded: a writer that keeps failing would otherwise hang the run instead of failing this test.
+    deadline = time.monotonic() + 60
     while await step() or (await reconcile.balance(ctx, event_id)).queued:
-        pass
+        assert time.monotonic() < deadline, "orders stay queued: the order writer keeps failing (see the log)"
 
 
 async def assert_balanced(ctx: Context, event_id: int) -> reconcile.Balance:
