@@ -79,5 +79,7 @@ async def open_context(
 
 
 def context_of(request: Any) -> Context:
-    """The process context from a Starlette request (put there by the lifespan)."""
-    return cast(Context, request.state.ctx)
+    """The process context from a Starlette request (put there by the lifespan).
+
+    Read from the scope's state dict: ``request.state`` builds a State object per request, on every hot path."""
+    return cast(Context, request.scope["state"]["ctx"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import httpx
@@ -83,9 +84,13 @@ async def test_purchase_answers(shop: httpx.AsyncClient) -> None:
     assert _code(await shop.post(buy, headers={"Authorization": "Bearer nope"})) == (401, "unauthenticated")
     assert _code(await shop.post("/seckill/events/424242/orders", headers=alice)) == (404, "event_not_found")
     first = await shop.post(buy, headers={**alice, "Idempotency-Key": "order-1"})
-    assert first.status_code == 202 and first.json()["status"] == "queued"
+    assert first.status_code == 202 and first.headers["content-type"] == "application/json"
+    order_id = first.json()["order_id"]
+    assert str(uuid.UUID(order_id)) == order_id
+    assert first.json() == {"order_id": order_id, "status": "queued", "event_id": event_id, "replayed": False}
     again = await shop.post(buy, headers={**alice, "Idempotency-Key": "order-1"})
-    assert again.status_code == 202 and again.json()["order_id"] == first.json()["order_id"]
+    assert again.status_code == 202
+    assert again.json() == {"order_id": order_id, "status": "queued", "event_id": event_id, "replayed": True}
     assert _code(await shop.post(buy, headers=alice)) == (409, "limit_reached")
     assert (await shop.post(buy, headers=bob)).status_code == 202
     assert _code(await shop.post(buy, headers=carol)) == (409, "sold_out")
