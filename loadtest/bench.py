@@ -49,7 +49,7 @@ class BenchOptions:
     paths: Sequence[str] = ()
     url: str | None = None
     workers: int | None = None
-    users: int = 200
+    users: int = 600
     json_path: Path = Path("bench-results.json")
     # Masters of the private Redis Cluster of the second stack (0: no cluster run).
     redis_cluster: int = 0

@@ -39,7 +39,7 @@ def _server_trouble() -> Iterator[None]:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from loadtest.bench import EXTRAS, PATHS
+    from loadtest.bench import EXTRAS, PATHS, BenchOptions
 
     bench = sub.add_parser("bench", help="measure every hot path against the hello-world floor (wrk)")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per path (default 10)")
@@ -49,7 +49,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     bench.add_argument("--url", default=None, help="measure a running stack instead of starting one")
     bench.add_argument("--workers", type=int, default=None, help="API processes of the private stack")
-    bench.add_argument("--users", type=int, default=200, help="shoppers to seed (default 200)")
+    bench.add_argument(
+        "--users",
+        type=int,
+        default=BenchOptions.users,
+        help=f"shoppers to seed (default {BenchOptions.users})",
+    )
     bench.add_argument("--json", default="bench-results.json", help="where to write the figures")
     bench.add_argument(
         "--redis-cluster", type=int, default=0, metavar="N",
