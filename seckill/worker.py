@@ -163,7 +163,7 @@ class OrderWriter:
             await self.ctx.scripts["seckill_ack"](
                 self.ctx.redis,
                 keys.event_keys(event_id, bucket).ack(),
-                [keys.GROUP, len(entry_ids), *entry_ids, *(order_id for _, order_id in done)],
+                [keys.GROUP, "\n".join(entry_ids), "\n".join(order_id for _, order_id in done)],
             )
         return len(done)
 
