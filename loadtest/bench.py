@@ -55,6 +55,8 @@ class BenchOptions:
     redis_cluster: int = 0
     # Stock buckets of the bucketed event measured on the cluster.
     buckets: int = 3
+    # Times every path of the main stack is measured (medians are reported).
+    rounds: int = 1
 
 
 @dataclass
@@ -397,8 +399,14 @@ def measure_degrade_cost(
         floor: list[Line] = [("GET", "/healthz", {}, "")]
         rounds: dict[str, list[float]] = {"with": [], "without": []}
         round_s = max(1.0, options.duration_s / 2)
-        for _ in range(3):
-            for label, url in (("with", stack.base_url), ("without", bare.public_base_url())):
+        servers = [("with", stack.base_url), ("without", bare.public_base_url())]
+        # The new server gets the warm-up the stack's had; rounds alternate which server goes first, so neither
+        # always follows the other (on a shared machine the order alone moved the result by 10 %).
+        _wrk_output(
+            _wrk(servers[1][1], floor, folder, "floor", duration_s=1, connections=options.connections), 1
+        )
+        for turn in range(3):
+            for label, url in servers if turn % 2 == 0 else servers[::-1]:
                 out = _wrk_output(
                     _wrk(url, floor, folder, "floor", duration_s=round_s, connections=options.connections),
                     round_s,
@@ -490,17 +498,43 @@ def audit(seed: Seed, *, timeout_s: float = 120.0, say: Callable[[str], None]) -
     return ok, "; ".join(lines)
 
 
-def _floor_twice(results: list[Result], again: Result) -> float:
-    """Fold the last floor measurement into the first; set every ratio to their mean; return it."""
-    first = next(r for r in results if r.path in ("floor", "floor" + CLUSTER_SUFFIX))
-    first.note = f"mean of {first.rps:,.0f} (first) and {again.rps:,.0f} (last) rps"
-    first.rps = (first.rps + again.rps) / 2
-    first.requests += again.requests
-    for code, count in again.statuses.items():
-        first.statuses[code] = first.statuses.get(code, 0) + count
-    for r in results:
-        r.ratio = r.rps / first.rps if first.rps else None
-    return first.rps
+def _combine(runs: list[Result], rps: float, note: str) -> Result:
+    """Runs of one path as one row: the given rps, median latencies, summed counts, mean CPU per part."""
+    statuses: dict[int, int] = {}
+    for r in runs:
+        for code, count in r.statuses.items():
+            statuses[code] = statuses.get(code, 0) + count
+    cpu_us = {k: statistics.fmean(r.cpu_us.get(k, 0.0) for r in runs) for k in runs[0].cpu_us}
+    redis_cost = {k: statistics.median(r.redis.get(k, 0.0) for r in runs) for k in runs[0].redis}
+    return replace(
+        runs[0], rps=rps, p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs), requests=sum(r.requests for r in runs),
+        statuses=statuses, note=note, cpu_us=cpu_us, redis=redis_cost,
+    )  # fmt: skip
+
+
+def merge_rounds(floors: list[Result], rounds: list[list[Result]]) -> list[Result]:
+    """The floor, then one row per path. floors[i] was measured before rounds[i] and floors[i + 1] after it;
+    a round's ratios use the mean of those two (on a shared machine one floor can be off by 20 %). A path's row
+    takes the median over the rounds of its rps and of its ratios."""
+    for i, measured in enumerate(rounds):
+        around = (floors[i].rps + floors[i + 1].rps) / 2
+        for r in measured:
+            r.ratio = r.rps / around if around else None
+    floor = _combine(
+        floors, statistics.fmean(f.rps for f in floors),
+        "mean of " + ", ".join(f"{f.rps:,.0f}" for f in floors) + " rps",
+    )  # fmt: skip
+    floor.ratio = 1.0
+    merged = [floor]
+    for runs in zip(*rounds, strict=True):  # the same paths in the same order every round
+        row = _combine(list(runs), statistics.median(r.rps for r in runs), "")
+        if len(runs) > 1:
+            row.note = "median of " + ", ".join(f"{r.rps:,.0f}" for r in runs) + " rps"
+        ratios = [r.ratio for r in runs if r.ratio is not None]
+        row.ratio = statistics.median(ratios) if ratios else None
+        merged.append(row)
+    return merged
 
 
 def measure_on_cluster(
@@ -540,9 +574,10 @@ def measure_on_cluster(
             result.path, result.what = name + CLUSTER_SUFFIX, what
             results.append(result)
         say("measuring floor on the cluster again")
-        _floor_twice(results, measure(PATHS["floor"], seed, folder, options, parts=parts))
+        again = measure(PATHS["floor"], seed, folder, options, parts=parts)
+        again.path = results[0].path
         ok, line = audit(seed, say=say)
-        return results, ok, line
+        return merge_rounds([results[0], again], [results[1:]]), ok, line
     finally:
         stack.stop()
 
@@ -572,6 +607,43 @@ def _cpu_table(results: list[Result]) -> str:
 def _columns(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def _measure_path(
+    name: str,
+    stack: LocalStack | None,
+    seed: Seed,
+    folder: Path,
+    options: BenchOptions,
+    parts: Mapping[int, str],
+    extras: dict[str, Any],
+    say: Callable[[str], None],
+) -> Result | None:
+    """One path once (None when it cannot be measured here, said why)."""
+    path = PATHS[name]
+    if name == "naive" and "naive" not in seed.events:
+        say("skipping naive: the server was not started with PEAK_BENCH_BASELINE=1")
+        return None
+    if name == "purchase_queued" and stack is None:
+        say("skipping purchase_queued: it pauses the order workers, so it needs the private stack")
+        return None
+    say(f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)")
+    if name == "purchase_queued":
+        assert stack is not None
+        result, drain = measure_queued(stack, seed, folder, options, say)
+        extras.setdefault("order_drain", []).append(drain)
+        return result
+    if name == "purchase" and stack is not None:
+        result = measure(path, seed, folder, options, redis_url=stack.settings.redis_url, parts=parts)
+        cost = result.redis
+        say(
+            f"redis primary on purchase: {cost['script_calls']:,.0f} script calls for "
+            f"{cost['purchases']:,.0f} purchases ({cost['purchases_per_call']:.1f} per call), "
+            f"{cost['usec_per_call']:.1f} us per call, {cost['usec_per_purchase']:.2f} us per purchase, "
+            f"scripts busy {cost['script_busy']:.0%} and CPU {cost['redis_cpu']:.0%} of a core"
+        )
+        return result
+    return measure(path, seed, folder, options, parts=parts)
 
 
 def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> int:
@@ -628,39 +700,21 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
             results: list[Result] = []
             extras: dict[str, Any] = {}
             # Logins open sessions; beyond PEAK_SSO_MAX_SESSIONS they end the seeded ones whose tokens the
-            # other measurements use, so they come last.
-            for name in [n for n in names if n != "login"]:
-                path = PATHS[name]
-                if name == "naive" and "naive" not in seed.events:
-                    say("skipping naive: the server was not started with PEAK_BENCH_BASELINE=1")
-                    continue
-                if name == "purchase_queued" and stack is None:
-                    say(
-                        "skipping purchase_queued: it pauses the order workers, so it needs the private stack"
-                    )
-                    continue
-                say(
-                    f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)"
-                )
-                if name == "purchase_queued":
-                    assert stack is not None
-                    result, drain = measure_queued(stack, seed, folder, options, say)
-                    results.append(result)
-                    extras["order_drain"] = drain
-                elif name == "purchase" and stack is not None:
-                    result = measure(
-                        path, seed, folder, options, redis_url=stack.settings.redis_url, parts=parts
-                    )
-                    cost = result.redis
-                    say(
-                        f"redis primary on purchase: {cost['script_calls']:,.0f} script calls for "
-                        f"{cost['purchases']:,.0f} purchases ({cost['purchases_per_call']:.1f} per call), "
-                        f"{cost['usec_per_call']:.1f} us per call, {cost['usec_per_purchase']:.2f} us per purchase, "
-                        f"scripts busy {cost['script_busy']:.0%} and CPU {cost['redis_cpu']:.0%} of a core"
-                    )
-                    results.append(result)
-                else:
-                    results.append(measure(path, seed, folder, options, parts=parts))
+            # other measurements use, so they come last. Each round measures the floor first; the floor is
+            # measured once more at the end, and every round's ratios use the mean of the floors around it.
+            rounds: list[list[Result]] = []
+            floors: list[Result] = []
+            for turn in range(options.rounds):
+                if options.rounds > 1:
+                    say(f"round {turn + 1} of {options.rounds}")
+                measured = [
+                    r
+                    for n in names
+                    if n != "login"
+                    and (r := _measure_path(n, stack, seed, folder, options, parts, extras, say)) is not None
+                ]
+                floors.append(measured[0])
+                rounds.append(measured[1:])
             if "degrade_cost" in chosen:
                 if stack is None:
                     say(
@@ -677,10 +731,12 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                     f"measuring login: {PATHS['login'].what} ({options.duration_s:g} s, {options.connections} connections)"
                 )
                 results.append(measure(PATHS["login"], seed, folder, options, parts=parts))
-            # The floor again at the end: on a shared machine one measurement can be off by 20 %, and every
-            # ratio hangs on it. Ratios use the mean of both.
             say("measuring floor again")
-            _floor_twice(results, measure(PATHS["floor"], seed, folder, options, parts=parts))
+            floors.append(measure(PATHS["floor"], seed, folder, options, parts=parts))
+            results[:0] = merge_rounds(floors, rounds)
+            for r in results:
+                if r.ratio is None and results[0].rps:
+                    r.ratio = r.rps / results[0].rps  # login, measured once
             ok, audit_line = audit(seed, say=say)
             if options.redis_cluster:
                 if stack is None:
@@ -712,6 +768,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                 "cores": os.cpu_count(),
                 "duration_s": options.duration_s,
                 "connections": options.connections,
+                "rounds": options.rounds,
                 "results": [asdict(r) | {"unexpected": r.unexpected} for r in results],
                 "extras": extras,
                 "audit": {"ok": ok, "detail": audit_line},
@@ -740,4 +797,5 @@ def _options_from(args: Any) -> BenchOptions:
         json_path=Path(args.json),
         redis_cluster=args.redis_cluster,
         buckets=args.buckets,
+        rounds=args.rounds,
     )

@@ -38,6 +38,13 @@ def _server_trouble() -> Iterator[None]:
         ) from None
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from loadtest.bench import EXTRAS, PATHS, BenchOptions
 
@@ -55,6 +62,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=BenchOptions.users,
         help=f"shoppers to seed (default {BenchOptions.users})",
     )
+    bench.add_argument(
+        "--rounds", type=_positive, default=1,
+        help="measure every path this many times, each round after a floor, and report medians (default 1)",
+    )  # fmt: skip
     bench.add_argument("--json", default="bench-results.json", help="where to write the figures")
     bench.add_argument(
         "--redis-cluster", type=int, default=0, metavar="N",

@@ -42,22 +42,34 @@ def test_wrk_output_is_read() -> None:
 def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = run_peak(
-        "bench", "--duration", "1", "--connections", "8", "--users", "6", "--workers", "1", "--json", str(out),
+        # 20 shoppers: each may buy 10,000 times, and two rounds of both purchase paths sell ~60,000.
+        "bench", "--duration", "1", "--connections", "8", "--users", "20", "--workers", "1", "--rounds", "2",
+        "--json", str(out),
         env={"PEAK_DATA_DIR": str(tmp_path / "unused"), "PEAK_PORT": str(free_port())},
         timeout_s=400,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "AUDIT PASS" in result.stdout
+    assert "AUDIT PASS" in result.stdout and "round 2 of 2" in result.stdout
     report = json.loads(out.read_text())
     measured = {r["path"]: r for r in report["results"]}
     assert set(measured) == {
         "floor", "purchase", "purchase_queued", "sold_out", "validate_strict", "introspect", "login", "naive"
     }  # fmt: skip
-    drain = report["extras"]["order_drain"]
-    assert drain["backlog"] == drain["written"] > 0
-    assert measured["floor"]["ratio"] == 1.0
+    for drain in report["extras"]["order_drain"]:  # one per round
+        assert drain["backlog"] == drain["written"] > 0
+    assert len(report["extras"]["order_drain"]) == 2
+    # Three floors (before each round, and at the end); every other path is the median of two rounds.
+    assert measured["floor"]["ratio"] == 1.0 and measured["floor"]["note"].count(" rps") == 1
+    assert len(measured["floor"]["note"].removeprefix("mean of ").split(", ")) == 3
     for r in measured.values():
-        assert r["requests"] > 0 and r["unexpected"] == 0, r
+        assert r["requests"] > 0 and r["unexpected"] == 0 and r["ratio"] is not None, r
+        if r["path"] not in ("floor", "login"):
+            assert r["note"].startswith("median of "), r
+    # Where the CPU went, by part of the private stack: the purchase keeps every part busy.
+    cpu = measured["purchase"]["cpu_us"]
+    assert all(cpu[part] > 0 for part in ("api", "workers", "redis", "postgres", "wrk")), cpu
+    assert cpu["total"] >= cpu["api"] + cpu["redis"]
+    assert "CPU us per request" in result.stdout
     assert report["audit"]["ok"] is True
     cost = report["extras"]["degrade_cost"]
     assert cost["floor_with_rps"] > 0 and cost["floor_without_rps"] > 0
