@@ -94,6 +94,11 @@ async def test_purchase_answers(shop: httpx.AsyncClient) -> None:
     assert _code(await shop.post(buy, headers=alice)) == (409, "limit_reached")
     assert (await shop.post(buy, headers=bob)).status_code == 202
     assert _code(await shop.post(buy, headers=carol)) == (409, "sold_out")
+    # Answered from memory now, by one shared response: each answer still carries only its own request id.
+    memo = [await shop.post(buy, headers=who) for who in (carol, bob, carol)]
+    assert {_code(r) for r in memo} == {(409, "sold_out")}
+    ids = [r.headers.get_list("x-request-id") for r in memo]
+    assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 3
     # The replay still works after the sell-out (the sold-out memory does not hide it).
     late = await shop.post(buy, headers={**alice, "Idempotency-Key": "order-1"})
     assert late.json()["order_id"] == first.json()["order_id"]
