@@ -157,6 +157,7 @@ CLUSTER_PATHS: dict[str, Path_] = {
     "floor": PATHS["floor"],
     "purchase": PATHS["purchase"],
     "sold_out": PATHS["sold_out"],
+    "validate_strict": PATHS["validate_strict"],
     "purchase_buckets": Path_(
         "purchase_buckets", "purchase while stock remains, event split into stock buckets", (202,),
         _purchase("buckets"),

@@ -117,7 +117,7 @@ def test_bench_smoke_measures_the_purchase_paths_on_a_redis_cluster_too(tmp_path
     measured = {r["path"]: r for r in report["results"]}
     assert set(measured) == {
         "floor", "purchase", "floor (cluster)", "purchase (cluster)", "sold_out (cluster)",
-        "purchase_buckets (cluster)",
+        "validate_strict (cluster)", "purchase_buckets (cluster)",
     }  # fmt: skip
     assert measured["floor (cluster)"]["ratio"] == 1.0
     for r in measured.values():
