@@ -357,7 +357,12 @@ def _wrk(
 
 
 def measure_queued(
-    stack: LocalStack, seed: Seed, folder: Path, options: BenchOptions, say: Callable[[str], None]
+    stack: LocalStack,
+    seed: Seed,
+    folder: Path,
+    options: BenchOptions,
+    parts: Mapping[int, str],
+    say: Callable[[str], None],
 ) -> tuple[Result, dict[str, Any]]:
     """Purchases with the order workers stopped (SIGSTOP), as while a spike outruns them; then how fast the
     workers, resumed, write the backlog to PostgreSQL. On this one machine the workers and PostgreSQL
@@ -365,7 +370,7 @@ def measure_queued(
     for worker in stack.workers:
         os.killpg(worker.pid, signal.SIGSTOP)
     try:
-        result = measure(PATHS["purchase_queued"], seed, folder, options, parts=stack_parts(stack))
+        result = measure(PATHS["purchase_queued"], seed, folder, options, parts=parts)
     finally:
         for worker in stack.workers:
             os.killpg(worker.pid, signal.SIGCONT)
@@ -631,7 +636,7 @@ def _measure_path(
     say(f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)")
     if name == "purchase_queued":
         assert stack is not None
-        result, drain = measure_queued(stack, seed, folder, options, say)
+        result, drain = measure_queued(stack, seed, folder, options, parts, say)
         extras.setdefault("order_drain", []).append(drain)
         return result
     if name == "purchase" and stack is not None:

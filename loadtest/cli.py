@@ -63,8 +63,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help=f"shoppers to seed (default {BenchOptions.users})",
     )
     bench.add_argument(
-        "--rounds", type=_positive, default=1,
-        help="measure every path this many times, each round after a floor, and report medians (default 1)",
+        "--rounds", type=_positive, default=BenchOptions.rounds,
+        help="measure every path this many times, each round after a floor, and report medians "
+        f"(default {BenchOptions.rounds})",
     )  # fmt: skip
     bench.add_argument("--json", default="bench-results.json", help="where to write the figures")
     bench.add_argument(
