@@ -15,9 +15,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from peak.errors import ApiError, error_response
 
-__all__ = ["ApiRoute", "Doc", "SegmentRouter", "route"]
+__all__ = ["ApiRoute", "Doc", "SegmentRouter", "raw_header", "route"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def raw_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a header (``name`` in lower case) from the scope's raw list. On hot paths this
+    spares the Headers object that ``request.headers`` builds on every request."""
+    key: bytes
+    value: bytes
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from peak.context import context_of
 from peak.errors import InvalidRequest, ServiceUnavailable, error_body
 from peak.responses import JSONResponse, dumps
-from peak.routing import ApiRoute, route
+from peak.routing import ApiRoute, raw_header, route
 from peak.schema import read_body
 from seckill import events, orders, reconcile
 from seckill.errors import sold_out
@@ -83,21 +83,11 @@ async def event_stats(request: Request) -> Response:
     return JSONResponse(await reconcile.stats(ctx, event_id))
 
 
-def _idempotency_key(request: Request) -> str | None:
-    # The raw header list rather than request.headers, which builds a Headers object: this is the hot path.
-    name: bytes
-    value: bytes
-    for name, value in request.scope["headers"]:
-        if name == b"idempotency-key":
-            return value.decode("latin-1")
-    return None
-
-
 @_outage_is_503
 async def purchase(request: Request) -> Response:
     principal = await authenticate(request)
     event_id = events.event_id_of(request.path_params["event_id"])
-    key = _idempotency_key(request)
+    key = raw_header(request.scope, b"idempotency-key")
     ctx = context_of(request)
     if key is None:
         if event_id in ctx.get(SoldOut):

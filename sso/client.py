@@ -28,6 +28,7 @@ from peak.errors import Forbidden, Unauthorized, error_body
 from peak.lua import Scripts
 from peak.redis import RedisClient, create_pubsub_client
 from peak.responses import JSONResponse
+from peak.routing import raw_header
 from sso import keys
 from sso.batching import ScriptBatcher
 from sso.errors import raise_for_touch
@@ -362,12 +363,12 @@ class TokenValidator:
 
 def bearer_token(conn: HTTPConnection) -> str | None:
     # The raw header list rather than conn.headers: this runs on every authenticated request.
-    for name, value in conn.scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
-    return None
+    value = raw_header(conn.scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 async def authenticate(request: HTTPConnection, *, strict: bool = False) -> Principal:
