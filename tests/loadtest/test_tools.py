@@ -5,12 +5,14 @@ No timing is asserted: speed is what `peak bench` reports, not what a test decid
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from loadtest.bench import parse_wrk
+from loadtest.bench import parse_wrk, settle_postgres
 from peak.stack import free_port
 from tests.conftest import Servers
 from tests.support import kill_group, run_peak, start_peak, wait_http
@@ -79,6 +81,31 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+async def _orders_table_state(url: str) -> tuple[object, object, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT last_vacuum, last_analyze FROM pg_stat_user_tables WHERE relname = 'seckill_orders'"
+        )
+        checkpoints = await conn.fetchval("SELECT checkpoints_req FROM pg_stat_bgwriter")
+        assert row is not None
+        return row["last_vacuum"], row["last_analyze"], int(checkpoints)
+    finally:
+        await conn.close()
+
+
+def test_bench_settles_postgresql_between_paths(servers: Servers) -> None:
+    """The work a path's orders leave PostgreSQL (vacuum, statistics, dirty pages) is done before the next
+    path, not billed to it."""
+    url = servers.postgres.url
+    vacuumed, analyzed, checkpoints = asyncio.run(_orders_table_state(url))
+    settle_postgres(url)
+    vacuumed_after, analyzed_after, checkpoints_after = asyncio.run(_orders_table_state(url))
+    assert vacuumed_after is not None and vacuumed_after != vacuumed
+    assert analyzed_after is not None and analyzed_after != analyzed
+    assert checkpoints_after > checkpoints
+
+
 def test_loadtest_smoke_passes_its_checks(servers: Servers, tmp_path: Path) -> None:
     port = free_port()
     env = {
