@@ -1,4 +1,4 @@
-"""App variants `peak bench` compares with the real one (served by granian with ``--factory``)."""
+"""App variants `peak bench` compares with the real one."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 from starlette.applications import Starlette
 
 from peak.app import components, create_app
+from peak.settings import Settings
 
 __all__ = ["without_degrade_middleware"]
 
 
-def without_degrade_middleware() -> Starlette:
+def without_degrade_middleware(settings: Settings | None = None) -> Starlette:
     """The whole app minus the degradation middleware: what its cost on every request is measured against."""
     parts = [dataclasses.replace(part, middleware=()) for part in components()]
-    return create_app(parts=parts)
+    return create_app(settings, parts=parts)
