@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 import secrets
@@ -422,14 +423,24 @@ def measure_degrade_cost(stack: LocalStack, floor_us: float, say: Callable[[str]
     """The degradation middleware's own CPU per request, as a share of what a floor request costs the API.
 
     The app with and without the middleware is driven inside this process (loadtest/inproc.py): compared as
-    two servers under wrk, the turns' ratios on the development VM ranged from 0.77 to 1.6 for a difference
+    two servers under wrk, the turns' ratios on the development VM ranged from 0.69 to 1.6 for a difference
     of about 1 %. What granian and the kernel spend is the same with and without it, so the share is the
     in-process difference over ``floor_us``, the API processes' CPU per floor request in this run (what
     bounds an API server's throughput)."""
     settings = stack.settings
-    cpu_us = inproc.cpu_per_request(
-        {"with": create_app(settings, parts=components()), "without": without_degrade_middleware(settings)}
-    )
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        cpu_us = inproc.cpu_per_request(
+            {
+                "with": create_app(settings, parts=components()),
+                "without": without_degrade_middleware(settings),
+            }
+        )
+    finally:
+        # create_app set up the server's logging in this process; the bench's own output stays as it was.
+        root.handlers[:] = handlers
+        root.setLevel(level)
     extra = cpu_us["with"] - cpu_us["without"]
     cost = extra / floor_us if floor_us > 0 else 0.0
     say(
