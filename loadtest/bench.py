@@ -226,7 +226,12 @@ def run_wrk(base_url: str, requests_file: Path, *, duration_s: float, connection
 
 
 def _wrk_output(proc: subprocess.Popen[str], duration_s: float) -> str:
-    out, err = proc.communicate(timeout=duration_s + 60)
+    try:
+        out, err = proc.communicate(timeout=duration_s + 60)
+    except BaseException:  # a timeout, Ctrl-C or SIGTERM: no wrk left running
+        proc.kill()
+        proc.wait()
+        raise
     if proc.returncode != 0 or "Requests/sec" not in out:
         raise StackError(f"wrk failed: {err.strip() or out.strip()}")
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 from collections.abc import Iterator
 
 import httpx
@@ -16,15 +17,31 @@ __all__ = ["add_commands"]
 def _bench(args: argparse.Namespace) -> int:
     from loadtest.bench import _options_from, run_bench
 
-    with _server_trouble():
+    with _server_trouble(), _sigterm_unwinds():
         return run_bench(_options_from(args), say=say)
 
 
 def _loadtest(args: argparse.Namespace) -> int:
     from loadtest.run import run_loadtest
 
-    with _server_trouble():
+    with _server_trouble(), _sigterm_unwinds():
         return run_loadtest(args, say=say)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (`kill`, a CI job's timeout) stops the command as Ctrl-C does, so the private stack it started
+    is stopped on the way out instead of being left running."""
+
+    def on_term(signum: int, frame: object) -> None:
+        say("stopping (SIGTERM)")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

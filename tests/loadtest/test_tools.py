@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import time
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +17,7 @@ import pytest
 from loadtest.bench import parse_wrk, settle_postgres
 from peak.stack import free_port
 from tests.conftest import Servers
-from tests.support import kill_group, run_peak, start_peak, wait_http
+from tests.support import alive_in, kill_group, run_peak, sessions_started_by, start_peak, wait_http
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000
   1 threads and 8 connections
@@ -108,6 +110,31 @@ def test_bench_settles_postgresql_between_paths(servers: Servers) -> None:
     assert vacuumed_after is not None and vacuumed_after != vacuumed
     assert analyzed_after is not None and analyzed_after != analyzed
     assert checkpoints_after > checkpoints
+
+
+def test_bench_stopped_by_sigterm_stops_its_private_stack(tmp_path: Path) -> None:
+    """A CI timeout or `kill` ends `peak bench` like Ctrl-C: nothing of its stack is left running."""
+    log = tmp_path / "bench.log"
+    bench = start_peak(
+        "bench", "--duration", "30", "--paths", "floor", "--users", "4", "--workers", "1",
+        "--json", str(tmp_path / "bench.json"), env={}, log=log,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "measuring floor" not in log.read_text(errors="replace"):
+            assert bench.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[
+                -3000:
+            ]
+            time.sleep(0.2)
+        sessions = sessions_started_by(bench.pid)  # Redis, PostgreSQL, the API, the worker
+        assert len(sessions) >= 4, sessions
+        time.sleep(2)  # past the warm-up: wrk's 30 s run is on
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(60) == 130
+        assert alive_in(sessions) == []  # wrk too: it runs in the bench's own session
+    finally:
+        kill_group(bench)
+    assert "stopping (SIGTERM)" in log.read_text(errors="replace")
 
 
 def test_loadtest_smoke_passes_its_checks(servers: Servers, tmp_path: Path) -> None:
