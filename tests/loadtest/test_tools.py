@@ -86,7 +86,6 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
         assert shedding["purchase_rps"] > 0 and set(shedding["purchase_statuses"]) == {"202"}, shedding
 
 
-@pytest.mark.slow
 async def _orders_table_state(url: str) -> tuple[object, object, int]:
     conn = await asyncpg.connect(url)
     try:
@@ -112,6 +111,7 @@ def test_bench_settles_postgresql_between_paths(servers: Servers) -> None:
     assert checkpoints_after > checkpoints
 
 
+@pytest.mark.slow
 def test_bench_stopped_by_sigterm_stops_its_private_stack(tmp_path: Path) -> None:
     """A CI timeout or `kill` ends `peak bench` like Ctrl-C: nothing of its stack is left running."""
     log = tmp_path / "bench.log"
@@ -121,10 +121,8 @@ def test_bench_stopped_by_sigterm_stops_its_private_stack(tmp_path: Path) -> Non
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while "measuring floor" not in log.read_text(errors="replace"):
-            assert bench.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[
-                -3000:
-            ]
+        while "measuring floor" not in (output := log.read_text(errors="replace")):
+            assert bench.poll() is None and time.monotonic() < deadline, output[-3000:]
             time.sleep(0.2)
         sessions = sessions_started_by(bench.pid)  # Redis, PostgreSQL, the API, the worker
         assert len(sessions) >= 4, sessions
@@ -137,6 +135,7 @@ def test_bench_stopped_by_sigterm_stops_its_private_stack(tmp_path: Path) -> Non
     assert "stopping (SIGTERM)" in log.read_text(errors="replace")
 
 
+@pytest.mark.slow
 def test_loadtest_smoke_passes_its_checks(servers: Servers, tmp_path: Path) -> None:
     port = free_port()
     env = {
