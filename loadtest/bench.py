@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -259,9 +259,13 @@ def measure(
     folder: Path,
     options: BenchOptions,
     *,
+    stack: LocalStack | None = None,
     redis_url: str | None = None,
-    parts: Mapping[int, str] | None = None,
 ) -> Result:
+    """One path under wrk. On a private stack (``stack``), PostgreSQL is settled first (see ``settle``) and
+    the CPU each part of the stack spent is measured too."""
+    settle(stack)
+    parts = stack_parts(stack)
     requests_file = _write_lines(path.lines(seed), folder, path.name)
     # A second of warm-up, not counted: connections, caches and the coalescing settle first.
     run_wrk(seed.base_url, requests_file, duration_s=1, connections=options.connections)
@@ -269,11 +273,11 @@ def measure(
         with redis.Redis.from_url(redis_url) as r:
             r.config_resetstat()
             cpu_before = _redis_cpu(r)
-    usage = cpu.snapshot(parts or {})
+    usage = cpu.snapshot(parts)
     output = run_wrk(
         seed.base_url, requests_file, duration_s=options.duration_s, connections=options.connections
     )
-    usage_after = cpu.snapshot(parts or {})
+    usage_after = cpu.snapshot(parts)
     rps, p50, p99, total, statuses = parse_wrk(output)
     result = Result(path.name, path.what, rps, p50, p99, total, statuses, list(path.expected))
     if parts:
@@ -393,7 +397,6 @@ def measure_queued(
     seed: Seed,
     folder: Path,
     options: BenchOptions,
-    parts: Mapping[int, str],
     say: Callable[[str], None],
 ) -> tuple[Result, dict[str, Any]]:
     """Purchases with the order workers stopped (SIGSTOP), as while a spike outruns them; then how fast the
@@ -402,7 +405,7 @@ def measure_queued(
     for worker in stack.workers:
         os.killpg(worker.pid, signal.SIGSTOP)
     try:
-        result = measure(PATHS["purchase_queued"], seed, folder, options, parts=parts)
+        result = measure(PATHS["purchase_queued"], seed, folder, options, stack=stack)
     finally:
         for worker in stack.workers:
             os.killpg(worker.pid, signal.SIGCONT)
@@ -594,7 +597,6 @@ def measure_on_cluster(
     try:
         stack.start()
         env.update(stack.env)
-        parts = stack_parts(stack)
         seed = seed_stack(stack.base_url, admin_token, options.users, env, say=say)
         seed.events["buckets"] = str(
             create_event(
@@ -606,13 +608,11 @@ def measure_on_cluster(
         for name, path in CLUSTER_PATHS.items():
             what = path.what + (f" ({options.buckets} buckets)" if name == "purchase_buckets" else "")
             say(f"measuring {name} on the cluster: {what} ({options.duration_s:g} s)")
-            settle(stack)
-            result = measure(path, seed, folder, options, parts=parts)
+            result = measure(path, seed, folder, options, stack=stack)
             result.path, result.what = name + CLUSTER_SUFFIX, what
             results.append(result)
         say("measuring floor on the cluster again")
-        settle(stack)
-        again = measure(PATHS["floor"], seed, folder, options, parts=parts)
+        again = measure(PATHS["floor"], seed, folder, options, stack=stack)
         again.path = results[0].path
         ok, line = audit(seed, say=say)
         return merge_rounds([results[0], again], [results[1:]]), ok, line
@@ -653,7 +653,6 @@ def _measure_path(
     seed: Seed,
     folder: Path,
     options: BenchOptions,
-    parts: Mapping[int, str],
     extras: dict[str, Any],
     say: Callable[[str], None],
 ) -> Result | None:
@@ -666,14 +665,13 @@ def _measure_path(
         say("skipping purchase_queued: it pauses the order workers, so it needs the private stack")
         return None
     say(f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)")
-    settle(stack)
     if name == "purchase_queued":
         assert stack is not None
-        result, drain = measure_queued(stack, seed, folder, options, parts, say)
+        result, drain = measure_queued(stack, seed, folder, options, say)
         extras.setdefault("order_drain", []).append(drain)
         return result
     if name == "purchase" and stack is not None:
-        result = measure(path, seed, folder, options, redis_url=stack.settings.redis_url, parts=parts)
+        result = measure(path, seed, folder, options, stack=stack, redis_url=stack.settings.redis_url)
         cost = result.redis
         say(
             f"redis primary on purchase: {cost['script_calls']:,.0f} script calls for "
@@ -682,7 +680,7 @@ def _measure_path(
             f"scripts busy {cost['script_busy']:.0%} and CPU {cost['redis_cpu']:.0%} of a core"
         )
         return result
-    return measure(path, seed, folder, options, parts=parts)
+    return measure(path, seed, folder, options, stack=stack)
 
 
 def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> int:
@@ -735,7 +733,6 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                         "with --url, set PEAK_ADMIN_TOKEN to the server's admin token to seed events"
                     )
             seed = seed_stack(base_url, admin_token, options.users, env, say=say)
-            parts = stack_parts(stack)
             results: list[Result] = []
             extras: dict[str, Any] = {}
             # Logins open sessions; beyond PEAK_SSO_MAX_SESSIONS they end the seeded ones whose tokens the
@@ -750,7 +747,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                     r
                     for n in names
                     if n != "login"
-                    and (r := _measure_path(n, stack, seed, folder, options, parts, extras, say)) is not None
+                    and (r := _measure_path(n, stack, seed, folder, options, extras, say)) is not None
                 ]
                 floors.append(measured[0])
                 rounds.append(measured[1:])
@@ -761,10 +758,9 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                 say(
                     f"measuring login: {PATHS['login'].what} ({options.duration_s:g} s, {options.connections} connections)"
                 )
-                results.append(measure(PATHS["login"], seed, folder, options, parts=parts))
+                results.append(measure(PATHS["login"], seed, folder, options, stack=stack))
             say("measuring floor again")
-            settle(stack)
-            floors.append(measure(PATHS["floor"], seed, folder, options, parts=parts))
+            floors.append(measure(PATHS["floor"], seed, folder, options, stack=stack))
             results[:0] = merge_rounds(floors, rounds)
             for r in results:
                 if r.ratio is None and results[0].rps:
