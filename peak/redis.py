@@ -16,9 +16,24 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["RedisClient", "create_pubsub_client", "create_redis", "is_cluster_url", "ping"]
+from peak.lane import Lane
 
-RedisClient: TypeAlias = "Redis | RedisCluster"
+__all__ = ["LaneRedis", "RedisClient", "create_pubsub_client", "create_redis", "is_cluster_url", "ping"]
+
+
+class LaneRedis(Redis):
+    """The single-server client: redis-py for commands, and a ``Lane`` beside it for Lua script calls."""
+
+    def __init__(self, *, connection_pool: BlockingConnectionPool, timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(connection_pool=connection_pool, **kwargs)
+        self.lane = Lane(connection_pool, size=connection_pool.max_connections, timeout_s=timeout_s)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.lane.aclose()
+        await super().aclose(close_connection_pool)
+
+
+RedisClient: TypeAlias = "LaneRedis | RedisCluster"
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -107,7 +122,7 @@ def create_redis(url: str, *, pool_size: int = 64, timeout_s: float = 5.0) -> Re
             _plain_url(url), pool_size=pool_size, wait_s=timeout_s, retry=_retry(), **options
         )
     pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout_s, **options)
-    return Redis(connection_pool=pool, retry=_retry())
+    return LaneRedis(connection_pool=pool, timeout_s=timeout_s, retry=_retry())
 
 
 def create_pubsub_client(url: str) -> Redis:

@@ -1,0 +1,148 @@
+"""The script lane: Lua script calls to one Redis server, packed by hiredis and read on raw connections.
+
+redis-py spends 80-90 µs of CPU on one EVALSHA (command packing, a timeout context per reply, the pool, the
+response callbacks); the same call packed by hiredis, written on an asyncio stream and read by a hiredis
+Reader costs 30-35 µs (dev VM, syscalls included). On the purchase and strict-validation paths that is the
+largest single item of the API's CPU, so script calls on a single server go through here
+(``peak.lua.Script``). A Redis Cluster keeps redis-py's cluster client, which routes by slot and follows
+redirections.
+
+redis-py still opens every connection (TCP or unix socket, TLS, AUTH, SELECT, CLIENT SETINFO), so the lane
+connects exactly as the rest of the process does; then it speaks on the connection's streams itself. A
+connection serves one call at a time (its commands written together, their replies read in order) and goes
+back to the idle list afterwards. A call that fails on the connection (refused, reset, closed, timed out) is
+tried again on a new connection, with the same retries and backoff as the redis-py client: scripts that must
+not run twice protect themselves (the purchase script keeps each call's answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
+
+__all__ = ["Lane"]
+
+# The error replies a caller of a script needs to tell apart, as redis-py names them.
+_ERRORS: dict[str, type[ResponseError] | type[ConnectionError]] = {
+    "NOSCRIPT": NoScriptError,
+    "LOADING": BusyLoadingError,  # a ConnectionError: tried again, like redis-py does
+    "READONLY": ReadOnlyError,
+}
+_READ_SIZE = 65536
+
+
+def _error(message: str) -> Exception:
+    kind = _ERRORS.get(message.split(" ", 1)[0], ResponseError)
+    return kind(message)
+
+
+class _Connection:
+    def __init__(self, conn: AbstractConnection) -> None:
+        self.conn = conn
+        # Set by redis-py's connect(); the lane owns the connection from here on and never hands it back.
+        assert conn._reader is not None and conn._writer is not None
+        self.reader: asyncio.StreamReader = conn._reader
+        self.writer: asyncio.StreamWriter = conn._writer
+        self.replies = hiredis.Reader(encoding="utf-8", replyError=_error)
+
+    async def run(self, packed: bytes, count: int) -> list[Any]:
+        self.writer.write(packed)
+        replies: list[Any] = []
+        gets, feed, read = self.replies.gets, self.replies.feed, self.reader.read
+        while len(replies) < count:
+            reply = gets()
+            if reply is False:
+                data = await read(_READ_SIZE)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                feed(data)
+            elif isinstance(reply, ConnectionError):
+                raise reply  # LOADING: this server cannot answer yet
+            else:
+                replies.append(reply)
+        return replies
+
+
+class Lane:
+    """At most ``size`` connections to the server of ``pool``; each call waits at most ``timeout_s``."""
+
+    def __init__(
+        self, pool: ConnectionPool, *, size: int, timeout_s: float, retries: int = 3, backoff_s: float = 0.02
+    ) -> None:
+        self._pool = pool
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
+        self._permits = asyncio.Semaphore(size)
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._closed = False
+
+    async def execute(self, packed: bytes, count: int) -> list[Any]:
+        """Send ``count`` commands packed together; their replies in order, error replies as exceptions
+        (``NoScriptError``, ``ResponseError``) in their place. Raises ConnectionError or TimeoutError when
+        the server cannot be reached or does not answer in time, after the retries."""
+        for attempt in range(self._retries):
+            try:
+                return await self._execute_once(packed, count)
+            except (ConnectionError, TimeoutError):
+                if self._closed:
+                    raise
+            # Exponential backoff capped at half a second, as redis-py's retry in peak.redis.
+            await asyncio.sleep(min(0.5, self._backoff_s * 2**attempt))
+        return await self._execute_once(packed, count)
+
+    async def _execute_once(self, packed: bytes, count: int) -> list[Any]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._permits.acquire()
+        except TimeoutError:
+            raise ConnectionError(f"no free Redis connection within {self._timeout_s:g} s") from None
+        try:
+            connection = self._idle.pop() if self._idle else await self._connect()
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    replies = await connection.run(packed, count)
+            except BaseException as exc:
+                # Replies may be left unread on it: nobody else can use this connection.
+                await self._discard(connection)
+                if isinstance(exc, TimeoutError):
+                    raise TimeoutError(f"Redis did not answer within {self._timeout_s:g} s") from None
+                if isinstance(exc, OSError):
+                    raise ConnectionError(f"Redis connection lost: {exc}") from exc
+                raise
+            self._idle.append(connection)
+            return replies
+        finally:
+            self._permits.release()
+
+    async def _connect(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the Redis lane is closed")
+        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        # redis-py's errors on the way: ConnectionError, TimeoutError, AuthenticationError.
+        await conn.connect()  # type: ignore[no-untyped-call]
+        connection = _Connection(conn)
+        self._open.add(connection)
+        return connection
+
+    async def _discard(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+        await connection.conn.disconnect(nowait=True)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._idle.clear()
+        for connection in list(self._open):
+            await self._discard(connection)
