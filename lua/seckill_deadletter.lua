@@ -1,9 +1,14 @@
 -- KEYS[1] order stream, KEYS[2] queued orders hash, KEYS[3] dead-letter stream, KEYS[4] dead orders hash
 -- ARGV[1] consumer group, ARGV[2] stream entry id, ARGV[3] reason, ARGV[4] deliveries so far
--- Returns the dead-letter entry id, or false if the entry no longer exists (it was written meanwhile)
+-- Returns the dead-letter entry id, or false if the entry is no longer pending (it was written meanwhile)
 
 -- Moves the message in one step: it is in the order stream or in the dead-letter stream, never both or neither.
+-- Pending is what counts, not being in the stream: acknowledged entries stay there until seckill_ack trims
+-- below the oldest pending one.
 
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
+  return false
+end
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #found == 0 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

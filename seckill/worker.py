@@ -160,12 +160,18 @@ class OrderWriter:
             if self._errors:
                 for entry_id in entry_ids:
                     self._errors.pop(entry_id, None)
-            await self.ctx.scripts["seckill_ack"](
-                self.ctx.redis,
-                keys.event_keys(event_id, bucket).ack(),
-                [keys.GROUP, "\n".join(entry_ids), "\n".join(order_id for _, order_id in done)],
-            )
+            await self._acknowledge(event_id, bucket, entry_ids, [order_id for _, order_id in done])
         return len(done)
+
+    async def _acknowledge(
+        self, event_id: int, bucket: int, entry_ids: Sequence[str], order_ids: Sequence[str]
+    ) -> None:
+        """Acknowledge entries and forget their orders as queued; with none, only trim what is acknowledged."""
+        await self.ctx.scripts["seckill_ack"](
+            self.ctx.redis,
+            keys.event_keys(event_id, bucket).ack(),
+            [keys.GROUP, "\n".join(entry_ids), "\n".join(order_ids)],
+        )
 
     async def _store(self, event_id: int, messages: Sequence[tuple[str, dict[str, str]]]) -> set[str]:
         if not messages:
@@ -229,6 +235,8 @@ class OrderWriter:
             keys.event_keys(event_id, bucket).dead_letter(),
             [keys.GROUP, entry_id, reason, deliveries],
         )
+        # The acknowledged entries after it may have waited for this one to leave the stream.
+        await self._acknowledge(event_id, bucket, [], [])
 
 
 async def order_writer(ctx: Context) -> None:

@@ -45,9 +45,36 @@ async def test_redelivery_after_a_crash_never_duplicates(make_settings: MakeSett
         assert await survivor.claim(event_id) == 50
         rows = await order_rows(ctx, event_id)
         assert len(rows) == 50 and len({r["order_id"] for r in rows}) == 50
-        assert await ctx.redis.xlen(stream) == 0  # acknowledged entries are deleted, nothing else
+        assert await ctx.redis.xlen(stream) == 0  # acknowledged entries are trimmed, nothing else
         b = await assert_balanced(ctx, event_id)
         assert (b.queued, b.pending_payment) == (0, 50)
+
+
+async def test_acknowledged_entries_leave_the_stream_but_a_pending_one_never_does(ctx: Context) -> None:
+    from seckill import deadletters
+
+    event_id = await new_event(ctx, stock=20)
+    await _buy(ctx, event_id, [f"u{i}" for i in range(20)])
+    stream = keys.event_keys(event_id).stream
+    # Writer A reads the five oldest entries and is still writing them...
+    slow = OrderWriter(ctx)
+    reply: Any = await ctx.redis.xreadgroup(keys.GROUP, slow.consumer, {stream: ">"}, count=5)
+    held = reply[0][1]
+    # ...while writer B writes and acknowledges the other fifteen.
+    fast = OrderWriter(ctx)
+    assert await fast.step(event_id) == 15
+    # Trimming stops below A's oldest pending entry: all twenty are still there, A's untouched.
+    assert await ctx.redis.xlen(stream) == 20
+    present: Any = await ctx.redis.xrange(stream)
+    assert [e[0] for e in present[:5]] == [e[0] for e in held]
+    # A dead-lettering racing B's acknowledgement finds the entry still in the stream but no longer pending.
+    written = present[10][0]
+    await fast.dead_letter(event_id, written, "claimed too late", 3)
+    assert await deadletters.dead_letters(ctx, [event_id]) == []
+    assert await slow.write(event_id, held) == 5
+    assert await ctx.redis.xlen(stream) == 0
+    b = await assert_balanced(ctx, event_id)
+    assert (b.queued, b.pending_payment, b.dead_letters) == (0, 20, 0)
 
 
 async def test_poison_order_is_dead_lettered_and_retried(make_settings: MakeSettings) -> None:
