@@ -47,9 +47,8 @@ class Reservation:
 @dataclass(slots=True)
 class _Attempt:
     order_id: str
-    user_id: str
-    ip: str
-    idempotency_key: str
+    # The purchase as the script reads it: "order id\nuser id\nclient IP\nidempotency key".
+    line: str
     answer: asyncio.Future[list[Any]]
 
 
@@ -64,6 +63,7 @@ class Reserver:
         self._calls: set[asyncio.Task[None]] = set()
         # Event id -> its number of stock buckets (fixed at creation), learnt once per process.
         self._bucket_counts: dict[int, int] = {}
+        self._call_parts: dict[tuple[int, int], tuple[keys.EventKeys, list[str | int]]] = {}
         self._script = ctx.scripts["seckill_reserve"]
         self._take_script = ctx.scripts["seckill_take"]
         self._hold_script = ctx.scripts["seckill_hold"]
@@ -85,7 +85,9 @@ class Reserver:
         home = home_bucket(user_id, buckets)
         slot = (event_id, home)
         loop = asyncio.get_running_loop()
-        attempt = _Attempt(new_order_id(), user_id, ip, idempotency_key or "", loop.create_future())
+        order_id = new_order_id()
+        line = f"{order_id}\n{user_id}\n{ip}\n{idempotency_key or ''}"
+        attempt = _Attempt(order_id, line, loop.create_future())
         batch = self._waiting.setdefault(slot, [])
         batch.append(attempt)
         if len(batch) >= self._coalesce_max:
@@ -178,9 +180,7 @@ class Reserver:
 
     async def _call(self, slot: tuple[int, int], batch: list[_Attempt]) -> None:
         try:
-            replies = await self.call_script(
-                slot[0], [(a.order_id, a.user_id, a.ip, a.idempotency_key) for a in batch], bucket=slot[1]
-            )
+            replies = await self._run(slot[0], slot[1], batch[0].order_id, [a.line for a in batch])
         except Exception as exc:
             log.warning("seckill_reserve failed for event %d: %s", slot[0], exc)
             for a in batch:
@@ -197,10 +197,18 @@ class Reserver:
         self, event_id: int, purchases: Sequence[tuple[str, str, str, str]], *, bucket: int = 0
     ) -> list[Any]:
         """One call of the reservation script: (order id, user id, IP, idempotency key or "") -> replies."""
+        return await self._run(event_id, bucket, purchases[0][0], ["\n".join(p) for p in purchases])
+
+    async def _run(self, event_id: int, bucket: int, first_order_id: str, lines: list[str]) -> list[Any]:
+        k, head = self._call_parts.get((event_id, bucket)) or self._learn_call_parts(event_id, bucket)
+        return list(await self._script(self._ctx.redis, k.reserve(first_order_id), [*head, *lines]))
+
+    def _learn_call_parts(self, event_id: int, bucket: int) -> tuple[keys.EventKeys, list[str | int]]:
+        """A bucket's keys and the arguments before the purchases, the same on every call."""
         k = keys.event_keys(event_id, bucket)
-        args: list[str | int] = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix, keys.REPLAY_MS]
-        args += ["\n".join(p) for p in purchases]
-        return list(await self._script(self._ctx.redis, k.reserve(purchases[0][0]), args))
+        head: list[str | int] = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix, keys.REPLAY_MS]
+        self._call_parts[(event_id, bucket)] = (k, head)
+        return k, head
 
     async def drain(self) -> None:
         """Wait for the script calls in flight (process shutdown)."""

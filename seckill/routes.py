@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from peak.context import context_of
 from peak.errors import InvalidRequest, ServiceUnavailable, error_body
-from peak.responses import JSONResponse, dumps
+from peak.responses import JSONBytes, JSONResponse, dumps
 from peak.routing import ApiRoute, raw_header, route
 from peak.schema import read_body
 from seckill import events, orders, reconcile
@@ -48,9 +48,7 @@ def _outage_is_503(endpoint: Endpoint) -> Endpoint:
 _IDEMPOTENCY_MAX = 200
 # Shared by every sold-out answer: Response.__call__ only reads it, and the middlewares copy the header list
 # before adding theirs.
-_SOLD_OUT_RESPONSE = Response(
-    dumps(error_body(sold_out().code, sold_out().message)), status_code=409, media_type="application/json"
-)
+_SOLD_OUT_RESPONSE = JSONBytes(dumps(error_body(sold_out().code, sold_out().message)), status_code=409)
 _QUEUED_BODY = b'{"order_id":"%s","status":"queued","event_id":%d,"replayed":%s}'
 
 
@@ -95,12 +93,14 @@ async def purchase(request: Request) -> Response:
             return _SOLD_OUT_RESPONSE
     elif not 0 < len(key) <= _IDEMPOTENCY_MAX:
         raise InvalidRequest(f"the Idempotency-Key header must be 1 to {_IDEMPOTENCY_MAX} characters")
-    ip = request.client.host if request.client else "unknown"
-    made = await ctx.get(Reserver).reserve(event_id, principal.user_id, ip, key)
+    client = request.scope.get("client")
+    made = await ctx.get(Reserver).reserve(
+        event_id, principal.user_id, client[0] if client else "unknown", key
+    )
     # {"order_id", "status": "queued", "event_id", "replayed"}, filled in rather than rendered: the order id is
     # a UUID and the event id an int, so nothing needs escaping.
     body = _QUEUED_BODY % (made.order_id.encode(), event_id, b"false" if made.new else b"true")
-    return Response(body, status_code=202, media_type="application/json")
+    return JSONBytes(body, status_code=202)
 
 
 @_outage_is_503
