@@ -4,8 +4,9 @@ redis-py spends 80-90 µs of CPU on one EVALSHA (command packing, a timeout cont
 response callbacks); the same call packed by hiredis, written on an asyncio stream and read by a hiredis
 Reader costs 30-35 µs (dev VM, syscalls included). On the purchase and strict-validation paths that is the
 largest single item of the API's CPU, so script calls on a single server go through here
-(``peak.lua.Script``). A Redis Cluster keeps redis-py's cluster client, which routes by slot and follows
-redirections.
+(``peak.lua.Script``). On a Redis Cluster each primary has its lane, chosen by the slot of the call's keys from
+redis-py's slot map; a call answered with a redirection (MOVED, ASK, ...) or that cannot reach its node is
+sent again through redis-py's cluster client, which follows redirections and refreshes the map.
 
 redis-py still opens every connection (TCP or unix socket, TLS, AUTH, SELECT, CLIENT SETINFO), so the lane
 connects exactly as the rest of the process does; then it speaks on the connection's streams itself. A
@@ -18,10 +19,11 @@ not run twice protect themselves (the purchase script keeps each call's answers)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
@@ -75,12 +77,19 @@ class _Connection:
 
 
 class Lane:
-    """At most ``size`` connections to the server of ``pool``; each call waits at most ``timeout_s``."""
+    """At most ``size`` connections made by ``new_connection`` (a redis-py connection, not yet connected,
+    configured as the client's own); each call waits at most ``timeout_s``."""
 
     def __init__(
-        self, pool: ConnectionPool, *, size: int, timeout_s: float, retries: int = 3, backoff_s: float = 0.02
+        self,
+        new_connection: Callable[[], AbstractConnection],
+        *,
+        size: int,
+        timeout_s: float,
+        retries: int = 3,
+        backoff_s: float = 0.02,
     ) -> None:
-        self._pool = pool
+        self._new_connection = new_connection
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._permits = asyncio.Semaphore(size)
@@ -130,7 +139,7 @@ class Lane:
     async def _connect(self) -> _Connection:
         if self._closed:
             raise ConnectionError("the Redis lane is closed")
-        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        conn = self._new_connection()
         # redis-py's errors on the way: ConnectionError, TimeoutError, AuthenticationError.
         await conn.connect()  # type: ignore[no-untyped-call]
         connection = _Connection(conn)

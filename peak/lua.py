@@ -4,23 +4,24 @@ A NOSCRIPT answer (Redis restarted, SCRIPT FLUSH, a new cluster node) is answere
 EVAL, which sends the source, runs it and caches it on that node in one step, so callers never see it. (SCRIPT
 LOAD then EVALSHA again would be two more round trips and lose to a second flush between them.)
 
-On a single server, calls go through the client's ``Lane`` (``peak/lane.py``): packed by hiredis, a third of
-redis-py's CPU per call. On a Redis Cluster, redis-py sends SCRIPT LOAD to every primary and EVALSHA to the
-primary owning the keys' slot (all keys of one script share a hash tag).
+Calls go through the client's lanes (``peak/lane.py``): packed by hiredis, a third of redis-py's CPU per call.
+On a Redis Cluster, SCRIPT LOAD goes to every primary and a call to the lane of the primary owning its keys'
+slot (all keys of one script share a hash tag); redirections are followed by redis-py's cluster client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 import hiredis
-from redis.asyncio import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
-from peak.redis import RedisClient
+from peak.lane import Lane
+from peak.redis import LaneCluster, RedisClient
 
 __all__ = ["Call", "Script", "Scripts"]
 
@@ -37,43 +38,57 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
 
     async def __call__(self, redis: RedisClient, keys: Sequence[str], args: Sequence[EncodableT] = ()) -> Any:
-        if isinstance(redis, RedisCluster):
-            try:
-                return await redis.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await redis.eval(self.source, len(keys), *keys, *args)
         [result] = await self.run_many(redis, [(keys, args)])
         if isinstance(result, Exception):
             raise result
         return result
 
     async def run_many(self, redis: RedisClient, calls: Sequence[Call]) -> list[Any]:
-        """Several calls sent together: one write (on a cluster, one per primary) for all of them. Each
-        call's answer in order; a call that Redis refused gets its error (``ResponseError``) in its place.
-        Raises when Redis cannot be reached."""
-        if isinstance(redis, RedisCluster):
-            # redis-py's ``pipe.evalsha`` refuses to run in a cluster pipeline, but the raw command is routed
-            # by its keys like any other.
-            async with redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-                results = list(await pipe.execute(raise_on_error=False))
-            for at, result in enumerate(results):
-                if isinstance(result, NoScriptError):
-                    keys, args = calls[at]
-                    try:
-                        results[at] = await self(redis, keys, args)
-                    except Exception as exc:
-                        results[at] = exc
-            return results
+        """Several calls sent together: one write per server for all of them. Each call's answer in order; a
+        call that Redis refused gets its error (``ResponseError``) in its place. Raises when Redis cannot be
+        reached."""
+        if not isinstance(redis, LaneCluster):
+            return await self._run_on(redis.lane, calls)
+        by_lane: dict[Lane, list[int]] = {}
+        for at, (keys, _) in enumerate(calls):
+            by_lane.setdefault(await redis.lane_for(keys[0]), []).append(at)
+        results: list[Any] = [None] * len(calls)
+
+        async def run(lane: Lane, ats: list[int]) -> None:
+            try:
+                answers: list[Any] = await self._run_on(lane, [calls[at] for at in ats])
+            except (ConnectionError, TimeoutError) as exc:
+                answers = [exc] * len(ats)
+            for at, answer in zip(ats, answers, strict=True):
+                results[at] = answer
+
+        await asyncio.gather(*(run(lane, ats) for lane, ats in by_lane.items()))
+        for at, result in enumerate(results):
+            if _elsewhere(result):
+                # The slot moved or its node is unreachable: redis-py's cluster client follows the redirection
+                # (or the failover) and refreshes its slot map, which the lanes then follow.
+                keys, args = calls[at]
+                try:
+                    results[at] = await self._redis_py(redis, keys, args)
+                except Exception as exc:
+                    results[at] = exc
+        return results
+
+    async def _run_on(self, lane: Lane, calls: Sequence[Call]) -> list[Any]:
         packed = b"".join(self._pack("EVALSHA", self.sha, keys, args) for keys, args in calls)
-        results = await redis.lane.execute(packed, len(calls))
+        results = await lane.execute(packed, len(calls))
         missing = [at for at, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
             packed = b"".join(self._pack("EVAL", self.source, *calls[at]) for at in missing)
-            for at, result in zip(missing, await redis.lane.execute(packed, len(missing)), strict=True):
+            for at, result in zip(missing, await lane.execute(packed, len(missing)), strict=True):
                 results[at] = result
         return results
+
+    async def _redis_py(self, redis: LaneCluster, keys: Sequence[str], args: Sequence[EncodableT]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.eval(self.source, len(keys), *keys, *args)
 
     @staticmethod
     def _pack(command: str, script: str, keys: Sequence[str], args: Sequence[EncodableT]) -> bytes:
@@ -83,6 +98,16 @@ class Script:
 
     def __repr__(self) -> str:
         return f"Script({self.name!r}, sha={self.sha[:12]})"
+
+
+# Error replies of a cluster node that does not serve the slot (now, or yet).
+_REDIRECTIONS = ("MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "READONLY ")
+
+
+def _elsewhere(result: Any) -> bool:
+    if isinstance(result, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(result, ResponseError) and str(result).startswith(_REDIRECTIONS)
 
 
 class Scripts:

@@ -18,7 +18,15 @@ from redis.exceptions import ConnectionError, TimeoutError
 
 from peak.lane import Lane
 
-__all__ = ["LaneRedis", "RedisClient", "create_pubsub_client", "create_redis", "is_cluster_url", "ping"]
+__all__ = [
+    "LaneCluster",
+    "LaneRedis",
+    "RedisClient",
+    "create_pubsub_client",
+    "create_redis",
+    "is_cluster_url",
+    "ping",
+]
 
 
 class LaneRedis(Redis):
@@ -26,14 +34,18 @@ class LaneRedis(Redis):
 
     def __init__(self, *, connection_pool: BlockingConnectionPool, timeout_s: float, **kwargs: Any) -> None:
         super().__init__(connection_pool=connection_pool, **kwargs)
-        self.lane = Lane(connection_pool, size=connection_pool.max_connections, timeout_s=timeout_s)
+        self.lane = Lane(
+            lambda: connection_pool.connection_class(**connection_pool.connection_kwargs),
+            size=connection_pool.max_connections,
+            timeout_s=timeout_s,
+        )
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await self.lane.aclose()
         await super().aclose(close_connection_pool)
 
 
-RedisClient: TypeAlias = "LaneRedis | RedisCluster"
+RedisClient: TypeAlias = "LaneRedis | LaneCluster"
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -58,8 +70,9 @@ def _retry() -> Retry:
 _HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("peak_redis_permit", default=False)
 
 
-class _WaitingCluster(RedisCluster):
-    """A RedisCluster whose callers wait for a free connection, as the single server's BlockingConnectionPool.
+class LaneCluster(RedisCluster):
+    """The cluster client: redis-py's RedisCluster with a ``Lane`` per primary for Lua script calls, and
+    callers that wait for a free connection, as the single server's BlockingConnectionPool.
 
     redis-py's cluster client raises MaxConnectionsError as soon as a node's pool is used up: a burst of
     requests would fail instead of queueing for a few milliseconds. Here at most ``pool_size`` commands (or
@@ -73,6 +86,27 @@ class _WaitingCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._permits = asyncio.Semaphore(pool_size)
         self._wait_s = wait_s
+        self._pool_size = pool_size
+        self._lanes: dict[str, Lane] = {}
+
+    async def lane_for(self, key: str) -> Lane:
+        """The lane to the primary that owns ``key``'s slot, as redis-py's slot map says."""
+        if self._initialize:
+            await self.initialize()
+        node = self.nodes_manager.get_node_from_slot(self.keyslot(key))
+        lane = self._lanes.get(node.name)
+        if lane is None:
+            lane = self._lanes[node.name] = Lane(
+                lambda: node.connection_class(**node.connection_kwargs),
+                size=self._pool_size,
+                timeout_s=self._wait_s,
+            )
+        return lane
+
+    async def aclose(self) -> None:
+        for lane in self._lanes.values():
+            await lane.aclose()
+        await super().aclose()
 
     @contextlib.asynccontextmanager
     async def permit(self) -> AsyncIterator[None]:
@@ -105,7 +139,7 @@ class _WaitingCluster(RedisCluster):
 class _WaitingPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         client = self.cluster_client
-        assert isinstance(client, _WaitingCluster)
+        assert isinstance(client, LaneCluster)
         async with client.permit():
             return await super().execute(raise_on_error, allow_redirections)
 
@@ -118,9 +152,11 @@ def create_redis(url: str, *, pool_size: int = 64, timeout_s: float = 5.0) -> Re
         "health_check_interval": 30,
     }
     if is_cluster_url(url):
-        return _WaitingCluster.from_url(
+        cluster = LaneCluster.from_url(
             _plain_url(url), pool_size=pool_size, wait_s=timeout_s, retry=_retry(), **options
         )
+        assert isinstance(cluster, LaneCluster)
+        return cluster
     pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout_s, **options)
     return LaneRedis(connection_pool=pool, timeout_s=timeout_s, retry=_retry())
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.asyncio import RedisCluster
 
 from peak.app import create_app
 from peak.lua import Script, Scripts
-from peak.redis import create_pubsub_client, create_redis
+from peak.redis import LaneCluster, create_pubsub_client, create_redis
 from peak.settings import Settings
 from peak.stack import RedisClusterServer
 from tests.conftest import Servers
@@ -21,9 +20,9 @@ from tests.support import lifespan_client
 
 
 @pytest.fixture
-async def cluster_client(cluster_settings: Settings) -> AsyncIterator[RedisCluster]:
+async def cluster_client(cluster_settings: Settings) -> AsyncIterator[LaneCluster]:
     client = create_redis(cluster_settings.require("redis_url"))
-    assert isinstance(client, RedisCluster)
+    assert isinstance(client, LaneCluster)
     await client.initialize()
     try:
         yield client
@@ -31,7 +30,7 @@ async def cluster_client(cluster_settings: Settings) -> AsyncIterator[RedisClust
         await client.aclose()
 
 
-def _tags_per_node(client: RedisCluster) -> dict[str, str]:
+def _tags_per_node(client: LaneCluster) -> dict[str, str]:
     """A hash tag owned by each primary (node name -> tag)."""
     found: dict[str, str] = {}
     i = 0
@@ -45,7 +44,7 @@ def _tags_per_node(client: RedisCluster) -> dict[str, str]:
 
 
 async def test_packaged_scripts_load_on_every_primary(
-    cluster_client: RedisCluster, cluster: RedisClusterServer
+    cluster_client: LaneCluster, cluster: RedisClusterServer
 ) -> None:
     scripts = Scripts.from_package()
     await scripts.load(cluster_client)
@@ -57,7 +56,7 @@ async def test_packaged_scripts_load_on_every_primary(
 
 
 async def test_noscript_on_one_node_is_recovered_under_concurrency(
-    cluster_client: RedisCluster, cluster: RedisClusterServer
+    cluster_client: LaneCluster, cluster: RedisClusterServer
 ) -> None:
     script = Script("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])")
     scripts = Scripts({"incr": script})
@@ -89,7 +88,7 @@ async def test_noscript_on_one_node_is_recovered_under_concurrency(
             other.close()
 
 
-async def test_publish_through_the_cluster_is_heard_on_another_node(cluster_client: RedisCluster) -> None:
+async def test_publish_through_the_cluster_is_heard_on_another_node(cluster_client: LaneCluster) -> None:
     channel = "peak:scale:probe"
     owner = cluster_client.get_node_from_key(channel)
     assert owner is not None
@@ -149,3 +148,21 @@ async def test_readiness_pings_every_primary(
             assert (await client.get("/readyz")).status_code == 200
     finally:
         private.stop()
+
+
+async def test_a_call_sent_to_the_wrong_node_follows_the_redirection(cluster_client: LaneCluster) -> None:
+    """A stale slot map (a resharding the client has not heard of) sends the lane to a node that answers
+    MOVED: the call is run where the slot lives, once, and the map is put right for the next calls."""
+    script = Script("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    tags = _tags_per_node(cluster_client)
+    (owner_name, tag), (stranger_name, _) = list(tags.items())[:2]
+    slot = cluster_client.keyslot(f"{tag}n")
+    manager = cluster_client.nodes_manager
+    stranger = manager.get_node(node_name=stranger_name)
+    assert stranger is not None
+    manager.slots_cache[slot] = [stranger]
+    first = await script.run_many(cluster_client, [([f"{tag}n"], [1]), ([f"{tag}n"], [10])])
+    assert first == [1, 11]
+    assert await script(cluster_client, [f"{tag}n"], [100]) == 111
+    assert manager.get_node_from_slot(slot).name == owner_name
+    assert await cluster_client.get(f"{tag}n") == "111"
