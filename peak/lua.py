@@ -50,9 +50,10 @@ class Script:
         if not isinstance(redis, LaneCluster):
             return await self._run_on(redis.lane, calls)
         by_lane: dict[Lane, list[int]] = {}
-        for at, (keys, _) in enumerate(calls):
-            by_lane.setdefault(await redis.lane_for(keys[0]), []).append(at)
         results: list[Any] = [None] * len(calls)
+        for at, (keys, _) in enumerate(calls):
+            if keys:  # a call without keys has no slot: redis-py picks a node (below)
+                by_lane.setdefault(await redis.lane_for(keys[0]), []).append(at)
 
         async def run(lane: Lane, ats: list[int]) -> None:
             try:
@@ -64,7 +65,7 @@ class Script:
 
         await asyncio.gather(*(run(lane, ats) for lane, ats in by_lane.items()))
         for at, result in enumerate(results):
-            if _elsewhere(result):
+            if not calls[at][0] or _elsewhere(result):
                 # The slot moved or its node is unreachable: redis-py's cluster client follows the redirection
                 # (or the failover) and refreshes its slot map, which the lanes then follow.
                 keys, args = calls[at]
