@@ -18,6 +18,7 @@ not run twice protect themselves (the purchase script keeps each call's answers)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,7 @@ class _Connection:
         self.reader: asyncio.StreamReader = conn._reader
         self.writer: asyncio.StreamWriter = conn._writer
         self.replies = hiredis.Reader(encoding="utf-8", replyError=_error)
+        self.used_at = time.monotonic()
 
     async def run(self, packed: bytes, count: int) -> list[Any]:
         self.writer.write(packed)
@@ -77,7 +79,9 @@ class _Connection:
 
 class Lane:
     """At most ``size`` connections made by ``new_connection`` (a redis-py connection, not yet connected,
-    configured as the client's own); each call waits at most ``timeout_s``."""
+    configured as the client's own); each call waits at most ``timeout_s``. A connection left idle for more
+    than ``max_idle_s`` is closed rather than used: a firewall or NAT may have dropped it silently, and a call
+    on it would wait for the whole timeout (redis-py PINGs such a connection first; a new one costs no more)."""
 
     def __init__(
         self,
@@ -85,10 +89,12 @@ class Lane:
         *,
         size: int,
         timeout_s: float,
+        max_idle_s: float = 30.0,
         retries: int = 3,
         backoff_s: float = 0.02,
     ) -> None:
         self._new_connection = new_connection
+        self._max_idle_s = max_idle_s
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._permits = asyncio.Semaphore(size)
@@ -118,7 +124,7 @@ class Lane:
         except TimeoutError:
             raise ConnectionError(f"no free Redis connection within {self._timeout_s:g} s") from None
         try:
-            connection = self._idle.pop() if self._idle else await self._connect()
+            connection = await self._take()
             try:
                 async with asyncio.timeout(self._timeout_s):
                     replies = await connection.run(packed, count)
@@ -130,10 +136,20 @@ class Lane:
                 if isinstance(exc, OSError):
                     raise ConnectionError(f"Redis connection lost: {exc}") from exc
                 raise
+            connection.used_at = time.monotonic()
             self._idle.append(connection)
             return replies
         finally:
             self._permits.release()
+
+    async def _take(self) -> _Connection:
+        stale_before = time.monotonic() - self._max_idle_s
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.used_at >= stale_before:
+                return connection
+            await self._discard(connection)
+        return await self._connect()
 
     async def _connect(self) -> _Connection:
         if self._closed:

@@ -9,10 +9,12 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import hiredis
 import pytest
 import redis
 from redis.exceptions import AuthenticationError, ResponseError, TimeoutError
 
+from peak.lane import Lane
 from peak.lua import Script
 from peak.redis import LaneRedis, create_redis
 from peak.stack import RedisServer
@@ -135,4 +137,25 @@ async def test_a_restarted_server_is_found_again_and_gets_the_scripts_back(serve
         assert await INCR(client, ["other"], [1]) == 1
         assert await ECHO.run_many(client, [(["a"], [1]), (["b"], [2])]) == [["a", "1"], ["b", "2"]]
     finally:
+        await client.aclose()
+
+
+async def test_a_connection_idle_too_long_is_replaced_before_use(server: RedisServer) -> None:
+    client = _client(server)
+    pool = client.connection_pool
+    lane = Lane(
+        lambda: pool.connection_class(**pool.connection_kwargs), size=4, timeout_s=5.0, max_idle_s=0.3
+    )
+    client_id = hiredis.pack_command(("CLIENT", "ID"))  # type: ignore[arg-type]  # stub: a 1-tuple
+    try:
+        [first] = await lane.execute(client_id, 1)
+        [again] = await lane.execute(client_id, 1)
+        assert again == first  # reused while fresh
+        await asyncio.sleep(0.5)
+        [later] = await lane.execute(client_id, 1)
+        assert later != first  # a silently dropped connection would have cost the whole timeout here
+        ids = [str(c["id"]) for c in await client.client_list()]
+        assert str(first) not in ids  # and the stale one is closed, not leaked
+    finally:
+        await lane.aclose()
         await client.aclose()
