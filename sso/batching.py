@@ -3,9 +3,9 @@ per-command overhead is paid once per batch.
 
 A script call costs the client 30-90 µs of CPU whatever its size (``peak/lane.py``); on the strict-validation
 path that was most of the cost (one process: 11,000 EVALSHA/s one by one through redis-py; 60,000/s in
-pipelines of 64; measured on the 2-core dev VM). A batch leaves as soon as the event loop
-is free; while ``max_in_flight`` batches are out, new calls wait for the next one, so batches grow with load
-and add nothing when idle. With ``same_keys_same_answer``, calls in one batch on the same keys share one
+pipelines of 64; measured on the 2-core dev VM). A batch leaves as soon as the event loop is free; while
+``max_in_flight`` batches are out, new calls wait for the next one, so batches grow with load and add nothing
+when idle. With ``same_keys_same_answer``, calls in one batch on the same keys share one
 command (single flight): right for idempotent checks such as the session touch, where two requests arriving
 together get the answer either would have got. A batch is one ``Script.run_many``: one write on a single
 server, one per primary on a Redis Cluster.
