@@ -604,18 +604,27 @@ def measure_on_cluster(
                 buckets=options.buckets,
             )["id"]
         )  # fmt: skip
-        results = []
-        for name, path in CLUSTER_PATHS.items():
-            what = path.what + (f" ({options.buckets} buckets)" if name == "purchase_buckets" else "")
-            say(f"measuring {name} on the cluster: {what} ({options.duration_s:g} s)")
-            result = measure(path, seed, folder, options, stack=stack)
-            result.path, result.what = name + CLUSTER_SUFFIX, what
-            results.append(result)
+        # Rounds as on the main stack: each after a floor, the floor once more at the end.
+        floors: list[Result] = []
+        rounds: list[list[Result]] = []
+        for turn in range(options.rounds):
+            if options.rounds > 1:
+                say(f"round {turn + 1} of {options.rounds} on the cluster")
+            measured = []
+            for name, path in CLUSTER_PATHS.items():
+                what = path.what + (f" ({options.buckets} buckets)" if name == "purchase_buckets" else "")
+                say(f"measuring {name} on the cluster: {what} ({options.duration_s:g} s)")
+                result = measure(path, seed, folder, options, stack=stack)
+                result.path, result.what = name + CLUSTER_SUFFIX, what
+                measured.append(result)
+            floors.append(measured[0])
+            rounds.append(measured[1:])
         say("measuring floor on the cluster again")
         again = measure(PATHS["floor"], seed, folder, options, stack=stack)
-        again.path = results[0].path
+        again.path = floors[0].path
+        floors.append(again)
         ok, line = audit(seed, say=say)
-        return merge_rounds([results[0], again], [results[1:]]), ok, line
+        return merge_rounds(floors, rounds), ok, line
     finally:
         stack.stop()
 

@@ -164,7 +164,7 @@ def test_bench_smoke_measures_the_purchase_paths_on_a_redis_cluster_too(tmp_path
     out = tmp_path / "bench.json"
     result = run_peak(
         "bench", "--duration", "1", "--connections", "8", "--users", "6", "--workers", "1", "--json", str(out),
-        "--paths", "purchase", "--redis-cluster", "3",
+        "--paths", "purchase", "--redis-cluster", "3", "--rounds", "2",
         env={"PEAK_DATA_DIR": str(tmp_path / "unused"), "PEAK_PORT": str(free_port())},
         timeout_s=400,
     )  # fmt: skip
@@ -177,6 +177,9 @@ def test_bench_smoke_measures_the_purchase_paths_on_a_redis_cluster_too(tmp_path
         "validate_strict (cluster)", "purchase_buckets (cluster)",
     }  # fmt: skip
     assert measured["floor (cluster)"]["ratio"] == 1.0
+    # The cluster stack keeps the rounds too: three floors around two rounds, each path the median of two.
+    assert len(measured["floor (cluster)"]["note"].split(", ")) == 3
+    assert measured["purchase (cluster)"]["note"].startswith("median of ")
     for r in measured.values():
         assert r["requests"] > 0 and r["unexpected"] == 0, r
     assert report["extras"]["cluster"] == {"masters": 3, "buckets": 3}
