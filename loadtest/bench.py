@@ -79,6 +79,8 @@ class Result:
     redis: dict[str, float] = field(default_factory=dict)
     # On a private stack: microseconds of CPU per request by part of the stack (see loadtest/cpu.py).
     cpu_us: dict[str, float] = field(default_factory=dict)
+    # The floor's machine CPU per request over this path's (see cpu_ratios).
+    cpu_ratio: float | None = None
 
     @property
     def unexpected(self) -> int:
@@ -639,15 +641,30 @@ def _table(results: list[Result]) -> str:
     return _columns(rows)
 
 
+def cpu_ratios(results: list[Result]) -> None:
+    """Each row's CPU ratio: the machine CPU per request of its stack's floor (the floor row before it) over
+    its own. Under a saturating load it is what the rps ratio would be without the machine's noise: on the
+    shared development VM the floor's rps moved by up to 30 % within one run, its CPU per request by a few %."""
+    floor: Result | None = None
+    for r in results:
+        if r.path.startswith("floor"):
+            floor = r
+        if floor is not None and floor.cpu_us.get("total") and r.cpu_us.get("total"):
+            r.cpu_ratio = floor.cpu_us["total"] / r.cpu_us["total"]
+
+
 def _cpu_table(results: list[Result]) -> str:
     """Microseconds of CPU per request by part of the stack; empty when nothing was measured (--url)."""
     measured = [r for r in results if r.cpu_us]
     if not measured:
         return ""
     names = [n for n in measured[0].cpu_us if n != "total"]
-    rows: list[tuple[str, ...]] = [("CPU us per request", *names, "total")]
+    rows: list[tuple[str, ...]] = [("CPU us per request", *names, "total", "CPU ratio")]
     for r in measured:
-        rows.append((r.path, *(f"{r.cpu_us.get(n, 0.0):.1f}" for n in names), f"{r.cpu_us['total']:.1f}"))
+        ratio = "" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}"
+        rows.append(
+            (r.path, *(f"{r.cpu_us.get(n, 0.0):.1f}" for n in names), f"{r.cpu_us['total']:.1f}", ratio)
+        )
     return _columns(rows)
 
 
@@ -801,6 +818,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
                     ok = ok and cluster_ok
                     audit_line += f"; on the cluster: {cluster_line}"
                     extras["cluster"] = {"masters": options.redis_cluster, "buckets": options.buckets}
+            cpu_ratios(results)
             naive = next((r for r in results if r.path == "naive"), None)
             say("")
             say(_table(results))

@@ -74,6 +74,10 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
     assert all(cpu[part] > 0 for part in ("api", "workers", "redis", "postgres", "wrk")), cpu
     assert cpu["total"] >= cpu["api"] + cpu["redis"]
     assert "CPU us per request" in result.stdout
+    # CPU ratios: the floor's machine CPU per request over each path's.
+    assert measured["floor"]["cpu_ratio"] == 1.0
+    for r in measured.values():
+        assert r["cpu_ratio"] == pytest.approx(measured["floor"]["cpu_us"]["total"] / r["cpu_us"]["total"]), r
     assert report["audit"]["ok"] is True
     # The middleware measured in-process: the app without it does less per request, and the share is of the
     # API's CPU per floor request in this run.
@@ -179,6 +183,11 @@ def test_bench_smoke_measures_the_purchase_paths_on_a_redis_cluster_too(tmp_path
     assert measured["floor (cluster)"]["ratio"] == 1.0
     # The cluster stack keeps the rounds too: three floors around two rounds, each path the median of two.
     assert len(measured["floor (cluster)"]["note"].split(", ")) == 3
+    # Cluster rows' CPU ratios are to the cluster stack's own floor.
+    floor_cpu = measured["floor (cluster)"]["cpu_us"]["total"]
+    assert measured["purchase (cluster)"]["cpu_ratio"] == pytest.approx(
+        floor_cpu / measured["purchase (cluster)"]["cpu_us"]["total"]
+    )
     assert measured["purchase (cluster)"]["note"].startswith("median of ")
     for r in measured.values():
         assert r["requests"] > 0 and r["unexpected"] == 0, r
