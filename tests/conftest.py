@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -55,8 +58,10 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    root = tmp_path_factory.mktemp("servers")
+def servers() -> Iterator[Servers]:
+    # Not under pytest's basetemp: another pytest run by the same user makes /tmp/pytest-of-<user> private
+    # again (mode 700), and the unprivileged user running PostgreSQL could no longer reach its data folder.
+    root = Path(tempfile.mkdtemp(prefix="peak-test-servers-"))
     redis_server: RedisServer | RedisClusterServer
     if TEST_REDIS == "cluster":
         redis_server = RedisClusterServer(root / "redis-cluster", 3, say=lambda _: None)
@@ -71,6 +76,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     finally:
         postgres.stop()
         redis_server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _migrate(url: str) -> None:

@@ -4,6 +4,8 @@ up answers, and survives lost connections, a stopped server and a restart."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import os
 import signal
 from collections.abc import Iterator
@@ -12,12 +14,15 @@ from pathlib import Path
 import hiredis
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from redis.exceptions import AuthenticationError, ResponseError, TimeoutError
 
 from peak.lane import Lane
 from peak.lua import Script
 from peak.redis import LaneRedis, create_redis
-from peak.stack import RedisServer
+from peak.stack import RedisServer, free_port
 
 ECHO = Script("echo", "return {KEYS[1], ARGV[1]}")
 INCR = Script("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])")
@@ -159,3 +164,59 @@ async def test_a_connection_idle_too_long_is_replaced_before_use(server: RedisSe
     finally:
         await lane.aclose()
         await client.aclose()
+
+
+def _self_signed(folder: Path) -> Path:
+    """A certificate for 127.0.0.1 and its key, in one PEM file (the server's and the client's CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = folder / "redis.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return pem
+
+
+async def test_script_calls_over_tls(tmp_path: Path) -> None:
+    """``rediss://``: redis-py makes the TLS connection, the lane speaks on its encrypted stream."""
+    pem = _self_signed(tmp_path)
+    tls_port = free_port()
+    private = RedisServer(
+        tmp_path / "redis",
+        extra_args=[
+            "--tls-port", str(tls_port), "--tls-cert-file", str(pem), "--tls-key-file", str(pem),
+            "--tls-ca-cert-file", str(pem), "--tls-auth-clients", "no",
+        ],
+    )  # fmt: skip
+    private.start()
+    client = create_redis(f"rediss://127.0.0.1:{tls_port}/1?ssl_ca_certs={pem}")
+    try:
+        assert isinstance(client, LaneRedis)
+        counts = await asyncio.gather(*(INCR(client, ["n"], [1]) for _ in range(100)))
+        assert sorted(counts) == list(range(1, 101))
+        # A reply larger than one TLS record arrives whole.
+        assert await ECHO.run_many(client, [(["a"], ["x" * 100_000])]) == [["a", "x" * 100_000]]
+        plain = redis.Redis(port=private.port, db=1, decode_responses=True)
+        assert plain.get("n") == "100"  # the same server and database, through its plain port
+        plain.close()
+    finally:
+        await client.aclose()
+        private.stop()
