@@ -2,10 +2,10 @@
 -- KEYS[4] idempotency hash, KEYS[5] order stream, KEYS[6] queued orders hash (order id -> user id),
 -- KEYS[7] holds hash (bucketed events: order id -> "user\nidempotency key\nms\nseq"), KEYS[8] this call's
 -- answers (named after its first order id); all of ONE bucket
--- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] event id,
--- ARGV[5] key prefix of the users' rate counters, ARGV[6] key prefix of the IPs' rate counters (both in the
--- event's hash tag), ARGV[7] how long this call's answers are kept (ms);
--- then one argument per purchase, ARGV[7+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
+-- ARGV[1] attempts per user per window, ARGV[2] attempts per IP per window, ARGV[3] window ms, ARGV[4] key prefix
+-- of the users' rate counters, ARGV[5] key prefix of the IPs' rate counters (both in the event's hash tag),
+-- ARGV[6] how long this call's answers are kept (ms);
+-- then one argument per purchase, ARGV[6+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
 -- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
 -- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"} |
 -- {"hold", order id, seq} (bucketed event, this bucket sold out: the user's count is taken, see seckill/buckets.py)
@@ -26,8 +26,8 @@ end
 local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local holds, answers = KEYS[7], KEYS[8]
 local user_rate, ip_rate, window_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local event_id, user_prefix, ip_prefix, keep_ms = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local n = #ARGV - 7
+local user_prefix, ip_prefix, keep_ms = ARGV[4], ARGV[5], ARGV[6]
+local n = #ARGV - 6
 
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,7 +59,7 @@ local function over(key, allowed)
 end
 
 local function attempt(i)
-  local packed = ARGV[7 + i]
+  local packed = ARGV[6 + i]
   local a = string.find(packed, '\n', 1, true)
   local b = string.find(packed, '\n', a + 1, true)
   local c = string.find(packed, '\n', b + 1, true)
@@ -112,10 +112,10 @@ local function attempt(i)
   local rsv = string.format('%d', reserved * buckets + tonumber(this_bucket))
   local seq = string.format('%d', redis.call('HINCRBY', seqs, user, '1'))
   if buckets > 1 then
-    redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_text,
+    redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'q', seq, 'r', rsv, 't', now_text,
       'b', this_bucket, 'h', this_bucket)
   else
-    redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'e', event_id, 'q', seq, 'r', rsv, 't', now_text)
+    redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'q', seq, 'r', rsv, 't', now_text)
   end
   redis.call('HSET', queued, order_id, user)
   if idem_field then

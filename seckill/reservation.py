@@ -129,7 +129,7 @@ class Reserver:
                 continue  # never offered there, so certainly not taken there
             try:
                 reply = await self._take_script(
-                    redis, keys.event_keys(event_id, bucket).take(), [order_id, user_id, event_id, seq, home]
+                    redis, keys.event_keys(event_id, bucket).take(), [order_id, user_id, seq, home]
                 )
             except Exception as exc:
                 # Taken or not, nobody knows: the hold stays, and the hold sweeper settles it.
@@ -206,7 +206,7 @@ class Reserver:
     def _learn_call_parts(self, event_id: int, bucket: int) -> tuple[keys.EventKeys, list[str | int]]:
         """A bucket's keys and the arguments before the purchases, the same on every call."""
         k = keys.event_keys(event_id, bucket)
-        head: list[str | int] = [*self._rates, event_id, k.user_rate_prefix, k.ip_rate_prefix, keys.REPLAY_MS]
+        head: list[str | int] = [*self._rates, k.user_rate_prefix, k.ip_rate_prefix, keys.REPLAY_MS]
         self._call_parts[(event_id, bucket)] = (k, head)
         return k, head
 

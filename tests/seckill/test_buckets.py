@@ -139,7 +139,7 @@ async def test_a_hold_left_by_a_crash_is_settled_without_breaking_the_limit(ctx:
     carol_order, carol_seq = await hold(carol)
     # Carol's process got as far as taking the stock in bucket 1, not as far as confirming the hold.
     taken = await ctx.scripts["seckill_take"](
-        ctx.redis, keys.event_keys(event_id, 1).take(), [carol_order, carol, event_id, carol_seq, 0]
+        ctx.redis, keys.event_keys(event_id, 1).take(), [carol_order, carol, carol_seq, 0]
     )
     assert taken[0] == "ok"
     # Meanwhile their quota is held: neither can buy a second time.
