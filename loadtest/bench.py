@@ -554,6 +554,22 @@ def _combine(runs: list[Result], rps: float, note: str) -> Result:
     )  # fmt: skip
 
 
+def measure_rounds(
+    count: int, one_round: Callable[[], list[Result]], say: Callable[[str], None], where: str = ""
+) -> tuple[list[Result], list[list[Result]]]:
+    """``count`` rounds, each the floor first and then the other paths: (the floors, each round's other
+    paths), for ``merge_rounds`` once the closing floor is measured too."""
+    floors: list[Result] = []
+    rounds: list[list[Result]] = []
+    for turn in range(count):
+        if count > 1:
+            say(f"round {turn + 1} of {count}{where}")
+        measured = one_round()
+        floors.append(measured[0])
+        rounds.append(measured[1:])
+    return floors, rounds
+
+
 def merge_rounds(floors: list[Result], rounds: list[list[Result]]) -> list[Result]:
     """The floor, then one row per path. floors[i] was measured before rounds[i] and floors[i + 1] after it;
     a round's ratios use the mean of those two (on a shared machine one floor can be off by 20 %). A path's row
@@ -606,12 +622,8 @@ def measure_on_cluster(
                 buckets=options.buckets,
             )["id"]
         )  # fmt: skip
-        # Rounds as on the main stack: each after a floor, the floor once more at the end.
-        floors: list[Result] = []
-        rounds: list[list[Result]] = []
-        for turn in range(options.rounds):
-            if options.rounds > 1:
-                say(f"round {turn + 1} of {options.rounds} on the cluster")
+
+        def one_round() -> list[Result]:
             measured = []
             for name, path in CLUSTER_PATHS.items():
                 what = path.what + (f" ({options.buckets} buckets)" if name == "purchase_buckets" else "")
@@ -619,8 +631,9 @@ def measure_on_cluster(
                 result = measure(path, seed, folder, options, stack=stack)
                 result.path, result.what = name + CLUSTER_SUFFIX, what
                 measured.append(result)
-            floors.append(measured[0])
-            rounds.append(measured[1:])
+            return measured
+
+        floors, rounds = measure_rounds(options.rounds, one_round, say, " on the cluster")
         say("measuring floor on the cluster again")
         again = measure(PATHS["floor"], seed, folder, options, stack=stack)
         again.path = floors[0].path
@@ -762,21 +775,18 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
             results: list[Result] = []
             extras: dict[str, Any] = {}
             # Logins open sessions; beyond PEAK_SSO_MAX_SESSIONS they end the seeded ones whose tokens the
-            # other measurements use, so they come last. Each round measures the floor first; the floor is
-            # measured once more at the end, and every round's ratios use the mean of the floors around it.
-            rounds: list[list[Result]] = []
-            floors: list[Result] = []
-            for turn in range(options.rounds):
-                if options.rounds > 1:
-                    say(f"round {turn + 1} of {options.rounds}")
-                measured = [
+            # other measurements use, so they come last. The floor is measured once more at the end, and every
+            # round's ratios use the mean of the floors around it.
+            floors, rounds = measure_rounds(
+                options.rounds,
+                lambda: [
                     r
                     for n in names
                     if n != "login"
                     and (r := _measure_path(n, stack, seed, folder, options, extras, say)) is not None
-                ]
-                floors.append(measured[0])
-                rounds.append(measured[1:])
+                ],
+                say,
+            )
             if "shedding" in chosen:
                 say(f"measuring shedding: {EXTRAS['shedding']} ({options.duration_s:g} s each)")
                 extras["shedding"] = measure_shedding(seed, folder, options, say)

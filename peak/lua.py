@@ -51,9 +51,10 @@ class Script:
             return await self._run_on(redis.lane, calls)
         by_lane: dict[Lane, list[int]] = {}
         results: list[Any] = [None] * len(calls)
-        for at, (keys, _) in enumerate(calls):
-            if keys:  # a call without keys has no slot: redis-py picks a node (below)
-                by_lane.setdefault(await redis.lane_for(keys[0]), []).append(at)
+        # A call without keys has no slot: redis-py picks a node (below).
+        keyed = [at for at, (keys, _) in enumerate(calls) if keys]
+        for at, lane in zip(keyed, await redis.lanes_for([calls[at][0][0] for at in keyed]), strict=True):
+            by_lane.setdefault(lane, []).append(at)
 
         async def run(lane: Lane, ats: list[int]) -> None:
             try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -89,11 +89,13 @@ class LaneCluster(RedisCluster):
         self._pool_size = pool_size
         self._lanes: dict[str, Lane] = {}
 
-    async def lane_for(self, key: str) -> Lane:
-        """The lane to the primary that owns ``key``'s slot, as redis-py's slot map says."""
+    async def lanes_for(self, keys: Sequence[str]) -> list[Lane]:
+        """The lane to the primary that owns each key's slot, as redis-py's slot map says."""
         if self._initialize:
             await self.initialize()
-        node = self.nodes_manager.get_node_from_slot(self.keyslot(key))
+        return [self._lane(self.nodes_manager.get_node_from_slot(self.keyslot(key))) for key in keys]
+
+    def _lane(self, node: ClusterNode) -> Lane:
         lane = self._lanes.get(node.name)
         if lane is None:
             lane = self._lanes[node.name] = Lane(

@@ -26,6 +26,14 @@ async def _buy(ctx: Context, event_id: int, users: list[str]) -> list[str]:
     return [m.order_id for m in made]
 
 
+async def _read_new(ctx: Context, writer: OrderWriter, event_id: int, count: int) -> list[Any]:
+    """The oldest ``count`` new entries of the event's stream, read by ``writer`` and left pending."""
+    reply: Any = await ctx.redis.xreadgroup(
+        keys.GROUP, writer.consumer, {keys.event_keys(event_id).stream: ">"}, count=count
+    )
+    return list(reply[0][1])
+
+
 async def test_redelivery_after_a_crash_never_duplicates(make_settings: MakeSettings) -> None:
     settings = make_settings(PEAK_SECKILL_CLAIM_IDLE_MS="100")
     async with seckill_context(settings) as ctx:
@@ -33,9 +41,7 @@ async def test_redelivery_after_a_crash_never_duplicates(make_settings: MakeSett
         await _buy(ctx, event_id, [f"u{i}" for i in range(50)])
         stream = keys.event_keys(event_id).stream
         # Writer A reads everything, commits half and dies before acknowledging anything.
-        dead = OrderWriter(ctx)
-        reply: Any = await ctx.redis.xreadgroup(keys.GROUP, dead.consumer, {stream: ">"}, count=100)
-        entries = reply[0][1]
+        entries = await _read_new(ctx, OrderWriter(ctx), event_id, 100)
         async with ctx.db.acquire() as conn:
             await orders.insert_orders(conn, event_id, [fields for _, fields in entries[:25]])
         assert len(await order_rows(ctx, event_id)) == 25
@@ -58,8 +64,7 @@ async def test_acknowledged_entries_leave_the_stream_but_a_pending_one_never_doe
     stream = keys.event_keys(event_id).stream
     # Writer A reads the five oldest entries and is still writing them...
     slow = OrderWriter(ctx)
-    reply: Any = await ctx.redis.xreadgroup(keys.GROUP, slow.consumer, {stream: ">"}, count=5)
-    held = reply[0][1]
+    held = await _read_new(ctx, slow, event_id, 5)
     # ...while writer B writes and acknowledges the other fifteen.
     fast = OrderWriter(ctx)
     assert await fast.step(event_id) == 15
