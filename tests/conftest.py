@@ -57,11 +57,24 @@ class Servers:
         }
 
 
+def _outside_basetemp(prefix: str) -> Path:
+    """A fresh folder for a PostgreSQL data directory, not under pytest's basetemp: another pytest run by the
+    same user makes /tmp/pytest-of-<user> private again (mode 700), and the unprivileged user running
+    PostgreSQL could no longer reach its data folder."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@pytest.fixture
+def stack_dir() -> Iterator[Path]:
+    """Where a test's own ``peak up`` keeps its private servers' data."""
+    root = _outside_basetemp("peak-test-stack-")
+    yield root / "stack"
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
-    # Not under pytest's basetemp: another pytest run by the same user makes /tmp/pytest-of-<user> private
-    # again (mode 700), and the unprivileged user running PostgreSQL could no longer reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="peak-test-servers-"))
+    root = _outside_basetemp("peak-test-servers-")
     redis_server: RedisServer | RedisClusterServer
     if TEST_REDIS == "cluster":
         redis_server = RedisClusterServer(root / "redis-cluster", 3, say=lambda _: None)

@@ -34,8 +34,8 @@ async def _read(pg_url: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    data_dir = tmp_path / "stack"
+def test_up_starts_stops_cleanly_and_keeps_data(tmp_path: Path, stack_dir: Path) -> None:
+    data_dir = stack_dir
     port = free_port()
     env = up_env(data_dir, port, workers=2)
     for round_ in (1, 2):

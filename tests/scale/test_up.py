@@ -34,8 +34,8 @@ def _stop(proc: object, log: Path) -> str:
 
 
 @pytest.mark.slow
-def test_up_with_a_private_redis_cluster_restarts_with_its_data(tmp_path: Path) -> None:
-    data_dir = tmp_path / "stack"
+def test_up_with_a_private_redis_cluster_restarts_with_its_data(tmp_path: Path, stack_dir: Path) -> None:
+    data_dir = stack_dir
     port = free_port()
     env = up_env(data_dir, port, workers=1)
     for round_ in (1, 2):
