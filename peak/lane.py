@@ -24,6 +24,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
+from redis.backoff import AbstractBackoff, ExponentialBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
@@ -33,7 +34,16 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-__all__ = ["Lane"]
+__all__ = ["RETRIES", "Lane", "retry_backoff"]
+
+# The process's retry policy for Redis calls, the lanes' and redis-py's alike (peak/redis.py).
+RETRIES = 3
+
+
+def retry_backoff() -> AbstractBackoff:
+    """Exponential backoff from 40 ms, capped at half a second."""
+    return ExponentialBackoff(cap=0.5, base=0.02)
+
 
 # The error replies a caller of a script needs to tell apart, as redis-py names them.
 _ERRORS: dict[str, type[ResponseError] | type[ConnectionError]] = {
@@ -90,8 +100,7 @@ class Lane:
         size: int,
         timeout_s: float,
         max_idle_s: float = 30.0,
-        retries: int = 3,
-        backoff_s: float = 0.02,
+        retries: int = RETRIES,
     ) -> None:
         self._new_connection = new_connection
         self._max_idle_s = max_idle_s
@@ -100,21 +109,21 @@ class Lane:
         self._permits = asyncio.Semaphore(size)
         self._timeout_s = timeout_s
         self._retries = retries
-        self._backoff_s = backoff_s
+        self._backoff = retry_backoff()
         self._closed = False
 
     async def execute(self, packed: bytes, count: int) -> list[Any]:
         """Send ``count`` commands packed together; their replies in order, error replies as exceptions
         (``NoScriptError``, ``ResponseError``) in their place. Raises ConnectionError or TimeoutError when
         the server cannot be reached or does not answer in time, after the retries."""
-        for attempt in range(self._retries):
+        for failures in range(1, self._retries + 1):
             try:
                 return await self._execute_once(packed, count)
             except (ConnectionError, TimeoutError):
                 if self._closed:
                     raise
-            # Exponential backoff capped at half a second, as redis-py's retry in peak.redis.
-            await asyncio.sleep(min(0.5, self._backoff_s * 2**attempt))
+            # The same waits as redis-py's Retry gives the rest of the process's commands.
+            await asyncio.sleep(self._backoff.compute(failures))
         return await self._execute_once(packed, count)
 
     async def _execute_once(self, packed: bytes, count: int) -> list[Any]:

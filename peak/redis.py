@@ -13,10 +13,9 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from peak.lane import Lane
+from peak.lane import RETRIES, Lane, retry_backoff
 
 __all__ = [
     "LaneCluster",
@@ -60,9 +59,7 @@ def _plain_url(url: str) -> str:
 
 
 def _retry() -> Retry:
-    return Retry(
-        ExponentialBackoff(cap=0.5, base=0.02), retries=3, supported_errors=(ConnectionError, TimeoutError)
-    )
+    return Retry(retry_backoff(), retries=RETRIES, supported_errors=(ConnectionError, TimeoutError))
 
 
 # Set while this task holds a permit, so that a call made inside another (a pipeline's redirected
