@@ -6,7 +6,7 @@ them into PostgreSQL once the subsystem is back.
 
 from __future__ import annotations
 
-from peak.component import Component
+from kit.component import Component
 
 __all__ = ["component"]
 

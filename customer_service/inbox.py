@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from customer_service import keys, store
 from degrade.client import is_shed
-from peak.context import Context
+from kit.context import Context
 
 __all__ = ["drain_once", "move_queued_messages"]
 

@@ -11,11 +11,11 @@ from starlette.responses import Response
 import sso.client
 from customer_service import store
 from degrade.client import fallback, shed_name
-from peak.context import context_of
-from peak.errors import InvalidRequest
-from peak.responses import JSONResponse
-from peak.routing import ApiRoute, route
-from peak.schema import read_body, rule
+from kit.context import context_of
+from kit.errors import InvalidRequest
+from kit.responses import JSONResponse
+from kit.routing import ApiRoute, route
+from kit.schema import read_body, rule
 
 __all__ = ["NewMessage", "routes"]
 

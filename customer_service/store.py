@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 
 from customer_service import keys
-from peak.context import Context
-from peak.errors import NotFound
+from kit.context import Context
+from kit.errors import NotFound
 
 __all__ = ["Message", "add", "conversation", "enqueue", "insert_many", "reply"]
 

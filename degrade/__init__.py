@@ -12,7 +12,7 @@ from degrade.cli import add_commands
 from degrade.middleware import DegradeMiddleware
 from degrade.routes import Authorizer, admin_token_check, routes
 from degrade.service import degrade_service
-from peak.component import Component
+from kit.component import Component
 
 __all__ = ["component"]
 

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from degrade.tiers import TIERS, is_core, rank
-from peak.component import Component
+from kit.component import Component
 
 __all__ = ["Board", "Subsystem", "iso_ms"]
 

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from peak.errors import ServiceUnavailable
-from peak.settings import Settings
+from kit.errors import ServiceUnavailable
+from kit.settings import Settings
 
 __all__ = ["Breaker", "BreakerConfig", "BreakerOpen", "Breakers"]
 

@@ -11,9 +11,9 @@ from redis.exceptions import RedisError
 from degrade import store
 from degrade.board import Board
 from degrade.ops import set_switch
-from peak.commands import CommandError, cli_context, load_settings, run, say
-from peak.context import Context
-from peak.errors import ApiError
+from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.context import Context
+from kit.errors import ApiError
 
 __all__ = ["add_commands"]
 

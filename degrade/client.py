@@ -17,7 +17,7 @@ from degrade.board import Board
 from degrade.breaker import Breaker, BreakerConfig, BreakerOpen, Breakers
 from degrade.errors import Degraded
 from degrade.middleware import FALLBACK_ATTR, SHED_KEY
-from peak.context import Context
+from kit.context import Context
 
 __all__ = [
     "Breaker",

@@ -22,8 +22,8 @@ from degrade import store
 from degrade.board import Board
 from degrade.signals import Sample
 from degrade.tiers import is_core
-from peak.context import Context
-from peak.settings import Settings, SettingsError
+from kit.context import Context
+from kit.settings import Settings, SettingsError
 
 __all__ = ["Controller", "Marks"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peak.errors import ApiError, Conflict, NotFound, ServiceUnavailable
+from kit.errors import ApiError, Conflict, NotFound, ServiceUnavailable
 
 __all__ = ["Degraded", "ForceRequired", "UnknownSubsystem", "raise_for_status"]
 

@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from degrade.board import Board
 from degrade.errors import Degraded
 from degrade.signals import BUCKET_CAP, Signals
-from peak.errors import error_body
-from peak.responses import JSONResponse
+from kit.errors import error_body
+from kit.responses import JSONResponse
 
 __all__ = ["SHED_KEY", "DegradeMiddleware"]
 

@@ -10,8 +10,8 @@ from degrade import store
 from degrade.board import Board
 from degrade.errors import ForceRequired, UnknownSubsystem, raise_for_status
 from degrade.tiers import is_core
-from peak.context import Context
-from peak.errors import InvalidRequest, ServiceUnavailable
+from kit.context import Context
+from kit.errors import InvalidRequest, ServiceUnavailable
 
 __all__ = ["set_switch", "unreachable"]
 

@@ -15,11 +15,11 @@ from degrade import store
 from degrade.board import Board
 from degrade.ops import set_switch, unreachable
 from degrade.service import Degrade
-from peak.context import context_of
-from peak.errors import Forbidden, InvalidRequest, Unauthorized
-from peak.responses import JSONResponse
-from peak.routing import ApiRoute, route
-from peak.schema import read_body, rule
+from kit.context import context_of
+from kit.errors import Forbidden, InvalidRequest, Unauthorized
+from kit.responses import JSONResponse
+from kit.routing import ApiRoute, route
+from kit.schema import read_body, rule
 
 __all__ = ["Authorizer", "SwitchChange", "admin_token_check", "routes"]
 

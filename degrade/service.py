@@ -25,9 +25,9 @@ from degrade.breaker import Breakers
 from degrade.client import breakers
 from degrade.controller import Controller
 from degrade.signals import Signals
-from peak.component import Role
-from peak.context import Context
-from peak.redis import create_pubsub_client
+from kit.component import Role
+from kit.context import Context
+from kit.redis import create_pubsub_client
 
 __all__ = ["Degrade", "degrade_service"]
 

@@ -12,9 +12,9 @@ import orjson
 
 from degrade import keys
 from degrade.board import Board, iso_ms
-from peak.context import Context
-from peak.errors import InvalidRequest
-from peak.redis import RedisClient
+from kit.context import Context
+from kit.errors import InvalidRequest
+from kit.redis import RedisClient
 
 __all__ = ["Change", "audit", "change", "heartbeat", "load", "note_pressure", "processes"]
 

@@ -6,8 +6,8 @@ import dataclasses
 
 from starlette.applications import Starlette
 
+from kit.settings import Settings
 from peak.app import components, create_app
-from peak.settings import Settings
 
 __all__ = ["without_degrade_middleware"]
 

@@ -35,13 +35,13 @@ import asyncpg
 import httpx
 import redis
 
+from devstack.stack import RedisClusterServer, StackError, free_port
+from devstack.up import LocalStack
+from kit.settings import Settings
 from loadtest import cpu, inproc
 from loadtest.apps import without_degrade_middleware
 from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers, iso
 from peak.app import components, create_app
-from peak.settings import Settings
-from peak.stack import RedisClusterServer, StackError, free_port
-from peak.up import LocalStack
 
 __all__ = ["PATHS", "BenchOptions", "Result", "run_bench"]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from peak.commands import CommandError, say
+from kit.commands import CommandError, say
 
 __all__ = ["add_commands"]
 

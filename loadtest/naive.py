@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from peak.component import Component, Role
-from peak.context import Context, context_of
-from peak.errors import Conflict, NotFound
-from peak.responses import JSONResponse
-from peak.routing import route
-from peak.schema import read_body, rule
+from kit.component import Component, Role
+from kit.context import Context, context_of
+from kit.errors import Conflict, NotFound
+from kit.responses import JSONResponse
+from kit.routing import route
+from kit.schema import read_body, rule
 from sso.client import authenticate, require_admin
 
 __all__ = ["component"]

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
+from devstack.stack import StackError
+from kit.commands import CommandError, load_settings
 from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers
-from peak.commands import CommandError, load_settings
-from peak.stack import StackError
 
 __all__ = ["run_loadtest"]
 

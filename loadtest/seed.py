@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from peak.stack import StackError
+from devstack.stack import StackError
 
 __all__ = ["PASSWORD", "add_client", "bearer", "create_event", "create_shoppers", "iso"]
 

@@ -15,13 +15,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from peak import health
-from peak.component import Component
-from peak.context import open_context
-from peak.logs import configure
-from peak.middleware import RequestMiddleware
-from peak.routing import SegmentRouter
-from peak.settings import Settings, SettingsError
+from kit import health
+from kit.component import Component
+from kit.context import open_context
+from kit.logs import configure
+from kit.middleware import RequestMiddleware
+from kit.routing import SegmentRouter
+from kit.settings import Settings, SettingsError
 
 __all__ = ["components", "create_app"]
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
 
 
 class _App(Starlette):
-    """Starlette with only our middleware: the request middleware renders errors (see peak/middleware.py)."""
+    """Starlette with only our middleware: the request middleware renders errors (see kit/middleware.py)."""
 
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = self.router

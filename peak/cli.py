@@ -7,10 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from peak import migrations
-from peak.commands import CommandError, cli_context, fail, load_settings, require_servers, run, say
-from peak.settings import Settings, SettingsError
-from peak.stack import StackError
+from devstack.stack import StackError
+from kit import migrations
+from kit.commands import CommandError, cli_context, fail, load_settings, require_servers, run, say
+from kit.settings import Settings, SettingsError
 
 __all__ = ["main", "migrate_now", "settings_markdown"]
 
@@ -33,7 +33,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from peak.up import run_up
+    from devstack.up import run_up
 
     return run_up(Settings.from_env(), redis_cluster=args.redis_cluster, instances=args.instances)
 
@@ -41,7 +41,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     require_servers(settings)
-    from peak.up import server_command
+    from devstack.up import server_command
 
     argv = server_command(settings)
     env = {**os.environ, "PEAK_REDIS_URL": settings.require("redis_url"),
@@ -50,9 +50,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from kit.logs import configure
+    from kit.worker import run_worker
     from peak.app import components
-    from peak.logs import configure
-    from peak.worker import run_worker
 
     settings = load_settings()
     require_servers(settings)

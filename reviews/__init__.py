@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peak.component import Component
+from kit.component import Component
 
 __all__ = ["component"]
 

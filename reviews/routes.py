@@ -11,11 +11,11 @@ from starlette.responses import Response
 import seckill.client
 import sso.client
 from degrade.client import Degraded, fallback, shed_name
-from peak.context import context_of
-from peak.errors import Forbidden, InvalidRequest
-from peak.responses import JSONResponse
-from peak.routing import ApiRoute, route
-from peak.schema import read_body, rule
+from kit.context import context_of
+from kit.errors import Forbidden, InvalidRequest
+from kit.responses import JSONResponse
+from kit.routing import ApiRoute, route
+from kit.schema import read_body, rule
 from reviews import store
 
 __all__ = ["NewReview", "routes"]

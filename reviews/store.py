@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from peak.context import Context
-from peak.errors import Conflict
+from kit.context import Context
+from kit.errors import Conflict
 from reviews import keys
 
 __all__ = ["add", "cached", "page"]

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from peak.component import Component, Role
-from peak.context import Context
+from kit.component import Component, Role
+from kit.context import Context
 
 __all__ = ["component"]
 

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from peak.commands import CommandError, cli_context, load_settings, run, say
-from peak.errors import ApiError
+from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.errors import ApiError
 from seckill import deadletters, reconcile
 
 __all__ = ["add_commands"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peak.context import Context
+from kit.context import Context
 
 __all__ = ["has_paid_order"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peak.context import Context
+from kit.context import Context
 from seckill import keys
 from seckill.events import registered_streams
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peak.errors import ApiError, Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from kit.errors import ApiError, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 __all__ = [
     "event_not_found",

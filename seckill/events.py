@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from peak.context import Context
-from peak.errors import InvalidRequest
-from peak.schema import rule
+from kit.context import Context
+from kit.errors import InvalidRequest
+from kit.schema import rule
 from seckill import keys
 from seckill.buckets import MAX_BUCKETS, split
 from seckill.errors import event_not_found

@@ -8,8 +8,8 @@ from typing import Any
 
 from asyncpg import UniqueViolationError
 
-from peak.context import Context
-from peak.db import Connection
+from kit.context import Context
+from kit.db import Connection
 from seckill import keys
 from seckill.errors import order_cancelled, order_not_found, order_paid, order_queued
 from seckill.events import iso, registered_streams
@@ -43,7 +43,7 @@ async def insert_orders(conn: Connection, event_id: int, batch: Sequence[Mapping
     """
     ids = [m["o"] for m in batch]
     try:
-        # The pool's json codec (peak/db.py) renders the batch with orjson.
+        # The pool's json codec (kit/db.py) renders the batch with orjson.
         status = await conn.execute(_INSERT, event_id, batch)
     except UniqueViolationError:
         status = await conn.execute(_INSERT + "ON CONFLICT DO NOTHING", event_id, batch)

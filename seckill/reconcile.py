@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from peak.context import Context
+from kit.context import Context
 from seckill import keys
 from seckill.errors import event_not_found
 from seckill.events import get_event_row

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from peak.context import Context
-from peak.errors import ServiceUnavailable
+from kit.context import Context
+from kit.errors import ServiceUnavailable
 from seckill import keys
 from seckill.buckets import home_bucket
 from seckill.errors import reservation_error, sold_out

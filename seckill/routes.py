@@ -12,11 +12,11 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from peak.context import context_of
-from peak.errors import InvalidRequest, ServiceUnavailable, error_body
-from peak.responses import JSONBytes, JSONResponse, dumps
-from peak.routing import ApiRoute, raw_header, route
-from peak.schema import read_body
+from kit.context import context_of
+from kit.errors import InvalidRequest, ServiceUnavailable, error_body
+from kit.responses import JSONBytes, JSONResponse, dumps
+from kit.routing import ApiRoute, raw_header, route
+from kit.schema import read_body
 from seckill import events, orders, reconcile
 from seckill.errors import sold_out
 from seckill.reservation import Reserver

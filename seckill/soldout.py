@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 
-from peak.context import Context
-from peak.redis import create_pubsub_client
+from kit.context import Context
+from kit.redis import create_pubsub_client
 from seckill import keys
 
 __all__ = ["SoldOut"]

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from peak.context import Context
+from kit.context import Context
 from seckill import keys
 from seckill.events import registered_streams
 

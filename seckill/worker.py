@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from peak.context import Context
+from kit.context import Context
 from seckill import keys
 from seckill.events import registered_streams
 from seckill.orders import insert_orders

@@ -7,8 +7,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from peak.component import Component, Role
-from peak.context import Context
+from kit.component import Component, Role
+from kit.context import Context
 from sso.accounts import Accounts
 from sso.cli import add_commands
 from sso.client import TokenValidator

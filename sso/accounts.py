@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from peak.db import Pool
+from kit.db import Pool
 from sso.errors import UsernameTaken
 
 __all__ = ["Account", "Accounts"]

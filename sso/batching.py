@@ -1,7 +1,7 @@
 """Concurrent calls of one Lua script share a write: each call still costs one round trip, but the client's
 per-command overhead is paid once per batch.
 
-A script call costs the client 30-90 µs of CPU whatever its size (``peak/lane.py``); on the strict-validation
+A script call costs the client 30-90 µs of CPU whatever its size (``kit/lane.py``); on the strict-validation
 path that was most of the cost (one process: 11,000 EVALSHA/s one by one through redis-py; 60,000/s in
 pipelines of 64; measured on the 2-core dev VM). A batch leaves as soon as the event loop is free; while
 ``max_in_flight`` batches are out, new calls wait for the next one, so batches grow with load and add nothing
@@ -17,8 +17,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from peak.lua import Call, EncodableT, Script
-from peak.redis import RedisClient
+from kit.lua import Call, EncodableT, Script
+from kit.redis import RedisClient
 
 __all__ = ["ScriptBatcher"]
 

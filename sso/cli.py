@@ -6,8 +6,8 @@ import argparse
 import re
 from collections.abc import Awaitable, Callable
 
-from peak.commands import CommandError, cli_context, load_settings, run, say
-from peak.context import Context
+from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.context import Context
 from sso import keys
 from sso.accounts import Account, Accounts
 from sso.clients import Clients

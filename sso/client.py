@@ -23,12 +23,12 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Aut
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from peak.context import context_of
-from peak.errors import Forbidden, Unauthorized, error_body
-from peak.lua import Scripts
-from peak.redis import RedisClient, create_pubsub_client
-from peak.responses import JSONResponse
-from peak.routing import raw_header
+from kit.context import context_of
+from kit.errors import Forbidden, Unauthorized, error_body
+from kit.lua import Scripts
+from kit.redis import RedisClient, create_pubsub_client
+from kit.responses import JSONResponse
+from kit.routing import raw_header
 from sso import keys
 from sso.batching import ScriptBatcher
 from sso.errors import raise_for_touch

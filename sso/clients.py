@@ -13,7 +13,7 @@ import hmac
 import secrets
 import time
 
-from peak.db import Pool
+from kit.db import Pool
 from sso.errors import InvalidClient
 from sso.tokens import digest
 

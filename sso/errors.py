@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peak.errors import ApiError, Conflict, InvalidRequest, TooManyRequests, Unauthorized
+from kit.errors import ApiError, Conflict, InvalidRequest, TooManyRequests, Unauthorized
 
 __all__ = [
     "InvalidClient",

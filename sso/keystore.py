@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from peak.db import Connection, Pool
-from peak.settings import SettingsError
+from kit.db import Connection, Pool
+from kit.settings import SettingsError
 
 __all__ = ["KeyStore", "SigningKey"]
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from peak.settings import Settings
+from kit.settings import Settings
 
 __all__ = ["Passwords"]
 

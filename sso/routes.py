@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from peak.context import context_of
-from peak.errors import InvalidRequest, NotFound
-from peak.responses import JSONResponse
-from peak.routing import route
-from peak.schema import read_body, rule, validate
+from kit.context import context_of
+from kit.errors import InvalidRequest, NotFound
+from kit.responses import JSONResponse
+from kit.routing import route
+from kit.schema import read_body, rule, validate
 from sso.client import authenticate, bearer_token
 from sso.errors import UnsupportedGrantType
 from sso.service import Caller, Sso, TokenPair

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from peak.errors import ApiError, Unauthorized
-from peak.settings import Settings
+from kit.errors import ApiError, Unauthorized
+from kit.settings import Settings
 from sso.accounts import Account, Accounts
 from sso.client import Principal, TokenValidator
 from sso.clients import Clients

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from peak.errors import Unauthorized
-from peak.lua import Scripts
-from peak.redis import RedisClient
-from peak.settings import Settings
+from kit.errors import Unauthorized
+from kit.lua import Scripts
+from kit.redis import RedisClient
+from kit.settings import Settings
 from sso import keys
 from sso.errors import InvalidGrant, raise_for_refresh, raise_for_touch
 from sso.tokens import OpaqueToken, new_session_id

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from peak.lua import Scripts
-from peak.redis import RedisClient
-from peak.settings import Settings
+from kit.lua import Scripts
+from kit.redis import RedisClient
+from kit.settings import Settings
 from sso import keys
 from sso.errors import raise_for_throttle
 

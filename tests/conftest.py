@@ -21,10 +21,10 @@ import httpx
 import pytest
 import redis
 
-from peak import migrations
+from devstack.stack import PostgresServer, RedisClusterServer, RedisServer
+from kit import migrations
+from kit.settings import Settings
 from peak.app import components, create_app
-from peak.settings import Settings
-from peak.stack import PostgresServer, RedisClusterServer, RedisServer
 from tests.support import lifespan_client
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"

@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from devstack.stack import RedisServer
+from kit.component import Component
+from kit.errors import Conflict
+from kit.responses import JSONResponse
+from kit.routing import ApiRoute, route
+from kit.schema import read_body, rule
+from kit.settings import Settings
 from peak.app import create_app
-from peak.component import Component
-from peak.errors import Conflict
-from peak.responses import JSONResponse
-from peak.routing import ApiRoute, route
-from peak.schema import read_body, rule
-from peak.settings import Settings
-from peak.stack import RedisServer
 from tests.support import lifespan_client
 
 

@@ -1,4 +1,4 @@
-"""The script lane (``peak/lane.py``) against its own redis-server: it connects as redis-py would, never mixes
+"""The script lane (``kit/lane.py``) against its own redis-server: it connects as redis-py would, never mixes
 up answers, and survives lost connections, a stopped server and a restart."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from redis.exceptions import AuthenticationError, ResponseError, TimeoutError
 
-from peak.lane import Lane
-from peak.lua import Script
-from peak.redis import LaneRedis, create_redis
-from peak.stack import RedisServer, free_port
+from devstack.stack import RedisServer, free_port
+from kit.lane import Lane
+from kit.lua import Script
+from kit.redis import LaneRedis, create_redis
 
 ECHO = Script("echo", "return {KEYS[1], ARGV[1]}")
 INCR = Script("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])")

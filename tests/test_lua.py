@@ -3,9 +3,9 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from peak.lua import Script, Scripts
-from peak.redis import create_redis
-from peak.settings import Settings
+from kit.lua import Script, Scripts
+from kit.redis import create_redis
+from kit.settings import Settings
 
 
 async def test_noscript_after_script_flush_is_recovered(settings: Settings) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from peak import migrations
-from peak.component import Component
+from kit import migrations
+from kit.component import Component
 from tests.conftest import Servers
 
 

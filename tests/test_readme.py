@@ -7,9 +7,9 @@ import re
 
 from starlette.routing import Route
 
+from kit.settings import Settings
 from peak.app import create_app
 from peak.cli import build_parser, settings_markdown
-from peak.settings import Settings
 from tests.support import REPO
 
 README = (REPO / "README.md").read_text()

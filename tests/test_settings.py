@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from peak.settings import Settings, SettingsError
+from kit.settings import Settings, SettingsError
 from tests.support import run_peak
 
 

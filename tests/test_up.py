@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 import redis
 
-from peak.stack import _postgres_bindir, free_port
+from devstack.stack import _postgres_bindir, free_port
 from tests.support import alive_in, run_peak, sessions_started_by, start_peak, up_env, wait_http
 
 

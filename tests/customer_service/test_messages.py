@@ -8,9 +8,9 @@ import asyncpg
 import httpx
 
 from customer_service.inbox import drain_once
+from kit.context import open_context
+from kit.settings import Settings
 from peak.app import components
-from peak.context import open_context
-from peak.settings import Settings
 from tests.reviews.conftest import ADMIN, shoppers
 from tests.support import kill_group, start_peak
 

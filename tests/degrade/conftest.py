@@ -11,11 +11,11 @@ from starlette.responses import Response
 
 import degrade
 from degrade.client import fallback, shed_name
+from kit.component import Component
+from kit.responses import JSONResponse
+from kit.routing import route
+from kit.settings import Settings
 from peak.app import create_app
-from peak.component import Component
-from peak.responses import JSONResponse
-from peak.routing import route
-from peak.settings import Settings
 from tests.support import lifespan_client
 
 ADMIN = "test-admin-token"

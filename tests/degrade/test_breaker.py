@@ -8,8 +8,8 @@ import pytest
 from degrade.breaker import Breaker, BreakerConfig, BreakerOpen, Breakers
 from degrade.client import breaker
 from degrade.service import Degrade
-from peak.context import open_context
-from peak.settings import Settings
+from kit.context import open_context
+from kit.settings import Settings
 from tests.degrade.conftest import parts
 
 

@@ -11,8 +11,8 @@ import degrade
 from degrade.board import Board
 from degrade.controller import Marks
 from degrade.signals import Sample
+from kit.settings import Settings, SettingsError
 from peak.app import components, create_app
-from peak.settings import Settings, SettingsError
 from tests.degrade.conftest import AUTH, put, shop_component
 from tests.support import lifespan_client
 
@@ -151,7 +151,7 @@ def test_marks_are_checked(make_settings: Callable[..., Settings]) -> None:
 
 
 def test_a_component_with_an_unknown_tier_is_refused() -> None:
-    from peak.component import Component
+    from kit.component import Component
 
     with pytest.raises(ValueError, match="tier 'optional'"):
         Board.from_components([Component(name="x", tier="optional")], exclude="degrade")

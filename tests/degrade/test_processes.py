@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from degrade import keys
+from devstack.stack import RedisServer, free_port
+from kit.redis import create_redis
+from kit.settings import Settings
 from peak.app import create_app
-from peak.redis import create_redis
-from peak.settings import Settings
-from peak.stack import RedisServer, free_port
 from tests.degrade.conftest import ADMIN, AUTH, parts, put
 from tests.support import kill_group, lifespan_client, run_peak, start_peak, wait_http
 

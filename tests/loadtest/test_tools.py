@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devstack.stack import free_port
 from loadtest.bench import parse_wrk, settle_postgres
-from peak.stack import free_port
 from tests.conftest import Servers
 from tests.support import alive_in, kill_group, run_peak, sessions_started_by, start_peak, wait_http
 

@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from kit.settings import Settings
 from peak.app import create_app
-from peak.settings import Settings
 from tests.seckill.conftest import ADMIN, SALE_ENV, drain, http_event, seckill_context, shoppers
 from tests.support import lifespan_client
 

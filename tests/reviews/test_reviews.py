@@ -4,7 +4,7 @@ import asyncio
 
 import httpx
 
-from peak.settings import Settings
+from kit.settings import Settings
 from tests.reviews.conftest import ADMIN, buy_and_pay, shoppers
 
 

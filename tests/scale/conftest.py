@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from peak.settings import Settings
-from peak.stack import RedisClusterServer
+from devstack.stack import RedisClusterServer
+from kit.settings import Settings
 from tests.conftest import Servers
 
 

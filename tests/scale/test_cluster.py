@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack.stack import RedisClusterServer
+from kit.lua import Script, Scripts
+from kit.redis import LaneCluster, create_pubsub_client, create_redis
+from kit.settings import Settings
 from peak.app import create_app
-from peak.lua import Script, Scripts
-from peak.redis import LaneCluster, create_pubsub_client, create_redis
-from peak.settings import Settings
-from peak.stack import RedisClusterServer
 from tests.conftest import Servers
 from tests.support import lifespan_client
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kit.component import Component
+from kit.responses import JSONResponse
+from kit.routing import route
+from kit.settings import Settings
 from peak.app import create_app
-from peak.component import Component
-from peak.responses import JSONResponse
-from peak.routing import route
-from peak.settings import Settings
 from tests.support import lifespan_client
 
 

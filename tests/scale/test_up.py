@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from peak.stack import NginxBalancer, StackError, free_port
+from devstack.stack import NginxBalancer, StackError, free_port
 from tests.conftest import Servers
 from tests.support import alive_in, run_peak, sessions_started_by, start_peak, up_env, wait_http
 

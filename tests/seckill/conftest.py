@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 import seckill
+from kit.context import Context, open_context
+from kit.errors import ApiError
+from kit.settings import Settings
 from peak.app import create_app
-from peak.context import Context, open_context
-from peak.errors import ApiError
-from peak.settings import Settings
 from seckill import events, keys, reconcile
 from seckill.reservation import Reserver
 from seckill.worker import OrderWriter

@@ -8,7 +8,7 @@ import random
 
 import httpx
 
-from peak.context import Context
+from kit.context import Context
 from seckill import keys, orders, timeouts
 from seckill.buckets import home_bucket
 from seckill.events import EventPatch, add_stock_or_move_end

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from peak.context import Context
-from peak.settings import Settings
+from kit.context import Context
+from kit.settings import Settings
 from seckill import keys
 from seckill.reservation import Reserver
 from seckill.worker import OrderWriter

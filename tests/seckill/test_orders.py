@@ -4,8 +4,8 @@ import asyncio
 import collections
 from typing import Any
 
-from peak.context import Context
-from peak.errors import ApiError
+from kit.context import Context
+from kit.errors import ApiError
 from seckill import keys, orders, timeouts
 from seckill.reservation import Reserver
 from seckill.worker import OrderWriter

@@ -5,7 +5,7 @@ import collections
 
 import pytest
 
-from peak.context import Context
+from kit.context import Context
 from seckill import keys
 from seckill.reservation import Reserver
 from tests.seckill.conftest import (

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from peak.context import Context
-from peak.settings import Settings
-from peak.stack import free_port
+from devstack.stack import free_port
+from kit.context import Context
+from kit.settings import Settings
 from seckill import keys, reconcile
 from tests.conftest import Servers
 from tests.seckill.conftest import (

@@ -13,10 +13,10 @@ import jwt
 import pytest
 
 import sso
+from kit.component import Component, Role
+from kit.context import Context
+from kit.settings import Settings
 from peak.app import create_app
-from peak.component import Component, Role
-from peak.context import Context
-from peak.settings import Settings
 from sso.keystore import KeyStore, SigningKey
 from tests.conftest import Servers
 from tests.support import lifespan_client, run_peak

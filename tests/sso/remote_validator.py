@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from peak.errors import Unauthorized
-from peak.redis import create_redis
-from peak.settings import Settings
+from kit.errors import Unauthorized
+from kit.redis import create_redis
+from kit.settings import Settings
 from sso.client import TokenValidator
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import httpx
 from argon2 import extract_parameters
 
-from peak.settings import Settings
+from kit.settings import Settings
 from sso.client import TokenValidator
 from sso.passwords import Passwords
 from tests.conftest import Servers

@@ -14,11 +14,11 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 import sso
+from kit.component import Component
+from kit.responses import JSONResponse
+from kit.routing import route
+from kit.settings import Settings
 from peak.app import create_app
-from peak.component import Component
-from peak.responses import JSONResponse
-from peak.routing import route
-from peak.settings import Settings
 from sso.client import BearerAuthBackend, Principal, authenticate, require_admin
 from tests.conftest import Servers
 from tests.sso.conftest import bearer, cli, error_code, login, register

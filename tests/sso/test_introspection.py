@@ -7,8 +7,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from peak.errors import Unauthorized
-from peak.settings import Settings
+from kit.errors import Unauthorized
+from kit.settings import Settings
 from sso import keys
 from sso.client import TokenValidator
 from sso.service import Sso

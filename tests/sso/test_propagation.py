@@ -14,9 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from peak.redis import create_redis
-from peak.settings import Settings
-from peak.stack import free_port
+from devstack.stack import free_port
+from kit.redis import create_redis
+from kit.settings import Settings
 from sso import keys
 from sso.client import TokenValidator, jwks_from_url
 from tests.conftest import Servers

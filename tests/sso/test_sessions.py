@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import httpx
 
-from peak.settings import Settings
+from kit.settings import Settings
 from sso import keys
 from tests.sso.conftest import App, bearer, error_code, login, register, signed_in, sso_app
 

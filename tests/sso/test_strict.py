@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from peak.errors import Unauthorized
+from kit.errors import Unauthorized
 from sso import keys
 from sso.client import TokenValidator
 from sso.service import Sso

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import httpx
 
-from peak.settings import Settings
+from kit.settings import Settings
 from tests.sso.conftest import PASSWORD, error_code, login, register, sso_app
 
 

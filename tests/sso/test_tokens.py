@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from peak.settings import Settings
+from kit.settings import Settings
 from sso.client import TokenValidator
 from tests.conftest import Servers
 from tests.sso.conftest import App, bearer, cli, error_code, login, register, signed_in, signing_key, sso_app

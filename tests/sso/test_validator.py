@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from peak.errors import Unauthorized
+from kit.errors import Unauthorized
 from sso.client import TokenValidator
 
 ISSUER, AUDIENCE = "https://sso.example", "peak"

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import orjson
 from starlette.requests import Request
 
-from peak.errors import InvalidJSON, InvalidRequest
+from kit.errors import InvalidJSON, InvalidRequest
 
 __all__ = ["json_schema", "read_body", "rule", "validate"]
 

@@ -17,10 +17,10 @@ import time
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from peak.errors import error_body, error_response
-from peak.logs import access_log
-from peak.metrics import REQUEST_SECONDS, REQUESTS
-from peak.responses import dumps
+from kit.errors import error_body, error_response
+from kit.logs import access_log
+from kit.metrics import REQUEST_SECONDS, REQUESTS
+from kit.responses import dumps
 
 __all__ = ["RequestMiddleware"]
 

@@ -12,11 +12,11 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from peak.component import Component, Role
-from peak.db import create_pool
-from peak.lua import Scripts
-from peak.redis import RedisClient, create_redis
-from peak.settings import Settings
+from kit.component import Component, Role
+from kit.db import create_pool
+from kit.lua import Scripts
+from kit.redis import RedisClient, create_redis
+from kit.settings import Settings
 
 __all__ = ["Context", "context_of", "open_context"]
 

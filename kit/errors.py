@@ -11,7 +11,7 @@ from typing import overload
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from peak.responses import JSONResponse
+from kit.responses import JSONResponse
 
 __all__ = [
     "ApiError",

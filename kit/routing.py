@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from peak.errors import ApiError, error_response
+from kit.errors import ApiError, error_response
 
 __all__ = ["ApiRoute", "Doc", "SegmentRouter", "raw_header", "route"]
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from peak.component import Component
-from peak.context import Context, open_context
-from peak.settings import Settings
+from kit.component import Component
+from kit.context import Context, open_context
+from kit.settings import Settings
 
 __all__ = ["CommandError", "cli_context", "fail", "load_settings", "require_servers", "run", "say"]
 

@@ -24,8 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from peak.settings import Settings
-from peak.stack import (
+from devstack.stack import (
     NginxBalancer,
     PostgresServer,
     RedisClusterServer,
@@ -34,6 +33,7 @@ from peak.stack import (
     free_port,
     stop_process,
 )
+from kit.settings import Settings
 
 __all__ = ["ENV_FILE", "INSTANCES_FILE", "LocalStack", "run_up", "server_command", "wait_ready"]
 

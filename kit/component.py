@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 if TYPE_CHECKING:
-    from peak.context import Context
+    from kit.context import Context
 
 __all__ = ["Component", "Loop", "Role"]
 

@@ -4,7 +4,7 @@ A NOSCRIPT answer (Redis restarted, SCRIPT FLUSH, a new cluster node) is answere
 EVAL, which sends the source, runs it and caches it on that node in one step, so callers never see it. (SCRIPT
 LOAD then EVALSHA again would be two more round trips and lose to a second flush between them.)
 
-Calls go through the client's lanes (``peak/lane.py``): packed by hiredis, a third of redis-py's CPU per call.
+Calls go through the client's lanes (``kit/lane.py``): packed by hiredis, a third of redis-py's CPU per call.
 On a Redis Cluster, SCRIPT LOAD goes to every primary and a call to the lane of the primary owning its keys'
 slot (all keys of one script share a hash tag); redirections are followed by redis-py's cluster client.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import hiredis
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
-from peak.lane import Lane
-from peak.redis import LaneCluster, RedisClient
+from kit.lane import Lane
+from kit.redis import LaneCluster, RedisClient
 
 __all__ = ["Call", "Script", "Scripts"]
 

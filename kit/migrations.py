@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from peak.component import Component
-from peak.db import Connection
+from kit.component import Component
+from kit.db import Connection
 
 __all__ = ["Migration", "MigrationError", "applied", "apply", "discover", "pending"]
 

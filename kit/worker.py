@@ -8,13 +8,13 @@ import logging
 import signal
 from collections.abc import Sequence
 
-from peak.component import Component, Loop
-from peak.context import Context, open_context
-from peak.settings import Settings
+from kit.component import Component, Loop
+from kit.context import Context, open_context
+from kit.settings import Settings
 
 __all__ = ["run_worker"]
 
-log = logging.getLogger("peak.worker")
+log = logging.getLogger("kit.worker")
 
 _RESTART_DELAY_S = 1.0
 

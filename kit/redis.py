@@ -15,7 +15,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError, TimeoutError
 
-from peak.lane import RETRIES, Lane, retry_backoff
+from kit.lane import RETRIES, Lane, retry_backoff
 
 __all__ = [
     "LaneCluster",

@@ -3,7 +3,7 @@
 redis-py spends 80-90 µs of CPU on one EVALSHA (command packing, a timeout context per reply, the pool, the
 response callbacks); the same call packed by hiredis, written on an asyncio stream and read by a hiredis
 Reader costs 30-35 µs (dev VM, syscalls included). On the purchase and strict-validation paths that was the
-largest single item of the API's CPU, so script calls go through here (``peak.lua.Script``). On a Redis Cluster each primary has its lane, chosen by the slot of the call's keys from
+largest single item of the API's CPU, so script calls go through here (``kit.lua.Script``). On a Redis Cluster each primary has its lane, chosen by the slot of the call's keys from
 redis-py's slot map; a call answered with a redirection (MOVED, ASK, ...) or that cannot reach its node is
 sent again through redis-py's cluster client, which follows redirections and refreshes the map.
 
@@ -36,7 +36,7 @@ from redis.exceptions import (
 
 __all__ = ["RETRIES", "Lane", "retry_backoff"]
 
-# The process's retry policy for Redis calls, the lanes' and redis-py's alike (peak/redis.py).
+# The process's retry policy for Redis calls, the lanes' and redis-py's alike (kit/redis.py).
 RETRIES = 3
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from peak.routing import ApiRoute
-from peak.schema import json_schema
+from kit.routing import ApiRoute
+from kit.schema import json_schema
 
 __all__ = ["openapi_document"]
 

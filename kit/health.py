@@ -10,13 +10,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from peak import migrations
-from peak.context import context_of
-from peak.metrics import metrics_endpoint
-from peak.openapi import openapi_document
-from peak.redis import ping
-from peak.responses import JSONResponse
-from peak.routing import ApiRoute, route
+from kit import migrations
+from kit.context import context_of
+from kit.metrics import metrics_endpoint
+from kit.openapi import openapi_document
+from kit.redis import ping
+from kit.responses import JSONResponse
+from kit.routing import ApiRoute, route
 
 __all__ = ["routes"]
 
