@@ -10,11 +10,20 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kit.component import Component
+from kit.component import Component, sections_of
 from kit.context import Context, open_context
 from kit.settings import Settings
 
-__all__ = ["CommandError", "cli_context", "fail", "load_settings", "require_servers", "run", "say"]
+__all__ = [
+    "CommandError",
+    "cli_context",
+    "fail",
+    "load_settings",
+    "require_servers",
+    "run",
+    "say",
+    "sections_of",
+]
 
 T = TypeVar("T")
 
@@ -27,8 +36,9 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def load_settings() -> Settings:
-    """Settings from the environment; unset server URLs come from a running `peak up` (its ``env`` file)."""
+def load_settings(components: Sequence[Component] = ()) -> Settings:
+    """Settings from the environment, every component's section checked; unset server URLs come from a
+    running `peak up` (its ``env`` file)."""
     environ = dict(os.environ)
     env_file = Path(environ.get("PEAK_DATA_DIR") or ".peak") / "env"
     if env_file.exists():
@@ -36,7 +46,7 @@ def load_settings() -> Settings:
             key, _, value = line.partition("=")
             if key and not environ.get(key):
                 environ[key] = value
-    return Settings.from_env(environ)
+    return Settings.from_env(environ, sections=sections_of(components))
 
 
 def require_servers(settings: Settings) -> None:

@@ -9,21 +9,23 @@ import argparse
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 if TYPE_CHECKING:
     from kit.context import Context
+    from kit.lua import Script
 
-__all__ = ["Component", "Loop", "Role"]
+__all__ = ["Component", "Loop", "Role", "sections_of"]
 
 Role = Literal["api", "worker", "cli"]
 
 ServiceFactory = Callable[["Context", Role], AbstractAsyncContextManager[None]]
 Loop = Callable[["Context"], Awaitable[None]]
-CliHook = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+# Adds a component's `peak` subcommands; it is handed every component, for the contexts its commands open.
+CliHook = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]", Sequence["Component"]], None]
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,12 @@ class Component:
     # ASGI middleware around the whole app; it finds the context in ``scope["state"]["ctx"]``.
     middleware: Sequence[Middleware] = ()
     tier: str = "critical_plus"
+    # The component's settings dataclass (read with ``ctx.settings.of(...)``; listed by `peak settings`).
+    settings: type[Any] | None = None
+    # Its Lua scripts (its ``scripts.py``), loaded into every Redis primary at start and checked by SHA.
+    scripts: Sequence[Script] = ()
+
+
+def sections_of(components: Sequence[Component]) -> list[type[Any]]:
+    """The components' settings dataclasses, in component order."""
+    return [c.settings for c in components if c.settings is not None]

@@ -1,4 +1,4 @@
-"""The per-process context: settings, pools, scripts and the services components register.
+"""The per-process context: settings, pools and the services components register.
 
 Created once by the lifespan (API), by `peak worker`, or by a CLI command; nothing global.
 """
@@ -14,7 +14,7 @@ import asyncpg
 
 from kit.component import Component, Role
 from kit.db import create_pool
-from kit.lua import Scripts
+from kit.lua import load_scripts
 from kit.redis import RedisClient, create_redis
 from kit.settings import Settings
 
@@ -30,14 +30,12 @@ class Context:
         settings: Settings,
         redis: RedisClient,
         db: asyncpg.Pool,
-        scripts: Scripts,
         components: Sequence[Component],
         role: Role,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.db = db
-        self.scripts = scripts
         self.components = tuple(components)
         self.role = role
         self._services: dict[type[Any], Any] = {}
@@ -68,9 +66,8 @@ async def open_context(
         stack.push_async_callback(redis.aclose)
         db = await create_pool(database_url, size=settings.db_pool_size)
         stack.push_async_callback(db.close)
-        scripts = Scripts.from_package()
-        await scripts.load(redis)
-        ctx = Context(settings, redis, db, scripts, components, role)
+        await load_scripts(redis, [script for c in components for script in c.scripts])
+        ctx = Context(settings, redis, db, components, role)
         if start_services:
             for component in components:
                 for factory in component.services:

@@ -8,11 +8,12 @@ redis-py's slot map; a call answered with a redirection (MOVED, ASK, ...) or tha
 sent again through redis-py's cluster client, which follows redirections and refreshes the map.
 
 redis-py still opens every connection (TCP or unix socket, TLS, AUTH, SELECT, CLIENT SETINFO), so the lane
-connects exactly as the rest of the process does; then it speaks on the connection's streams itself. A
-connection serves one call at a time (its commands written together, their replies read in order) and goes
-back to the idle list afterwards. A call that fails on the connection (refused, reset, closed, timed out) is
-tried again on a new connection, with the same retries and backoff as the redis-py client: scripts that must
-not run twice protect themselves (the purchase script keeps each call's answers).
+connects exactly as the rest of the process does; then it speaks on the connection's streams itself
+(redis-py's private ones: ``kit/redis_private.py``). A connection serves one call at a time (its commands
+written together, their replies read in order) and goes back to the idle list afterwards. A call that fails
+on the connection (refused, reset, closed, timed out) is tried again on a new connection, with the same
+retries and backoff as the redis-py client: scripts that must not run twice protect themselves (the purchase
+script keeps each call's answers).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from redis.exceptions import (
     ResponseError,
     TimeoutError,
 )
+
+from kit.redis_private import streams
 
 __all__ = ["RETRIES", "Lane", "retry_backoff"]
 
@@ -62,10 +65,7 @@ def _error(message: str) -> Exception:
 class _Connection:
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
-        # Set by redis-py's connect(); the lane owns the connection from here on and never hands it back.
-        assert conn._reader is not None and conn._writer is not None
-        self.reader: asyncio.StreamReader = conn._reader
-        self.writer: asyncio.StreamWriter = conn._writer
+        self.reader, self.writer = streams(conn)
         self.replies = hiredis.Reader(encoding="utf-8", replyError=_error)
         self.used_at = time.monotonic()
 

@@ -1,4 +1,5 @@
-"""The Lua script registry: every ``lua/*.lua`` file loaded at start and called by EVALSHA.
+"""Lua scripts called by EVALSHA: each package binds its own once (``seckill/scripts.py``: ``Script.of``),
+its component lists them, and ``load_scripts`` puts them in every Redis primary at start.
 
 A NOSCRIPT answer (Redis restarted, SCRIPT FLUSH, a new cluster node) is answered by running the same call as
 EVAL, which sends the source, runs it and caches it on that node in one step, so callers never see it. (SCRIPT
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -23,7 +24,7 @@ from redis.exceptions import ConnectionError, NoScriptError, ResponseError, Time
 from kit.lane import Lane
 from kit.redis import LaneCluster, RedisClient
 
-__all__ = ["Call", "Script", "Scripts"]
+__all__ = ["Call", "Script", "ScriptLoadError", "load_scripts"]
 
 EncodableT = str | int | float | bytes
 
@@ -31,7 +32,18 @@ EncodableT = str | int | float | bytes
 Call = tuple[Sequence[str], Sequence[EncodableT]]
 
 
+class ScriptLoadError(RuntimeError):
+    """Redis named a loaded script by another SHA than ours: the server changed the source or hashes it
+    differently, and calls by our SHA would all fall back to EVAL."""
+
+
 class Script:
+    @classmethod
+    def of(cls, package: str, name: str) -> Script:
+        """The script ``<package>/lua/<name>.lua``, named ``<package>_<name>``."""
+        source = resources.files(package).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+        return cls(f"{package}_{name}", source)
+
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
@@ -112,40 +124,11 @@ def _elsewhere(result: Any) -> bool:
     return isinstance(result, ResponseError) and str(result).startswith(_REDIRECTIONS)
 
 
-class Scripts:
-    """Scripts by file name without ``.lua``: ``scripts["seckill_reserve"]``."""
-
-    def __init__(self, scripts: dict[str, Script]) -> None:
-        self._scripts = scripts
-
-    @classmethod
-    def from_package(cls, package: str = "lua") -> Scripts:
-        found: dict[str, Script] = {}
-        for entry in resources.files(package).iterdir():
-            if entry.name.endswith(".lua"):
-                name = entry.name.removesuffix(".lua")
-                found[name] = Script(name, entry.read_text(encoding="utf-8"))
-        return cls(found)
-
-    async def load(self, redis: RedisClient) -> None:
-        for script in self._scripts.values():
-            # On a cluster this goes to every primary; redis-py folds their (identical) answers into one.
-            sha = await redis.script_load(script.source)
-            if isinstance(sha, dict):
-                assert set(sha.values()) == {script.sha}, sha
-            else:
-                assert sha == script.sha, (sha, script.sha)
-
-    def __getitem__(self, name: str) -> Script:
-        try:
-            return self._scripts[name]
-        except KeyError:
-            raise KeyError(
-                f"no Lua script lua/{name}.lua; known: {', '.join(sorted(self._scripts))}"
-            ) from None
-
-    def __iter__(self) -> Iterator[Script]:
-        return iter(self._scripts.values())
-
-    def __len__(self) -> int:
-        return len(self._scripts)
+async def load_scripts(redis: RedisClient, scripts: Iterable[Script]) -> None:
+    """SCRIPT LOAD each script (on a cluster, into every primary) and check the SHA Redis answers."""
+    for script in scripts:
+        # On a cluster this goes to every primary; redis-py folds their (identical) answers into one.
+        sha = await redis.script_load(script.source)
+        shas = set(sha.values()) if isinstance(sha, dict) else {sha}
+        if shas != {script.sha}:
+            raise ScriptLoadError(f"Redis loaded {script.name} as {sorted(shas)}, expected {script.sha}")

@@ -16,6 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError, TimeoutError
 
 from kit.lane import RETRIES, Lane, retry_backoff
+from kit.redis_private import needs_initialize
 
 __all__ = [
     "LaneCluster",
@@ -88,7 +89,7 @@ class LaneCluster(RedisCluster):
 
     async def lanes_for(self, keys: Sequence[str]) -> list[Lane]:
         """The lane to the primary that owns each key's slot, as redis-py's slot map says."""
-        if self._initialize:
+        if needs_initialize(self):
             await self.initialize()
         return [self._lane(self.nodes_manager.get_node_from_slot(self.keyslot(key))) for key in keys]
 

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from redis.exceptions import AuthenticationError, ResponseError, TimeoutError
 
-from devstack.stack import RedisServer, free_port
+from devstack.processes import free_port
+from devstack.redis import RedisServer
 from kit.lane import Lane
 from kit.lua import Script
 from kit.redis import LaneRedis, create_redis

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import pytest
 
+from kit.component import sections_of
 from kit.settings import Settings, SettingsError
+from peak.app import components
+from sso.settings import SsoSettings
 from tests.support import run_peak
 
 
 def test_defaults_and_overrides() -> None:
     s = Settings.from_env({"PEAK_PORT": "9000", "PEAK_LOG_JSON": "yes", "PEAK_HOST": "0.0.0.0"})
     assert (s.port, s.log_json, s.host) == (9000, True, "0.0.0.0")
-    assert s.sso_idle_timeout_s == 900
+    assert s.of(SsoSettings).idle_timeout_s == 900
     assert s.public_base_url() == "http://0.0.0.0:9000"
 
 
@@ -30,7 +33,7 @@ def test_defaults_and_overrides() -> None:
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as info:
-        Settings.from_env(env)
+        Settings.from_env(env, sections=sections_of(components()))
     assert message in str(info.value)
 
 
