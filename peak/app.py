@@ -1,6 +1,7 @@
 """The app composition: one Starlette app mounting every subsystem's routes, with one lifespan.
 
-``components()`` is the list of subsystems; it is the only place (with the CLI) that imports them.
+``components()`` is the list of subsystems: with the CLI (peak/cli.py) the only code that imports them. Each
+gets what it needs of its siblings handed to it here (degrade's ``authorize``).
 """
 
 from __future__ import annotations
@@ -10,53 +11,49 @@ import gc
 import sys
 from collections.abc import AsyncIterator, Sequence
 
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+import customer_service.component
+import degrade.component
+import reviews.component
+import seckill.component
+import sso.component
 from kit import health
-from kit.component import Component
+from kit.component import Component, sections_of
 from kit.context import open_context
 from kit.logs import configure
 from kit.middleware import RequestMiddleware
 from kit.routing import SegmentRouter
 from kit.settings import Settings, SettingsError
+from sso.client import require_admin
 
 __all__ = ["components", "create_app"]
 
 
 def components() -> list[Component]:
-    import customer_service
-    import degrade
-    import reviews
-    import seckill
-    import sso
-    from sso.client import require_admin
-
     return [
-        sso.component(),
-        seckill.component(),
-        reviews.component(),
-        customer_service.component(),
-        degrade.component(authorize=require_admin),
+        sso.component.component(),
+        seckill.component.component(),
+        reviews.component.component(),
+        customer_service.component.component(),
+        degrade.component.component(authorize=require_admin),
     ]
 
 
 def create_app(settings: Settings | None = None, parts: Sequence[Component] | None = None) -> Starlette:
+    """The app of ``parts`` (default: every component); with no settings, read from the environment."""
+    if parts is None:
+        parts = components()
     if settings is None:
         try:
-            settings = Settings.from_env()
+            settings = Settings.from_env(sections=sections_of(parts))
         except SettingsError as exc:
             print(f"peak: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    if parts is None:
-        chosen = components()
-        if settings.bench_baseline:
-            from loadtest import naive
-
-            chosen.append(naive.component())
-        parts = chosen
     configure(json=settings.log_json, level=settings.log_level, access=settings.access_log)
 
     @contextlib.asynccontextmanager
@@ -75,8 +72,6 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
     middleware = [Middleware(RequestMiddleware)]
     if settings.trusted_proxies:
         # Behind nginx every peer is the balancer: per-IP limits must see the client it forwards for.
-        from granian.utils.proxies import wrap_asgi_with_proxy_headers
-
         trusted = [h.strip() for h in settings.trusted_proxies.split(",") if h.strip()]
         middleware.insert(0, Middleware(wrap_asgi_with_proxy_headers, trusted_hosts=trusted))
     for part in parts:

@@ -7,25 +7,28 @@ import os
 import sys
 from collections.abc import Sequence
 
-from devstack.stack import StackError
 from kit import migrations
 from kit.commands import CommandError, cli_context, fail, load_settings, require_servers, run, say
+from kit.component import Component, sections_of
+from kit.logs import configure
 from kit.settings import Settings, SettingsError
+from kit.worker import run_worker
+from loadtest.cli import add_commands as add_tool_commands
+from peak.app import components
+from peak.serve import server_command
 
-__all__ = ["main", "migrate_now", "settings_markdown"]
+__all__ = ["build_parser", "main", "settings_markdown"]
 
 
-async def migrate_now(settings: Settings) -> list[migrations.Migration]:
-    from peak.app import components
-
-    parts = components()
+async def _migrate(settings: Settings, parts: Sequence[Component]) -> list[migrations.Migration]:
     async with cli_context(settings, parts) as ctx, ctx.db.acquire() as conn:
         return await migrations.apply(conn, migrations.discover(parts))
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    done = run(lambda: migrate_now(settings))
+    parts = components()
+    settings = load_settings(parts)
+    done = run(lambda: _migrate(settings, parts))
     for m in done:
         say(f"applied {m.component}/{m.name}")
     say(f"{len(done)} migrations applied; the database is up to date")
@@ -33,16 +36,17 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    # The development stack is a tool beside the runtime: only this command loads it, so that no API or
+    # worker process imports it (tests/test_layers.py).
     from devstack.up import run_up
 
-    return run_up(Settings.from_env(), redis_cluster=args.redis_cluster, instances=args.instances)
+    settings = Settings.from_env(sections=sections_of(components()))
+    return run_up(settings, redis_cluster=args.redis_cluster, instances=args.instances)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(components())
     require_servers(settings)
-    from devstack.up import server_command
-
     argv = server_command(settings)
     env = {**os.environ, "PEAK_REDIS_URL": settings.require("redis_url"),
            "PEAK_DATABASE_URL": settings.require("database_url")}  # fmt: skip
@@ -50,14 +54,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from kit.logs import configure
-    from kit.worker import run_worker
-    from peak.app import components
-
-    settings = load_settings()
+    parts = components()
+    settings = load_settings(parts)
     require_servers(settings)
     configure(json=settings.log_json, level=settings.log_level)
-    run(lambda: run_worker(settings, components()))
+    run(lambda: run_worker(settings, parts))
     return 0
 
 
@@ -65,7 +66,7 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     if args.markdown:
         say(settings_markdown())
         return 0
-    rows = Settings.describe()
+    rows = Settings.describe(sections_of(components()))
     width = max(len(r[0]) for r in rows)
     for env, kind, default, doc in rows:
         say(f"{env:<{width}}  {kind:<5}  {default or '-':<12}  {doc}")
@@ -75,15 +76,14 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 def settings_markdown() -> str:
     """The README's settings table."""
     lines = ["| variable | type | default | meaning |", "|---|---|---|---|"]
-    for env, kind, default, doc in Settings.describe():
+    for env, kind, default, doc in Settings.describe(sections_of(components())):
         shown = f"`{default}`" if default else "(unset)"
         lines.append(f"| `{env}` | {kind} | {shown} | {doc.replace('|', '/')} |")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from peak.app import components
-
+    parts = components()
     parser = argparse.ArgumentParser(prog="peak", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="start the whole stack on this machine")
@@ -110,12 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("settings", help="list every setting")
     listing.add_argument("--markdown", action="store_true", help="as the README's table")
     listing.set_defaults(func=_cmd_settings)
-    for part in components():
+    for part in parts:
         if part.cli is not None:
-            part.cli(sub)
-    from loadtest.cli import add_commands
-
-    add_commands(sub)
+            part.cli(sub, parts)
+    add_tool_commands(sub)
     return parser
 
 
@@ -125,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SettingsError as exc:
         return fail(str(exc), 2)
-    except (CommandError, StackError) as exc:
+    except CommandError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -1,56 +1,13 @@
-"""The composed app: subsystems wired together, and the dependency rules of the layout."""
+"""The composed app: subsystems wired together (the layout's dependency rules: tests/test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import httpx
-import pytest
 
 from tests.conftest import Servers
-from tests.support import REPO, run_peak
+from tests.support import run_peak
 
 PASSWORD = "correct horse battery"
-
-# package -> packages it must never import (the README's dependency rules)
-FORBIDDEN = {
-    "peak": {"sso", "seckill", "degrade", "reviews", "customer_service", "loadtest"},
-    "sso": {"seckill", "degrade", "reviews", "customer_service", "loadtest"},
-    "seckill": {"degrade", "reviews", "customer_service", "loadtest"},
-    "degrade": {"sso", "seckill", "reviews", "customer_service", "loadtest"},
-    "reviews": {"customer_service", "loadtest"},
-    "customer_service": {"reviews", "loadtest"},
-}
-# Only the composition and the CLI may know the subsystems.
-KIT_COMPOSERS = {"peak/app.py", "peak/cli.py"}
-SSO_PUBLIC = {"sso.client"}
-
-
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_dependencies_point_one_way(package: str) -> None:
-    for path in sorted((REPO / package).rglob("*.py")):
-        relative = str(path.relative_to(REPO))
-        if relative in KIT_COMPOSERS:
-            continue
-        for name in _imports(path):
-            top = name.split(".")[0]
-            assert top not in FORBIDDEN[package], f"{relative} imports {name}"
-            if top == "sso" and package not in ("sso", "peak"):
-                assert any(name == p or name.startswith(p + ".") for p in SSO_PUBLIC) or name == "sso", (
-                    f"{relative} imports {name}: other subsystems use SSO only through sso.client"
-                )
 
 
 async def _token(client: httpx.AsyncClient, username: str) -> str:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devstack.stack import RedisServer
+from devstack.redis import RedisServer
 from kit.component import Component
 from kit.errors import Conflict
 from kit.responses import JSONResponse
