@@ -9,7 +9,6 @@ an object, for `peak bench` and `peak loadtest`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -24,22 +23,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from devstack.stack import (
-    NginxBalancer,
-    PostgresServer,
-    RedisClusterServer,
-    RedisServer,
-    StackError,
-    free_port,
-    stop_process,
-)
-from kit.settings import Settings
+from devstack.errors import StackError
+from devstack.nginx import NginxBalancer
+from devstack.postgres import PostgresServer
+from devstack.processes import free_port, stop_process
+from devstack.redis import RedisClusterServer, RedisServer
+from kit.settings import Settings, SettingsError
+from peak.serve import APP_FACTORY, server_command
 
-__all__ = ["ENV_FILE", "INSTANCES_FILE", "LocalStack", "run_up", "server_command", "wait_ready"]
+__all__ = ["ENV_FILE", "INSTANCES_FILE", "LocalStack", "run_up", "wait_ready"]
 
 ENV_FILE = "env"
 INSTANCES_FILE = "instances"
 _READY_TIMEOUT_S = 60.0
+
+
+def _peak(*args: str) -> list[str]:
+    """A `peak` subcommand as a child process: the app's own work (migrations, workers) never runs in ours."""
+    return [sys.executable, "-m", "peak", *args]
 
 
 def _say(text: str) -> None:
@@ -54,14 +55,6 @@ def _secret_key(data_dir: Path) -> str:
             f.write(secrets.token_urlsafe(32))
     os.chmod(path, 0o600)
     return path.read_text().strip()
-
-
-def server_command(settings: Settings, factory: str = "peak.app:create_app") -> list[str]:
-    return [
-        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", factory,
-        "--host", settings.host, "--port", str(settings.port), "--workers", str(settings.workers),
-        "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--backlog", "4096",
-    ]  # fmt: skip
 
 
 def wait_ready(base_url: str, *servers: subprocess.Popen[bytes]) -> None:
@@ -95,6 +88,7 @@ class LocalStack:
         output: IO[bytes] | None = None,
         redis_cluster: int = 0,
         instances: int = 1,
+        factory: str = APP_FACTORY,
     ) -> None:
         if redis_cluster and settings.redis_url is not None:
             raise StackError(
@@ -112,6 +106,7 @@ class LocalStack:
         self.output = output
         self.redis_cluster = redis_cluster
         self.instances = instances
+        self.factory = factory
         self.env = {**os.environ, **(env or {})}
         self.data_dir = Path(settings.data_dir).resolve()
         self.redis: RedisServer | RedisClusterServer | None = None
@@ -122,18 +117,46 @@ class LocalStack:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     @property
-    def server(self) -> subprocess.Popen[bytes] | None:
-        """The first API server (the only one without ``instances``)."""
-        return self.servers[0] if self.servers else None
-
-    @property
     def base_url(self) -> str:
         return self.settings.public_base_url()
 
     def start(self) -> Settings:
         """Start everything and wait until /readyz answers 200; returns the settings with the server URLs."""
-        settings = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = self._start_servers(self.settings)
+        if settings.secret_key is None:
+            settings = replace(settings, secret_key=_secret_key(self.data_dir))
+        self.settings = settings
+        self.env.update(
+            PEAK_REDIS_URL=settings.require("redis_url"),
+            PEAK_DATABASE_URL=settings.require("database_url"),
+            PEAK_SECRET_KEY=settings.require("secret_key"),
+        )
+        self.say("applying migrations")
+        self._migrate()
+        # After the migration: its process is no server, and its metrics files would be added to theirs.
+        metrics_dir = self.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        (self.data_dir / ENV_FILE).write_text(
+            f"PEAK_REDIS_URL={settings.redis_url}\nPEAK_DATABASE_URL={settings.database_url}\n"
+        )
+        if self.instances == 1:
+            self.servers.append(self._spawn(server_command(settings, self.factory)))
+            self.instance_urls = [self.base_url]
+        else:
+            self._start_instances(settings)
+        for _ in range(settings.background_workers):
+            self.workers.append(self._spawn(_peak("worker")))
+        for url in self.instance_urls:
+            self._wait_ready(url)
+        if self.nginx is not None:
+            self._wait_ready(self.base_url)
+        return settings
+
+    def _start_servers(self, settings: Settings) -> Settings:
+        """A private Redis (or Redis Cluster) and PostgreSQL where no URL is set; the settings with their URLs."""
         if settings.redis_url is None and self.redis_cluster:
             cluster = RedisClusterServer(self.data_dir / "redis-cluster", self.redis_cluster, say=self.say)
             self.redis = cluster
@@ -151,38 +174,25 @@ class LocalStack:
             self.say(f"starting PostgreSQL on port {self.postgres.port} (data in {self.postgres.data_dir})")
             self.postgres.start()
             settings = replace(settings, database_url=self.postgres.url)
-        if settings.secret_key is None:
-            settings = replace(settings, secret_key=_secret_key(self.data_dir))
-        self.settings = settings
-        self.env.update(
-            PEAK_REDIS_URL=settings.require("redis_url"),
-            PEAK_DATABASE_URL=settings.require("database_url"),
-            PEAK_SECRET_KEY=settings.require("secret_key"),
-        )
-        metrics_dir = self.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir()
-        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-
-        from peak.cli import migrate_now
-
-        self.say("applying migrations")
-        asyncio.run(migrate_now(settings))
-        (self.data_dir / ENV_FILE).write_text(
-            f"PEAK_REDIS_URL={settings.redis_url}\nPEAK_DATABASE_URL={settings.database_url}\n"
-        )
-        if self.instances == 1:
-            self.servers.append(self._spawn(server_command(settings)))
-            self.instance_urls = [self.base_url]
-        else:
-            self._start_instances(settings)
-        for _ in range(settings.background_workers):
-            self.workers.append(self._spawn([sys.executable, "-m", "peak", "worker"]))
-        for url in self.instance_urls:
-            self._wait_ready(url)
-        if self.nginx is not None:
-            self._wait_ready(self.base_url)
         return settings
+
+    def _migrate(self) -> None:
+        """`peak migrate` with the stack's environment. In its own session like the workers: a Ctrl-C meant for
+        `peak up` lets it finish, and `peak up` then stops as usual."""
+        done = subprocess.run(
+            _peak("migrate"), env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            check=False, start_new_session=True,
+        )  # fmt: skip
+        if done.returncode == 0:
+            return
+        text = done.stderr.strip() or done.stdout.strip()
+        _, found, said = f"\n{text}".partition("\npeak: ")
+        if not found:  # no message of its own: a crash, whose traceback is the message
+            raise StackError(f"`peak migrate` exited with code {done.returncode}:\n{text}")
+        # Its message, said by `peak up` as it was said in this process before; `peak` exits 2 for a bad setting.
+        if done.returncode == 2:
+            raise SettingsError(said)
+        raise StackError(said)
 
     def _start_instances(self, settings: Settings) -> None:
         """Each instance on a free loopback port, trusting nginx's X-Forwarded-For; nginx on HOST:PORT."""
@@ -199,7 +209,7 @@ class LocalStack:
             # One public URL for all: it is the tokens' issuer, which every instance must agree on.
             if not env.get("PEAK_PUBLIC_URL"):
                 env["PEAK_PUBLIC_URL"] = self.base_url
-            self.servers.append(self._spawn(server_command(instance), env))
+            self.servers.append(self._spawn(server_command(instance, self.factory), env))
             self.instance_urls.append(f"http://127.0.0.1:{port}")
         (self.data_dir / INSTANCES_FILE).write_text("".join(f"{url}\n" for url in self.instance_urls))
         self.nginx = NginxBalancer(self.data_dir / "nginx", settings.host, settings.port, ports)
@@ -242,7 +252,7 @@ class LocalStack:
         for i, worker in enumerate(self.workers):
             if worker.poll() is not None:
                 self.say(f"background worker exited with code {worker.returncode}; starting a new one")
-                self.workers[i] = self._spawn([sys.executable, "-m", "peak", "worker"])
+                self.workers[i] = self._spawn(_peak("worker"))
         return None
 
     def stop(self) -> None:

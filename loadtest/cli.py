@@ -6,26 +6,48 @@ import argparse
 import contextlib
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import httpx
 
 from kit.commands import CommandError, say
+from loadtest.options import BenchOptions
+from loadtest.paths import EXTRAS, PATHS
+from loadtest.run import run_loadtest
 
 __all__ = ["add_commands"]
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from loadtest.bench import _options_from, run_bench
+    # Every `peak` command builds this parser, `peak worker` too: the bench and the dev stack it drives are
+    # loaded only when it runs.
+    from loadtest.bench import run_bench
 
     with _server_trouble(), _sigterm_unwinds():
         return run_bench(_options_from(args), say=say)
 
 
 def _loadtest(args: argparse.Namespace) -> int:
-    from loadtest.run import run_loadtest
-
     with _server_trouble(), _sigterm_unwinds():
         return run_loadtest(args, say=say)
+
+
+def _options_from(args: argparse.Namespace) -> BenchOptions:
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()] if args.paths else []
+    return replace(
+        BenchOptions(),
+        duration_s=args.duration,
+        connections=args.connections,
+        paths=paths,
+        url=args.url,
+        workers=args.workers,
+        users=args.users,
+        json_path=Path(args.json),
+        redis_cluster=args.redis_cluster,
+        buckets=args.buckets,
+        rounds=args.rounds,
+    )
 
 
 @contextlib.contextmanager
@@ -63,8 +85,6 @@ def _positive(text: str) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from loadtest.bench import EXTRAS, PATHS, BenchOptions
-
     bench = sub.add_parser("bench", help="measure every hot path against the hello-world floor (wrk)")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per path (default 10)")
     bench.add_argument("--connections", type=int, default=64, help="open connections (default 64)")

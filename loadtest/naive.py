@@ -1,7 +1,8 @@
 """The baseline `peak bench` compares purchases with: a naive PostgreSQL row-lock purchase.
 
-Mounted only when PEAK_BENCH_BASELINE=1. It is what many flash-sale tutorials do: lock the stock row, check,
-decrement, insert the order, commit; every purchase of one item waits for the previous one.
+Mounted only by ``loadtest.apps.baseline_app``, the app the bench's private stacks serve. It is what many
+flash-sale tutorials do: lock the stock row, check, decrement, insert the order, commit; every purchase of one
+item waits for the previous one.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from devstack.stack import StackError
 from kit.commands import CommandError, load_settings
 from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers
+from sso.settings import SsoSettings
 
 __all__ = ["run_loadtest"]
 
@@ -123,7 +123,7 @@ def run_loadtest(args: argparse.Namespace, *, say: Say) -> int:
                 "client_id": client_id,
                 "client_secret": client_secret,
                 "issuer": openid["issuer"],
-                "audience": settings.sso_audience,
+                "audience": settings.of(SsoSettings).audience,
             }
         )
         seed_file.write_text(seed_text)
@@ -148,7 +148,7 @@ def run_loadtest(args: argparse.Namespace, *, say: Say) -> int:
         )
         result = subprocess.run(argv, env=env, check=False, timeout=duration + 300)
         if result.returncode != 0:
-            raise StackError(f"locust exited with code {result.returncode}; its output is above")
+            raise CommandError(f"locust exited with code {result.returncode}; its output is above")
         requests, failures = _requests(csv_prefix)
         server_errors = _server_errors(csv_prefix)
     stats = _drain(base_url, admin, str(event["id"]), say)

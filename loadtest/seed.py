@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from devstack.stack import StackError
+from kit.commands import CommandError
 
 __all__ = ["PASSWORD", "add_client", "bearer", "create_event", "create_shoppers", "iso"]
 
@@ -39,10 +39,12 @@ async def create_shoppers(
         async with gate:
             created = await http.post("/sso/users", json={"username": username, "password": PASSWORD})
             if created.status_code != 201:
-                raise StackError(f"could not create shopper {username}: {created.status_code} {created.text}")
+                raise CommandError(
+                    f"could not create shopper {username}: {created.status_code} {created.text}"
+                )
             login = await http.post("/sso/login", json={"username": username, "password": PASSWORD})
             if login.status_code != 200:
-                raise StackError(f"could not log {username} in: {login.status_code} {login.text}")
+                raise CommandError(f"could not log {username} in: {login.status_code} {login.text}")
             return username, str(login.json()["access_token"])
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
@@ -62,7 +64,7 @@ def create_event(base_url: str, admin_token: str, **fields: Any) -> dict[str, An
     }
     answer = httpx.post(f"{base_url}/seckill/events", json=body, headers=bearer(admin_token), timeout=30)
     if answer.status_code != 201:
-        raise StackError(f"could not create a sale event: {answer.status_code} {answer.text}")
+        raise CommandError(f"could not create a sale event: {answer.status_code} {answer.text}")
     created: dict[str, Any] = answer.json()
     return created
 
@@ -79,10 +81,12 @@ def add_client(env: Mapping[str, str], name: str) -> tuple[str, str]:
     )
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     if result.returncode != 0 or not lines:
-        raise StackError(
+        raise CommandError(
             f"`peak sso add-client {name}` failed: {result.stderr.strip() or result.stdout.strip()}"
         )
     secret = lines[-1]
     if not re.fullmatch(r"[A-Za-z0-9_\-.~+/=]{16,}", secret):
-        raise StackError(f"`peak sso add-client` printed no secret on its last line: {result.stdout.strip()}")
+        raise CommandError(
+            f"`peak sso add-client` printed no secret on its last line: {result.stdout.strip()}"
+        )
     return name, secret

@@ -21,7 +21,8 @@ import httpx
 import pytest
 import redis
 
-from devstack.stack import PostgresServer, RedisClusterServer, RedisServer
+from devstack.postgres import PostgresServer
+from devstack.redis import RedisClusterServer, RedisServer
 from kit import migrations
 from kit.settings import Settings
 from peak.app import components, create_app

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 import redis
 
-from devstack.stack import _postgres_bindir, free_port
+from devstack.postgres import postgres_bindir
+from devstack.processes import free_port
 from tests.support import alive_in, run_peak, sessions_started_by, start_peak, up_env, wait_http
 
 
@@ -88,5 +89,5 @@ def test_up_without_redis_server_says_how_to_install_it(tmp_path: Path) -> None:
 def test_postgres_binaries_are_found_off_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Debian keeps the server binaries in its versioned folder, off PATH.
     monkeypatch.setenv("PATH", str(tmp_path))
-    bindir = _postgres_bindir()
+    bindir = postgres_bindir()
     assert bindir.parent.parent.name == "postgresql" and (bindir / "initdb").exists()

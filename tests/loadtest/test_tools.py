@@ -14,8 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from devstack.stack import free_port
-from loadtest.bench import parse_wrk, settle_postgres
+from devstack.processes import free_port
+from loadtest.measure import settle_postgres
+from loadtest.wrk_runner import parse_wrk
 from tests.conftest import Servers
 from tests.support import alive_in, kill_group, run_peak, sessions_started_by, start_peak, wait_http
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from devstack.stack import RedisClusterServer
+from devstack.redis import RedisClusterServer
 from kit.settings import Settings
 from tests.conftest import Servers
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from devstack.stack import RedisClusterServer
-from kit.lua import Script, Scripts
+from devstack.redis import RedisClusterServer
+from kit.lua import Script, load_scripts
 from kit.redis import LaneCluster, create_pubsub_client, create_redis
 from kit.settings import Settings
-from peak.app import create_app
+from peak.app import components, create_app
 from tests.conftest import Servers
 from tests.support import lifespan_client
 
@@ -46,8 +46,8 @@ def _tags_per_node(client: LaneCluster) -> dict[str, str]:
 async def test_packaged_scripts_load_on_every_primary(
     cluster_client: LaneCluster, cluster: RedisClusterServer
 ) -> None:
-    scripts = Scripts.from_package()
-    await scripts.load(cluster_client)
+    scripts = [script for part in components() for script in part.scripts]
+    await load_scripts(cluster_client, scripts)
     shas = [script.sha for script in scripts]
     for url in cluster.node_urls:
         node = redis.Redis.from_url(url)
@@ -59,8 +59,7 @@ async def test_noscript_on_one_node_is_recovered_under_concurrency(
     cluster_client: LaneCluster, cluster: RedisClusterServer
 ) -> None:
     script = Script("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])")
-    scripts = Scripts({"incr": script})
-    await scripts.load(cluster_client)
+    await load_scripts(cluster_client, [script])
     tags = _tags_per_node(cluster_client)
     victim_name = next(iter(tags))
     host, port = victim_name.rsplit(":", 1)
@@ -73,7 +72,7 @@ async def test_noscript_on_one_node_is_recovered_under_concurrency(
             await asyncio.sleep(0.005)
             victim.script_flush()
 
-    calls = [scripts["incr"](cluster_client, [f"{tag}n"], [1]) for tag in tags.values() for _ in range(100)]
+    calls = [script(cluster_client, [f"{tag}n"], [1]) for tag in tags.values() for _ in range(100)]
     results, _ = await asyncio.gather(asyncio.gather(*calls), flusher())
     assert sorted(results) == sorted(list(range(1, 101)) * len(tags))  # every call ran exactly once
     for tag in tags.values():

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.stack import free_port
+from devstack.processes import free_port
 from tests.conftest import Servers
 from tests.support import alive_in, sessions_started_by, start_peak, wait_http
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from devstack.stack import NginxBalancer, StackError, free_port
+from devstack.errors import StackError
+from devstack.nginx import NginxBalancer
+from devstack.processes import free_port
 from tests.conftest import Servers
 from tests.support import alive_in, run_peak, sessions_started_by, start_peak, up_env, wait_http
 
@@ -22,8 +25,6 @@ def _env_file(data_dir: Path) -> dict[str, str]:
 
 
 def _stop(proc: object, log: Path) -> str:
-    import subprocess
-
     assert isinstance(proc, subprocess.Popen)
     os.kill(proc.pid, signal.SIGTERM)
     code = proc.wait(40)

@@ -1,0 +1,65 @@
+"""What every private server shares: free loopback ports, waiting for an answer, stopping a process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from devstack.errors import StackError
+
+__all__ = ["Say", "free_port", "port_open", "stop_process", "wait_for"]
+
+Say = Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+    """Signal the process's whole group, wait, and SIGKILL what is left after ``timeout_s``."""
+    if proc.poll() is not None:
+        _kill_group(proc.pid, signal.SIGKILL)
+        return
+    _kill_group(proc.pid, sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    _kill_group(proc.pid, signal.SIGKILL)
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def wait_for(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path, timeout_s: float
+) -> None:
+    """Until ``check()`` holds; ``proc`` exiting meanwhile, or the time running out, is a StackError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StackError(f"{what} exited with code {proc.returncode}; its log {log} ends with:\n{tail}")
+        if check():
+            return
+        time.sleep(0.05)
+    stop_process(proc)
+    raise StackError(f"{what} did not answer within {timeout_s:.0f} s; see {log}")

@@ -1,0 +1,26 @@
+"""What a `peak bench` run is asked for (its command line, see loadtest/cli.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BenchOptions"]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    duration_s: float = 10.0
+    connections: int = 64
+    paths: Sequence[str] = ()
+    url: str | None = None
+    workers: int | None = None
+    users: int = 600
+    json_path: Path = Path("bench-results.json")
+    # Masters of the private Redis Cluster of the second stack (0: no cluster run).
+    redis_cluster: int = 0
+    # Stock buckets of the bucketed event measured on the cluster.
+    buckets: int = 3
+    # Times every path of the main stack is measured (medians are reported).
+    rounds: int = 1
