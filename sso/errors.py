@@ -1,19 +1,22 @@
-"""SSO's answers for clients, and the one place Lua return codes become them."""
+"""SSO's answers for clients; ``sso/scripts.py`` is the one place Lua return codes become them."""
 
 from __future__ import annotations
 
 from kit.errors import ApiError, Conflict, InvalidRequest, TooManyRequests, Unauthorized
 
 __all__ = [
+    "AccountLocked",
     "InvalidClient",
+    "InvalidCookie",
     "InvalidCredentials",
     "InvalidGrant",
+    "IpBudgetSpent",
+    "RefreshTokenReused",
+    "SessionEnded",
+    "TokenRevoked",
     "UnsupportedGrantType",
     "UsernameTaken",
     "WeakPassword",
-    "raise_for_refresh",
-    "raise_for_throttle",
-    "raise_for_touch",
 ]
 
 
@@ -22,6 +25,21 @@ class InvalidCredentials(Unauthorized):
 
     def __init__(self) -> None:
         super().__init__("wrong username or password")
+
+
+class SessionEnded(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("the session has ended; log in again")
+
+
+class TokenRevoked(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("the token has been revoked")
+
+
+class InvalidCookie(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("the session cookie is not valid")
 
 
 class UsernameTaken(Conflict):
@@ -37,6 +55,10 @@ class InvalidGrant(Unauthorized):
 
     def __init__(self, message: str = "the refresh token is invalid, used or its session has ended") -> None:
         super().__init__(message)
+
+
+class RefreshTokenReused(InvalidGrant):
+    """An already used refresh token came back: its session is now ended for every holder."""
 
 
 class UnsupportedGrantType(ApiError):
@@ -55,35 +77,20 @@ class InvalidClient(ApiError):
         )
 
 
-def raise_for_throttle(answer: list[int]) -> None:
-    """``sso_throttle.lua``: {0, 0} go on, {1, s} account locked, {2, s} IP budget spent."""
-    status, retry_after_s = int(answer[0]), int(answer[1])
-    if status == 1:
-        # The same words for existing and unknown accounts: the answer must not tell them apart.
-        raise TooManyRequests(
-            "too many failed logins for this account; try again later",
-            retry_after_s=retry_after_s,
-            code="too_many_attempts",
-        )
-    if status == 2:
-        raise TooManyRequests(
-            "too many failed logins from this address today; try again later",
-            retry_after_s=retry_after_s,
-            code="too_many_attempts",
+# The same words for existing and unknown accounts: the answer must not tell them apart.
+class AccountLocked(TooManyRequests):
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "too many failed logins for this account; try again later", retry_after_s=retry_after_s
         )
 
 
-def raise_for_refresh(code: int) -> None:
-    """``sso_refresh.lua`` (its first value): 1 rotated, 0 no session, -1 reuse (session ended), -2 unknown token."""
-    if code != 1:
-        raise InvalidGrant()
+class IpBudgetSpent(TooManyRequests):
+    code = "too_many_attempts"
 
-
-def raise_for_touch(code: int) -> None:
-    """``sso_session_touch.lua``: 1 live, 0 ended or expired, -1 token revoked, -2 cookie mismatch."""
-    if code == 0:
-        raise Unauthorized("the session has ended; log in again")
-    if code == -1:
-        raise Unauthorized("the token has been revoked")
-    if code == -2:
-        raise Unauthorized("the session cookie is not valid")
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "too many failed logins from this address today; try again later", retry_after_s=retry_after_s
+        )

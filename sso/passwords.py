@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from kit.settings import Settings
+from sso.settings import SsoSettings
 
 __all__ = ["Passwords"]
 
@@ -18,11 +18,11 @@ __all__ = ["Passwords"]
 class Passwords:
     """argon2-cffi releases the GIL, so a pool of one thread per core keeps every core hashing."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SsoSettings) -> None:
         self._hasher = PasswordHasher(
-            time_cost=settings.sso_argon2_time_cost,
-            memory_cost=settings.sso_argon2_memory_kib,
-            parallelism=settings.sso_argon2_parallelism,
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
             type=Type.ID,
         )
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="argon2")

@@ -95,11 +95,11 @@ async def _caller(request: Request) -> Caller:
 def _tokens(pair: TokenPair, request: Request) -> Response:
     response = JSONResponse(pair.body(), headers=_NO_STORE)
     if pair.cookie:
-        settings = context_of(request).settings
+        settings = _sso(request).settings
         response.set_cookie(
             COOKIE,
             pair.cookie,
-            max_age=settings.sso_absolute_timeout_s,
+            max_age=settings.absolute_timeout_s,
             httponly=True,
             samesite="lax",
             secure=settings.cookie_secure,
@@ -229,11 +229,10 @@ async def jwks(request: Request) -> Response:
 
 
 async def openid_configuration(request: Request) -> Response:
-    settings = context_of(request).settings
-    base = settings.public_base_url()
+    base = context_of(request).settings.public_base_url()
     return JSONResponse(
         {
-            "issuer": settings.issuer(),
+            "issuer": _sso(request).signer.issuer,
             "jwks_uri": f"{base}/.well-known/jwks.json",
             "token_endpoint": f"{base}/sso/token",
             "introspection_endpoint": f"{base}/sso/introspect",

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kit.errors import ApiError, Unauthorized
-from kit.settings import Settings
 from sso.accounts import Account, Accounts
 from sso.client import Principal, TokenValidator
 from sso.clients import Clients
@@ -19,6 +18,7 @@ from sso.errors import InvalidCredentials, InvalidGrant, WeakPassword
 from sso.keystore import KeyStore
 from sso.passwords import Passwords
 from sso.sessions import Sessions
+from sso.settings import SsoSettings
 from sso.throttle import LoginThrottle
 from sso.tokens import CLIENT_ID, OpaqueToken, Signer
 
@@ -62,7 +62,7 @@ class Caller:
 
 @dataclass(kw_only=True)
 class Sso:
-    settings: Settings
+    settings: SsoSettings
     accounts: Accounts
     passwords: Passwords
     sessions: Sessions
@@ -76,9 +76,9 @@ class Sso:
     # -- accounts --------------------------------------------------------------------------------
 
     def _check_password(self, password: str) -> None:
-        if len(password) < self.settings.sso_min_password_length:
+        if len(password) < self.settings.min_password_length:
             raise WeakPassword(
-                f"the password must be at least {self.settings.sso_min_password_length} characters"
+                f"the password must be at least {self.settings.min_password_length} characters"
             )
         if len(password) > _MAX_PASSWORD_LENGTH:
             raise WeakPassword(f"the password must be at most {_MAX_PASSWORD_LENGTH} characters")

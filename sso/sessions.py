@@ -10,14 +10,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from kit.errors import Unauthorized
-from kit.lua import Scripts
 from kit.redis import RedisClient
-from kit.settings import Settings
-from sso import keys
-from sso.errors import InvalidGrant, raise_for_refresh, raise_for_touch
+from sso import keys, scripts
+from sso.errors import InvalidCookie, InvalidGrant, RefreshTokenReused
+from sso.settings import SsoSettings
 from sso.tokens import OpaqueToken, new_session_id
 
 __all__ = ["NewSession", "SessionInfo", "Sessions"]
@@ -48,12 +46,11 @@ def _roles(value: Iterable[str]) -> str:
 
 
 class Sessions:
-    def __init__(self, redis: RedisClient, scripts: Scripts, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: SsoSettings) -> None:
         self._redis = redis
-        self._scripts = scripts
-        self._idle_ms = settings.sso_idle_timeout_s * 1000
-        self._absolute_ms = settings.sso_absolute_timeout_s * 1000
-        self._max = settings.sso_max_sessions
+        self._idle_ms = settings.idle_timeout_s * 1000
+        self._absolute_ms = settings.absolute_timeout_s * 1000
+        self._max = settings.max_sessions
 
     async def open(
         self, *, user_id: str, username: str, roles: Sequence[str], ip: str, user_agent: str
@@ -73,11 +70,9 @@ class Sessions:
             "refresh": refresh.digest,
             "cookie": cookie.digest,
         }
-        ended = await self._scripts["sso_session_open"](
-            self._redis,
-            [keys.session_index(user_id), keys.session(user_id, sid)],
-            [keys.session_prefix(user_id), sid, now_ms, self._idle_ms, self._absolute_ms, self._max,
-             *[v for pair in fields.items() for v in pair]],
+        ended = await scripts.open_session(
+            self._redis, user_id=user_id, session_id=sid, now_ms=now_ms, idle_ms=self._idle_ms,
+            absolute_ms=self._absolute_ms, max_sessions=self._max, fields=fields,
         )  # fmt: skip
         await self.announce(f"s:{s}" for s in ended)
         return NewSession(sid, refresh, cookie)
@@ -86,16 +81,12 @@ class Sessions:
         """(user id, session id, username, roles) of a live session cookie, sliding the session."""
         cookie = OpaqueToken.parse(value)
         if cookie is None:
-            raise Unauthorized("the session cookie is not valid")
-        answer = await self._scripts["sso_session_touch"](
-            self._redis,
-            [keys.session(cookie.user_id, cookie.session_id)],
-            [int(time.time() * 1000), self._idle_ms, cookie.digest],
-        )
-        if not isinstance(answer, list):
-            raise_for_touch(int(answer))
-        _, user_id, username, roles = answer
-        return str(user_id), cookie.session_id, str(username), frozenset(str(roles).split())
+            raise InvalidCookie()
+        found = await scripts.touch_by_cookie(
+            self._redis, cookie.user_id, cookie.session_id, cookie.digest,
+            now_ms=int(time.time() * 1000), idle_ms=self._idle_ms,
+        )  # fmt: skip
+        return found.user_id, cookie.session_id, found.username, found.roles
 
     async def info(self, user_id: str, session_id: str) -> SessionInfo | None:
         for entry in await self.of_user(user_id):
@@ -105,28 +96,23 @@ class Sessions:
 
     async def of_user(self, user_id: str) -> list[SessionInfo]:
         now_ms = int(time.time() * 1000)
-        rows: list[list[Any]] = await self._scripts["sso_session_list"](
-            self._redis, [keys.session_index(user_id)], [keys.session_prefix(user_id)]
-        )
         return [
             SessionInfo(
-                id=str(sid),
-                created_at=int(created) // 1000,
-                last_seen_at=int(seen) // 1000,
-                idle_expires_at=(now_ms + max(0, int(ttl_ms))) // 1000,
-                absolute_expires_at=int(absolute) // 1000,
-                ip=str(ip),
-                user_agent=str(agent),
+                id=s.id,
+                created_at=s.created_at_ms // 1000,
+                last_seen_at=s.last_seen_at_ms // 1000,
+                idle_expires_at=(now_ms + max(0, s.idle_left_ms)) // 1000,
+                absolute_expires_at=s.absolute_expires_at_ms // 1000,
+                ip=s.ip,
+                user_agent=s.user_agent,
             )
-            for sid, created, seen, absolute, ip, agent, ttl_ms in rows
+            for s in await scripts.list_sessions(self._redis, user_id)
         ]
 
     async def end(
         self, user_id: str, which: Literal["one", "all", "others"], session_id: str = ""
     ) -> list[str]:
-        ended: list[str] = await self._scripts["sso_session_end"](
-            self._redis, [keys.session_index(user_id)], [keys.session_prefix(user_id), which, session_id]
-        )
+        ended = await scripts.end_sessions(self._redis, user_id, which, session_id)
         await self.announce(f"s:{s}" for s in ended)
         return ended
 
@@ -137,24 +123,16 @@ class Sessions:
         if token is None:
             raise InvalidGrant()
         new = OpaqueToken.new(token.user_id, token.session_id)
-        answer = await self._scripts["sso_refresh"](
-            self._redis,
-            [keys.session(token.user_id, token.session_id), keys.session_index(token.user_id)],
-            [
-                token.digest,
-                new.digest,
-                int(time.time() * 1000),
-                self._idle_ms,
-                _roles(roles),
-                token.session_id,
-            ],
-        )
-        code = int(answer[0] if isinstance(answer, list) else answer)
-        if code == -1:
+        try:
+            username = await scripts.rotate_refresh(
+                self._redis, user_id=token.user_id, session_id=token.session_id, presented_digest=token.digest,
+                new_digest=new.digest, now_ms=int(time.time() * 1000), idle_ms=self._idle_ms, roles=_roles(roles),
+            )  # fmt: skip
+        except RefreshTokenReused:
             log.warning("refresh token reused: session %s of user %s ended", token.session_id, token.user_id)
             await self.announce([f"s:{token.session_id}"])
-        raise_for_refresh(code)
-        return new, str(answer[1])
+            raise
+        return new, username
 
     async def end_by_refresh_token(self, token: OpaqueToken) -> None:
         """End the session of a current or already used refresh token; anything else changes nothing."""

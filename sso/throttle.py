@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from kit.lua import Scripts
+from typing import Literal
+
 from kit.redis import RedisClient
-from kit.settings import Settings
-from sso import keys
-from sso.errors import raise_for_throttle
+from sso import scripts
+from sso.settings import SsoSettings
 
 __all__ = ["LoginThrottle"]
 
 
 class LoginThrottle:
-    def __init__(self, redis: RedisClient, scripts: Scripts, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: SsoSettings) -> None:
         self._redis = redis
-        self._script = scripts["sso_throttle"]
-        self._on = settings.sso_throttle
-        self._limits = (
-            settings.sso_account_max_failures,
-            settings.sso_account_window_s,
-            settings.sso_ip_daily_failures,
-        )
+        self._on = settings.throttle
+        self._limits = (settings.account_max_failures, settings.account_window_s, settings.ip_daily_failures)
 
     async def attempt(self, username: str, ip: str) -> None:
         """Count an attempt against its account up front; TooManyRequests when a limit is reached."""
         if self._on:
-            raise_for_throttle(await self._call("attempt", username, ip))
+            await self._call("attempt", username, ip)
 
     async def failed(self, username: str, ip: str) -> None:
         if self._on:
@@ -35,8 +30,5 @@ class LoginThrottle:
         if self._on:
             await self._call("success", username, ip)
 
-    async def _call(self, mode: str, username: str, ip: str) -> list[int]:
-        answer: list[int] = await self._script(
-            self._redis, [keys.account_failures(username), keys.ip_failures(ip)], [mode, *self._limits]
-        )
-        return answer
+    async def _call(self, mode: Literal["attempt", "failure", "success"], username: str, ip: str) -> None:
+        await scripts.throttle(self._redis, mode, username, ip, self._limits)

@@ -12,12 +12,13 @@ import httpx
 import jwt
 import pytest
 
-import sso
+import sso.component
 from kit.component import Component, Role
 from kit.context import Context
 from kit.settings import Settings
 from peak.app import create_app
 from sso.keystore import KeyStore, SigningKey
+from sso.settings import SsoSettings
 from tests.conftest import Servers
 from tests.support import lifespan_client, run_peak
 
@@ -39,7 +40,7 @@ async def sso_app(settings: Settings) -> AsyncIterator[App]:
         found.append(ctx)
         yield
 
-    parts = [sso.component(), Component(name="sso-test-context", services=[capture])]
+    parts = [sso.component.component(), Component(name="sso-test-context", services=[capture])]
     async with lifespan_client(create_app(settings, parts)) as http:
         yield App(http, found[0])
 
@@ -93,10 +94,15 @@ def cli(servers: Servers, *args: str, **env: str) -> str:
     return result.stdout
 
 
+def issuer(app: App) -> str:
+    """The issuer the app's tokens name (PEAK_SSO_ISSUER, or else its public URL)."""
+    return app.ctx.settings.of(SsoSettings).issuer_for(app.ctx.settings)
+
+
 async def signing_key(app: App) -> SigningKey:
-    settings = app.ctx.settings
-    store = KeyStore(app.ctx.db, algorithm=settings.sso_algorithm, secret_key=settings.secret_key,
-                     access_token_ttl_s=settings.sso_access_token_ttl_s)  # fmt: skip
+    settings = app.ctx.settings.of(SsoSettings)
+    store = KeyStore(app.ctx.db, algorithm=settings.algorithm, secret_key=app.ctx.settings.secret_key,
+                     access_token_ttl_s=settings.access_token_ttl_s)  # fmt: skip
     return await store.signing_key()
 
 

@@ -18,6 +18,7 @@ from kit.errors import Unauthorized
 from kit.redis import create_redis
 from kit.settings import Settings
 from sso.client import TokenValidator
+from sso.settings import SsoSettings
 
 
 async def main() -> None:
@@ -27,10 +28,15 @@ async def main() -> None:
     async def keys() -> Mapping[str, Any]:
         return jwks
 
+    sso_settings = settings.of(SsoSettings)
     redis_url = settings.require("redis_url")
     redis = create_redis(redis_url)
     validator = TokenValidator(
-        issuer=settings.issuer(), audience=settings.sso_audience, keys=keys, redis=redis, redis_url=redis_url
+        issuer=sso_settings.issuer_for(settings),
+        audience=sso_settings.audience,
+        keys=keys,
+        redis=redis,
+        redis_url=redis_url,
     )
     loop = asyncio.get_running_loop()
     async with validator.running():

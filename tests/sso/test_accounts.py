@@ -9,6 +9,7 @@ from argon2 import extract_parameters
 from kit.settings import Settings
 from sso.client import TokenValidator
 from sso.passwords import Passwords
+from sso.settings import SsoSettings
 from tests.conftest import Servers
 from tests.sso.conftest import PASSWORD, App, bearer, cli, error_code, login, register, sso_app
 from tests.support import run_peak
@@ -87,7 +88,7 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(client: httpx
 
 
 async def test_unknown_user_is_checked_against_a_real_argon2_hash(settings: Settings) -> None:
-    passwords = Passwords(settings)
+    passwords = Passwords(settings.of(SsoSettings))
     try:
         # The dummy hash has the configured cost: an unknown name spends a full verification.
         assert extract_parameters(passwords._dummy) == extract_parameters(await passwords.hash("x"))
@@ -98,7 +99,7 @@ async def test_unknown_user_is_checked_against_a_real_argon2_hash(settings: Sett
 
 async def test_default_argon2_parameters_are_owasp_argon2id() -> None:
     settings = Settings.from_env({})
-    passwords = Passwords(settings)
+    passwords = Passwords(settings.of(SsoSettings))
     try:
         stored = await passwords.hash("a long enough password")
         params = extract_parameters(stored)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-import sso
+import sso.component
 from kit.component import Component
 from kit.responses import JSONResponse
 from kit.routing import route
@@ -78,7 +78,7 @@ PROBE = Component(
 @pytest.fixture
 async def probe(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(PEAK_ADMIN_TOKEN=ADMIN_TOKEN)
-    async with lifespan_client(create_app(settings, [sso.component(), PROBE])) as c:
+    async with lifespan_client(create_app(settings, [sso.component.component(), PROBE])) as c:
         yield c
 
 
@@ -116,7 +116,7 @@ async def test_require_admin(servers: Servers, probe: httpx.AsyncClient) -> None
 
 
 async def test_without_an_admin_token_setting_nothing_is_an_admin_token(settings: Settings) -> None:
-    async with lifespan_client(create_app(settings, [sso.component(), PROBE])) as c:
+    async with lifespan_client(create_app(settings, [sso.component.component(), PROBE])) as c:
         for token in ("", "None", "null"):
             assert (
                 await c.get("/probe/admin", headers={"Authorization": f"Bearer {token}"})

@@ -13,7 +13,7 @@ from sso import keys
 from sso.client import TokenValidator
 from sso.service import Sso
 from tests.conftest import Servers
-from tests.sso.conftest import App, bearer, cli, error_code, forge, login, register, sso_app
+from tests.sso.conftest import App, bearer, cli, error_code, forge, issuer, login, register, sso_app
 
 
 async def add_client(app: App, name: str = "seckill") -> httpx.BasicAuth:
@@ -75,7 +75,7 @@ async def test_active_answer(app: App) -> None:
     )
     assert body["active"] is True and body["sub"] == user["id"] and body["sid"] == tokens["session_id"]
     assert body["username"] == "alice" and body["aud"] == "peak" and body["token_type"] == "Bearer"
-    assert body["iss"] == app.ctx.settings.issuer() and body["client_id"] == "peak"
+    assert body["iss"] == issuer(app) and body["client_id"] == "peak"
     assert isinstance(body["exp"], int) and isinstance(body["iat"], int) and body["exp"] > body["iat"]
 
 

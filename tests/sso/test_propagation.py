@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from devstack.stack import free_port
+from devstack.processes import free_port
 from kit.redis import create_redis
 from kit.settings import Settings
 from sso import keys

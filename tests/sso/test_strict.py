@@ -18,7 +18,7 @@ def _validator_without_broadcasts(app: App) -> TokenValidator:
     sso = app.ctx.get(Sso)
     return TokenValidator(
         issuer=sso.validator.issuer, audience=sso.validator.audience, keys=sso.keystore.jwks,
-        redis=app.ctx.redis, scripts=app.ctx.scripts,
+        redis=app.ctx.redis,
     )  # fmt: skip
 
 

@@ -14,7 +14,18 @@ from jwt.algorithms import RSAAlgorithm
 from kit.settings import Settings
 from sso.client import TokenValidator
 from tests.conftest import Servers
-from tests.sso.conftest import App, bearer, cli, error_code, login, register, signed_in, signing_key, sso_app
+from tests.sso.conftest import (
+    App,
+    bearer,
+    cli,
+    error_code,
+    issuer,
+    login,
+    register,
+    signed_in,
+    signing_key,
+    sso_app,
+)
 
 
 async def _refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -30,7 +41,7 @@ async def test_access_token_header_and_claims(app: App) -> None:
     assert {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles"} <= set(claims)
     assert claims["sub"] == user["id"] and claims["sid"] == tokens["session_id"]
     assert claims["username"] == "alice" and claims["roles"] == ["shopper"]
-    assert claims["aud"] == "peak" and claims["iss"] == app.ctx.settings.issuer()
+    assert claims["aud"] == "peak" and claims["iss"] == issuer(app)
     assert claims["exp"] - claims["iat"] == tokens["expires_in"] == 900
     assert abs(claims["iat"] - time.time()) < 5 and claims["nbf"] <= claims["iat"]
     jwks = (await app.http.get("/.well-known/jwks.json")).json()

@@ -171,12 +171,12 @@ async def test_a_verified_token_is_not_verified_again() -> None:
 async def test_revocation_beats_the_cache(validator: TokenValidator) -> None:
     token = sign(claims())
     await validator.validate(token)
-    validator.forget("s:s1")
+    validator.revocations.forget("s:s1")
     with pytest.raises(Unauthorized):
         await validator.validate(token)
     other = sign(claims(sid="s2", jti="j9"))
     await validator.validate(other)
-    validator.forget("j:j9")
+    validator.revocations.forget("j:j9")
     with pytest.raises(Unauthorized):
         await validator.validate(other)
 

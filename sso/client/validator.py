@@ -1,0 +1,206 @@
+"""``TokenValidator``: access tokens checked locally against the published keys, with what it has verified
+cached, revocations applied from ``Revocations`` and, in strict mode, the session checked and slid in Redis in
+one round trip (concurrent checks share one write, ``ScriptBatcher``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+import jwt
+
+from kit.coalescer import ScriptBatcher
+from kit.errors import Unauthorized
+from kit.redis import RedisClient
+from sso import scripts
+from sso.client.jwks import KeySource
+from sso.client.principal import Principal
+from sso.client.revocations import Revocations
+from sso.errors import SessionEnded, TokenRevoked
+
+__all__ = ["ALGORITHMS", "MAX_LEEWAY_S", "TokenValidator"]
+
+log = logging.getLogger("peak.sso")
+
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
+MAX_LEEWAY_S = 30
+_REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"]
+
+
+class TokenValidator:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        keys: KeySource,
+        algorithms: Iterable[str] = ALGORITHMS,
+        leeway_s: int = 5,
+        redis: RedisClient | None = None,
+        redis_url: str | None = None,
+        idle_timeout_s: int = 900,
+        refetch_interval_s: float = 5.0,
+        poll_interval_s: float = 1.0,
+        cache_size: int = 20_000,
+    ) -> None:
+        if not 0 <= leeway_s <= MAX_LEEWAY_S:
+            raise ValueError(f"leeway must be 0..{MAX_LEEWAY_S} s")
+        self.algorithms = frozenset(algorithms) & frozenset(ALGORITHMS)
+        if not self.algorithms:
+            raise ValueError(f"allow at least one of {', '.join(ALGORITHMS)}")
+        self.issuer = issuer
+        self.audience = audience
+        self._source = keys
+        self._leeway_s = leeway_s
+        self._touch: ScriptBatcher | None = None
+        if redis is not None:
+            self._touch = ScriptBatcher(redis, scripts.SESSION_TOUCH, same_keys_same_answer=True)
+        self._idle_timeout_ms = idle_timeout_s * 1000
+        self._refetch_interval_s = refetch_interval_s
+        self._cache_size = cache_size
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._fetch_lock = asyncio.Lock()
+        self._cache: dict[str, Principal] = {}
+        self._listeners: list[Callable[[str], Awaitable[None]]] = []
+        self.revocations = Revocations(
+            redis, redis_url, poll_interval_s=poll_interval_s, on_change=self._changed
+        )
+        # The same dicts as the revocations', looked up here without an attribute hop on every validation.
+        self._ended_sessions = self.revocations.ended_sessions
+        self._revoked_tokens = self.revocations.revoked_tokens
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[TokenValidator]:
+        """Fetch the keys and, with Redis, follow revocations until the block ends."""
+        try:
+            await self.refresh_keys(force=True)
+        except Exception as exc:  # the key source may come up later; unknown kids trigger a refetch
+            log.warning("could not fetch the signing keys yet: %s", exc)
+        async with self.revocations.following():
+            yield self
+
+    def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``listener("k")`` when the signing keys change and ``listener("c")`` when clients do."""
+        self._listeners.append(listener)
+
+    async def _changed(self, what: str) -> None:
+        if what == "k":
+            await self.refresh_keys(force=True)
+        for listener in self._listeners:
+            await listener(what)
+
+    # -- validation --------------------------------------------------------------------------------
+
+    async def validate(self, token: str, *, strict: bool = False) -> Principal:
+        """The principal of a valid access token, or Unauthorized. Strict also checks and slides the session."""
+        principal = self._cache.get(token)
+        now = time.time()
+        if principal is None or principal.expires_at + self._leeway_s <= now:
+            principal = await self._verify(token)
+            if len(self._cache) >= self._cache_size:
+                self._shrink_cache(now)
+            self._cache[token] = principal
+        if principal.session_id in self._ended_sessions or principal.token_id in self._revoked_tokens:
+            raise Unauthorized("the session of this token has ended")
+        if strict:
+            await self._check_session(principal, now)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("the access token is malformed") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms or not isinstance(kid, str):
+            raise Unauthorized("the access token's algorithm or key id is not accepted")
+        if str(header.get("typ", "")).lower() not in ("at+jwt", "application/at+jwt"):
+            raise Unauthorized("the token is not an access token (typ at+jwt)")
+        key = self._keys.get(kid)
+        if key is None:
+            try:
+                await self.refresh_keys()
+            except Exception as exc:  # the key source is down: the token cannot be checked now
+                log.warning("could not fetch the signing keys: %s", exc)
+            key = self._keys.get(kid)
+            if key is None:
+                raise Unauthorized("the access token was signed by an unknown key")
+        # The key's own algorithm, never the header's: no HMAC with a public key, no key-type confusion.
+        if key.algorithm_name != alg:
+            raise Unauthorized("the access token's algorithm does not match its key")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self._leeway_s,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the access token has expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the access token is not valid") from None
+        roles = claims.get("roles", [])
+        sid, username = claims["sid"], claims.get("username")
+        if not (isinstance(sid, str) and sid and isinstance(username, str) and isinstance(roles, list)):
+            raise Unauthorized("the access token lacks its session, username or roles")
+        return Principal(
+            user_id=str(claims["sub"]),
+            username=username,
+            roles=frozenset(str(r) for r in roles),
+            session_id=sid,
+            token_id=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+            issued_at=int(claims["iat"]),
+            client_id=str(claims.get("client_id", "")),
+        )
+
+    async def _check_session(self, principal: Principal, now: float) -> None:
+        if self._touch is None:
+            raise RuntimeError("strict validation needs Redis: give the validator a redis client")
+        call = scripts.token_touch(
+            principal.user_id,
+            principal.session_id,
+            principal.token_id,
+            now_ms=int(now * 1000),
+            idle_ms=self._idle_timeout_ms,
+        )
+        # Remembered, so that this process refuses the token without asking Redis again.
+        try:
+            scripts.check_token_touch(await self._touch(*call))
+        except SessionEnded:
+            self._ended_sessions[principal.session_id] = principal.expires_at + self._leeway_s
+            raise
+        except TokenRevoked:
+            self._revoked_tokens[principal.token_id] = principal.expires_at + self._leeway_s
+            raise
+
+    def _shrink_cache(self, now: float) -> None:
+        for token in [t for t, p in self._cache.items() if p.expires_at + self._leeway_s <= now]:
+            del self._cache[token]
+        # Still full of live tokens: drop the oldest tenth; they are verified again when seen.
+        for token in list(self._cache)[: max(0, len(self._cache) - self._cache_size * 9 // 10)]:
+            del self._cache[token]
+
+    # -- keys --------------------------------------------------------------------------------------
+
+    async def refresh_keys(self, *, force: bool = False) -> None:
+        """Fetch the JWK set; without ``force`` at most once per refetch interval (unknown kids are untrusted)."""
+        async with self._fetch_lock:
+            if not force and time.monotonic() - self._fetched_at < self._refetch_interval_s:
+                return
+            self._fetched_at = time.monotonic()
+            jwks = await self._source()
+            found: dict[str, jwt.PyJWK] = {}
+            for entry in jwks.get("keys", []):
+                if entry.get("alg") in self.algorithms and isinstance(entry.get("kid"), str):
+                    found[entry["kid"]] = jwt.PyJWK(entry)
+            self._keys = found

@@ -1,0 +1,31 @@
+-- KEYS[1] the session's hash
+-- KEYS[2] (optional) the revoked-marker of the access token being checked
+-- ARGV[1] now (ms)
+-- ARGV[2] idle timeout (ms)
+-- ARGV[3] hash of the session cookie to match, or "" when a token is checked
+-- Returns 1 (live, now slid), 0 (ended or expired), -1 (this token was revoked), -2 (cookie does not match);
+-- with a cookie, a live answer is {1, user id, username, roles}
+-- Safe to run twice: it only slides the session.
+
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
+local now = tonumber(ARGV[1])
+local session = redis.call('HMGET', KEYS[1], 'absolute_expires_at', 'cookie', 'user_id', 'username', 'roles')
+if not session[1] then
+  return 0
+end
+local absolute = tonumber(session[1])
+if now >= absolute then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if ARGV[3] ~= '' and session[2] ~= ARGV[3] then
+  return -2
+end
+redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), absolute - now))
+if ARGV[3] ~= '' then
+  return {1, session[3], session[4], session[5]}
+end
+return 1
