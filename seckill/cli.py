@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Coroutine
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.component import Component
 from kit.errors import ApiError
-from seckill import deadletters, reconcile
+from seckill import deadletters, reconcile, refs
 
 __all__ = ["add_commands"]
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], components: Sequence[Component]
+) -> None:
     parser = sub.add_parser("seckill", help="flash-sale operations")
     commands = parser.add_subparsers(dest="seckill_command", required=True, metavar="SUBCOMMAND")
     rec = commands.add_parser(
         "reconcile", help="check stock_total = left + queued + pending + paid + dead letters; exit 1 on drift"
     )
     rec.add_argument("event", nargs="?", type=int, help="one event id (default: every event)")
-    rec.set_defaults(func=_reconcile)
+    rec.set_defaults(func=functools.partial(_reconcile, components))
     dead = commands.add_parser("dead-letters", help="list dead-lettered order messages, or retry them")
     dead.add_argument("--event", type=int, help="only this event")
     group = dead.add_mutually_exclusive_group()
     group.add_argument("--retry", metavar="REF", help="put one back on its stream (REF as listed: EVENT:ID)")
     group.add_argument("--retry-all", action="store_true", help="put every listed one back on its stream")
-    dead.set_defaults(func=_dead_letters)
+    dead.set_defaults(func=functools.partial(_dead_letters, components))
 
 
-def _reconcile(args: argparse.Namespace) -> int:
-    from peak.app import components
-
-    settings = load_settings()
+def _reconcile(components: Sequence[Component], args: argparse.Namespace) -> int:
+    settings = load_settings(components)
 
     async def main() -> int:
         drifting = 0
-        async with cli_context(settings, components()) as ctx:
+        async with cli_context(settings, components) as ctx:
             ids = [args.event] if args.event is not None else await reconcile.event_ids(ctx)
             if not ids:
                 say("no sale events")
@@ -57,22 +59,20 @@ def _reconcile(args: argparse.Namespace) -> int:
     return _run(main)
 
 
-def _dead_letters(args: argparse.Namespace) -> int:
-    from peak.app import components
-
-    settings = load_settings()
+def _dead_letters(components: Sequence[Component], args: argparse.Namespace) -> int:
+    settings = load_settings(components)
 
     async def main() -> int:
-        async with cli_context(settings, components()) as ctx:
+        async with cli_context(settings, components) as ctx:
             ids = [args.event] if args.event is not None else await reconcile.event_ids(ctx)
             if args.retry:
-                stream, _, entry = args.retry.partition(":")
-                event, _, bucket = stream.partition("/")
-                if not event.isdigit() or not (bucket == "" or bucket.isdigit()) or not entry:
+                ref = refs.parse_dead_letter_ref(args.retry)
+                if ref is None:
                     raise CommandError(
                         f"--retry takes EVENT:ID (or EVENT/BUCKET:ID) as listed, got {args.retry!r}"
                     )
-                new_id = await deadletters.requeue(ctx, int(event), entry, int(bucket or 0))
+                event_id, bucket, entry_id = ref
+                new_id = await deadletters.requeue(ctx, event_id, entry_id, bucket)
                 if new_id is None:
                     raise CommandError(
                         f"no dead letter {args.retry}; list them with `peak seckill dead-letters`"

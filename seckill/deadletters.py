@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit.context import Context
-from seckill import keys
+from seckill import keys, messages, refs, scripts
 from seckill.events import registered_streams
 
 __all__ = ["DeadLetter", "dead_letters", "requeue"]
@@ -25,8 +25,7 @@ class DeadLetter:
     @property
     def ref(self) -> str:
         """What `peak seckill dead-letters --retry` takes: EVENT:ID, or EVENT/BUCKET:ID for a bucket > 0."""
-        stream = str(self.event_id) if self.bucket == 0 else f"{self.event_id}/{self.bucket}"
-        return f"{stream}:{self.entry_id}"
+        return refs.dead_letter_ref(self.event_id, self.bucket, self.entry_id)
 
 
 async def dead_letters(ctx: Context, event_ids: list[int]) -> list[DeadLetter]:
@@ -39,8 +38,9 @@ async def dead_letters(ctx: Context, event_ids: list[int]) -> list[DeadLetter]:
         for entry_id, fields in entries:
             found.append(
                 DeadLetter(
-                    event_id, bucket, entry_id, fields.get("o", "?"), fields.get("u", "?"),
-                    fields.get("deliveries", "?"), fields.get("reason", ""),
+                    event_id, bucket, entry_id, fields.get(messages.ORDER_ID, "?"),
+                    fields.get(messages.USER_ID, "?"), fields.get(messages.DELIVERIES, "?"),
+                    fields.get(messages.REASON, ""),
                 )
             )  # fmt: skip
     return found
@@ -48,6 +48,4 @@ async def dead_letters(ctx: Context, event_ids: list[int]) -> list[DeadLetter]:
 
 async def requeue(ctx: Context, event_id: int, entry_id: str, bucket: int = 0) -> str | None:
     """Move a dead letter back to its order stream; the new stream entry id, or None if there is none."""
-    k = keys.event_keys(event_id, bucket)
-    new_id = await ctx.scripts["seckill_requeue"](ctx.redis, k.requeue(), [entry_id])
-    return str(new_id) if new_id else None
+    return await scripts.requeue(ctx.redis, keys.event_keys(event_id, bucket), entry_id)

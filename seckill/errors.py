@@ -1,63 +1,139 @@
-"""Seckill's answers that are errors, and the one place where script return codes become them."""
+"""Seckill's answers that are errors, and the one place where the scripts' refusal codes become them."""
 
 from __future__ import annotations
 
-from kit.errors import ApiError, Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from collections.abc import Sequence
+from typing import Any, Self
+
+from kit.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 __all__ = [
-    "event_not_found",
-    "order_cancelled",
-    "order_not_found",
-    "order_paid",
-    "order_queued",
-    "reservation_error",
-    "sold_out",
+    "REFUSALS",
+    "Ended",
+    "EventNotFound",
+    "LimitReached",
+    "NotStarted",
+    "OrderCancelled",
+    "OrderNotFound",
+    "OrderPaid",
+    "OrderQueued",
+    "RateLimited",
+    "Refusal",
+    "SaleUnavailable",
+    "SoldOut",
+    "Voided",
 ]
 
 
-def event_not_found(event_id: object) -> NotFound:
-    return NotFound(f"there is no sale event {event_id}", code="event_not_found")
+class Refusal(Exception):
+    """A purchase that a reservation script (``reserve.lua``, ``take.lua``) refused, mixed into the kit's error
+    class that answers it; ``from_reply`` makes one from the script's reply."""
+
+    @classmethod
+    def from_reply(cls, event_id: int, reply: Sequence[Any]) -> Self:
+        return cls()
 
 
-def order_not_found() -> NotFound:
-    return NotFound("there is no such order of yours", code="order_not_found")
+class SoldOut(Refusal, Conflict):
+    code = "sold_out"
+
+    def __init__(self, message: str = "this sale event is sold out") -> None:
+        super().__init__(message)
 
 
-def order_cancelled() -> Conflict:
-    return Conflict("this order was cancelled and can no longer be paid", code="order_cancelled")
+class LimitReached(Refusal, Conflict):
+    code = "limit_reached"
+
+    def __init__(
+        self, message: str = "you already hold as many orders of this sale event as one shopper may"
+    ) -> None:
+        super().__init__(message)
 
 
-def order_paid() -> Conflict:
-    return Conflict("this order is paid and can no longer be cancelled", code="order_paid")
+class NotStarted(Refusal, Conflict):
+    code = "not_started"
+
+    def __init__(self, message: str = "this sale event has not started yet") -> None:
+        super().__init__(message)
 
 
-def order_queued() -> Conflict:
-    return Conflict("this order is still being recorded; try again in a moment", code="order_queued")
+class Ended(Refusal, Conflict):
+    code = "ended"
+
+    def __init__(self, message: str = "this sale event has ended") -> None:
+        super().__init__(message)
 
 
-def sold_out() -> Conflict:
-    return Conflict("this sale event is sold out", code="sold_out")
+class EventNotFound(Refusal, NotFound):
+    code = "event_not_found"
+
+    def __init__(self, event_id: object) -> None:
+        super().__init__(f"there is no sale event {event_id}")
+
+    @classmethod
+    def from_reply(cls, event_id: int, reply: Sequence[Any]) -> Self:
+        return cls(event_id)
 
 
-_MESSAGES = {
-    "limit_reached": "you already hold as many orders of this sale event as one shopper may",
-    "not_started": "this sale event has not started yet",
-    "ended": "this sale event has ended",
+class RateLimited(Refusal, TooManyRequests):
+    code = "rate_limited"
+
+    def __init__(self, wait_ms: int) -> None:
+        super().__init__("too many order attempts; slow down", retry_after_s=-(-wait_ms // 1000))
+
+    @classmethod
+    def from_reply(cls, event_id: int, reply: Sequence[Any]) -> Self:
+        return cls(int(reply[1]))
+
+
+class SaleUnavailable(ServiceUnavailable):
+    """A purchase whose outcome this process could not learn (its script call failed): nothing is promised."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str = "the sale is briefly unavailable; try again") -> None:
+        super().__init__(message)
+
+
+class Voided(Refusal, SaleUnavailable):
+    """The hold sweeper resolved this purchase while it was still being taken (a stalled process)."""
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+    def __init__(self, message: str = "there is no such order of yours") -> None:
+        super().__init__(message)
+
+
+class OrderCancelled(Conflict):
+    code = "order_cancelled"
+
+    def __init__(self, message: str = "this order was cancelled and can no longer be paid") -> None:
+        super().__init__(message)
+
+
+class OrderPaid(Conflict):
+    code = "order_paid"
+
+    def __init__(self, message: str = "this order is paid and can no longer be cancelled") -> None:
+        super().__init__(message)
+
+
+class OrderQueued(Conflict):
+    code = "order_queued"
+
+    def __init__(self, message: str = "this order is still being recorded; try again in a moment") -> None:
+        super().__init__(message)
+
+
+# Every refusal code of reserve.lua and take.lua (their "Returns" contracts).
+REFUSALS: dict[str, type[Refusal]] = {
+    "sold_out": SoldOut,
+    "limit_reached": LimitReached,
+    "not_started": NotStarted,
+    "ended": Ended,
+    "not_found": EventNotFound,
+    "rate_limited": RateLimited,
+    "void": Voided,
 }
-
-
-def reservation_error(code: str, value: object, event_id: int) -> ApiError:
-    """The exception for a non-success reply of ``lua/seckill_reserve.lua`` or ``lua/seckill_take.lua``."""
-    if code == "void":
-        # The hold sweeper resolved this purchase while it was still being taken (a stalled process).
-        return ServiceUnavailable("the sale is briefly unavailable; try again")
-    if code == "sold_out":
-        return sold_out()
-    if code == "not_found":
-        return event_not_found(event_id)
-    if code == "rate_limited":
-        wait_ms = int(str(value))
-        return TooManyRequests("too many order attempts; slow down", retry_after_s=-(-wait_ms // 1000))
-    if code in _MESSAGES:
-        return Conflict(_MESSAGES[code], code=code)
-    raise RuntimeError(f"seckill_reserve answered an unknown code {code!r}")

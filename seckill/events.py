@@ -10,9 +10,9 @@ from typing import Any
 from kit.context import Context
 from kit.errors import InvalidRequest
 from kit.schema import rule
-from seckill import keys
+from seckill import keys, refs, scripts
 from seckill.buckets import MAX_BUCKETS, split
-from seckill.errors import event_not_found
+from seckill.errors import EventNotFound
 
 __all__ = [
     "EventPatch",
@@ -57,7 +57,7 @@ class EventPatch:
 
 def event_id_of(raw: str) -> int:
     if not raw.isdigit() or len(raw) > 18:
-        raise event_not_found(raw)
+        raise EventNotFound(raw)
     return int(raw)
 
 
@@ -114,13 +114,12 @@ async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
         # sequence never hands the id out again, so a commit failure after this leaves nothing reachable.
         for bucket, share in enumerate(split(new.stock, new.buckets)):
             k = keys.event_keys(row["id"], bucket)
-            await ctx.scripts["seckill_prewarm"](
-                ctx.redis,
-                [k.meta, k.stream],
-                [keys.GROUP, new.sku, new.title, new.price, share, _ms(starts_at), _ms(ends_at),
-                 new.per_user_limit, new.payment_timeout_s, new.buckets, bucket],
+            await scripts.prewarm(
+                ctx.redis, k, sku=new.sku, title=new.title, price=new.price, stock=share,
+                start_ms=_ms(starts_at), end_ms=_ms(ends_at), per_user_limit=new.per_user_limit,
+                payment_timeout_s=new.payment_timeout_s, buckets=new.buckets,
             )  # fmt: skip
-            await ctx.redis.sadd(keys.EVENTS, k.stream_ref)
+            await ctx.redis.sadd(keys.EVENTS, refs.stream_member(row["id"], bucket))
     return _public(row)
 
 
@@ -131,7 +130,7 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
     async with ctx.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM seckill_events WHERE id = $1 FOR UPDATE", event_id)
         if row is None:
-            raise event_not_found(event_id)
+            raise EventNotFound(event_id)
         if ends_at is not None and ends_at <= row["starts_at"]:
             raise InvalidRequest("field 'ends_at' must be after the event's start")
         row = await conn.fetchrow(
@@ -144,43 +143,35 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
         assert row is not None
         # The addition is split over the buckets like the stock at creation; each bucket applies its part once.
         change = uuid.uuid4().hex
+        end_ms = None if ends_at is None else _ms(ends_at)
         for bucket, share in enumerate(split(patch.add_stock or 0, row["buckets"])):
-            found = await ctx.scripts["seckill_adjust"](
-                ctx.redis,
-                keys.event_keys(event_id, bucket).adjust(),
-                [share, "" if ends_at is None else _ms(ends_at), keys.STOCK_BACK_CHANNEL, event_id, change],
+            await scripts.adjust(
+                ctx.redis, keys.event_keys(event_id, bucket), add_stock=share, end_ms=end_ms, change_id=change
             )
-            if not found:
-                raise event_not_found(event_id)
     return _public(row)
 
 
 async def registered_streams(ctx: Context) -> set[tuple[int, int]]:
     """(event id, bucket) of every order stream in the registry."""
-    refs = (keys.parse_stream_ref(str(m)) for m in await ctx.redis.smembers(keys.EVENTS))
-    return {ref for ref in refs if ref is not None}
+    found = (refs.parse_stream_member(str(m)) for m in await ctx.redis.smembers(keys.EVENTS))
+    return {stream for stream in found if stream is not None}
 
 
 async def get_event_row(ctx: Context, event_id: int) -> Any:
     row = await ctx.db.fetchrow("SELECT * FROM seckill_events WHERE id = $1", event_id)
     if row is None:
-        raise event_not_found(event_id)
+        raise EventNotFound(event_id)
     return row
 
 
 async def view_event(ctx: Context, event_id: int) -> dict[str, Any]:
     """The shopper's view, from Redis alone (one script call: the meta hash and the server clock)."""
-    reply = await ctx.scripts["seckill_view"](ctx.redis, [keys.event_keys(event_id).meta], ["view"])
-    if not reply:
-        raise event_not_found(event_id)
-    now_ms = int(reply[0])
-    meta = dict(zip(reply[1::2], reply[2::2], strict=True))
-    start_ms, end_ms, stock = int(meta["start_ms"]), int(meta["end_ms"]), int(meta["stock"])
-    buckets = int(meta.get("buckets", 1))
-    if buckets > 1:
+    shown = await scripts.view(ctx.redis, keys.event_keys(event_id))
+    now_ms, start_ms, end_ms, stock = shown.now_ms, shown.start_ms, shown.end_ms, shown.stock
+    if shown.buckets > 1:
         # The other buckets' stock: one more round trip, for bucketed events only.
         async with ctx.redis.pipeline(transaction=False) as pipe:
-            for bucket in range(1, buckets):
+            for bucket in range(1, shown.buckets):
                 pipe.hget(keys.event_keys(event_id, bucket).meta, "stock")
             stock += sum(max(int(s or 0), 0) for s in await pipe.execute())
     if now_ms < start_ms:
@@ -193,13 +184,13 @@ async def view_event(ctx: Context, event_id: int) -> dict[str, Any]:
         status = "active"
     return {
         "id": event_id,
-        "sku": meta["sku"],
-        "title": meta["title"],
-        "price": int(meta["price"]),
+        "sku": shown.sku,
+        "title": shown.title,
+        "price": shown.price,
         "starts_at": iso(from_ms(start_ms)),
         "ends_at": iso(from_ms(end_ms)),
         "server_time": iso(from_ms(now_ms)),
         "status": status,
         "stock_left": max(stock, 0),
-        "per_user_limit": int(meta["limit"]),
+        "per_user_limit": shown.limit,
     }

@@ -20,11 +20,10 @@ __all__ = [
     "STOCK_BACK_CHANNEL",
     "EventKeys",
     "event_keys",
-    "parse_stream_ref",
 ]
 
-# Set of every order stream warmed into Redis, as "<event id>" (bucket 0) or "<event id>:<bucket>"; workers
-# discover the streams they follow from it.
+# Set of every order stream warmed into Redis (its members: ``seckill/refs.py``); workers discover the streams
+# they follow from it.
 EVENTS = "seckill:events"
 # Consumer group of the order writers on every event stream.
 GROUP = "order-writers"
@@ -41,7 +40,7 @@ HOLD_MS = 2 * REPLAY_MS
 
 
 class EventKeys:
-    """The keys of one event; the script argument lists are built here so their order lives in one place."""
+    """The keys of one event (one bucket); each script's KEYS list is built here, for ``seckill/scripts.py``."""
 
     __slots__ = ("bucket", "changes", "dead", "dead_orders", "event_id", "holds", "idem", "meta", "queued",
                  "quota_returned", "returned", "seq", "stream", "tag", "taken", "users", "voided")  # fmt: skip
@@ -89,17 +88,18 @@ class EventKeys:
         """Followed by a client IP: that address's attempt counter."""
         return f"{self.tag}:rate:ip:"
 
-    @property
-    def stream_ref(self) -> str:
-        """This bucket's member of the EVENTS registry."""
-        return str(self.event_id) if self.bucket == 0 else f"{self.event_id}:{self.bucket}"
-
     def reserve(self, first_order_id: str) -> list[str]:
         """The call's answers are kept under its first order id, which no other call carries."""
         return [
             self.meta, self.users, self.seq, self.idem, self.stream, self.queued, self.holds,
             f"{self.tag}:answers:{first_order_id}",
         ]  # fmt: skip
+
+    def prewarm(self) -> list[str]:
+        return [self.meta, self.stream]
+
+    def view(self) -> list[str]:
+        return [self.meta]
 
     def take(self) -> list[str]:
         return [self.meta, self.stream, self.queued, self.taken, self.voided]
@@ -131,11 +131,3 @@ class EventKeys:
 
 def event_keys(event_id: int, bucket: int = 0) -> EventKeys:
     return EventKeys(event_id, bucket)
-
-
-def parse_stream_ref(ref: str) -> tuple[int, int] | None:
-    """(event id, bucket) of an EVENTS member, or None for anything else."""
-    event, _, bucket = ref.partition(":")
-    if not event.isdigit() or not (bucket == "" or bucket.isdigit()):
-        return None
-    return int(event), int(bucket or 0)

@@ -1,62 +1,18 @@
-"""Orders in PostgreSQL: the batch insert of the order writer, the owner's view, payment and cancellation."""
+"""Orders as their owner sees them: reading one (queued while still on its way to PostgreSQL), payment and
+cancellation. The order writer's side, the batch INSERT, is ``seckill/messages.py``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asyncpg import UniqueViolationError
-
 from kit.context import Context
-from kit.db import Connection
 from seckill import keys
-from seckill.errors import order_cancelled, order_not_found, order_paid, order_queued
+from seckill.errors import OrderCancelled, OrderNotFound, OrderPaid, OrderQueued
 from seckill.events import iso, registered_streams
 from seckill.timeouts import cancel_due, give_back
 
-__all__ = ["cancel_order", "get_order", "insert_orders", "order_view", "pay_order"]
-
-
-# The order stream's fields (lua/seckill_reserve.lua, lua/seckill_take.lua): o order id, u user id, q the user's
-# n-th reservation, r the event's n-th reservation, t reserved at (ms), and for bucketed events b the stock
-# bucket and h the user's home bucket. PostgreSQL reads the batch as one JSON document: the writer hands the
-# messages over as Redis gave them, and the parsing and checking of every field happens in C, in one place.
-_INSERT = """
-INSERT INTO seckill_orders (order_id, event_id, user_id, seq, rsv, sku, price, reserved_at, pay_by, bucket, home)
-SELECT m.o, e.id, m.u, m.q, m.r, e.sku, e.price, to_timestamp(m.t / 1000.0),
-       now() + make_interval(secs => e.payment_timeout_s), coalesce(m.b, 0), coalesce(m.h, 0)
-FROM json_to_recordset($2::json) AS m(o uuid, u text, q int, r bigint, t bigint, b smallint, h smallint)
-JOIN seckill_events e ON e.id = $1
-"""
-
-
-async def insert_orders(conn: Connection, event_id: int, batch: Sequence[Mapping[str, str]]) -> set[str]:
-    """Insert a batch of order messages; return the order ids now stored. Each statement is its own
-    transaction (call this outside one), so a batch is stored whole or not at all.
-
-    A plain INSERT first: a batch almost never holds an order stored before, and ON CONFLICT's speculative
-    insertion costs PostgreSQL a quarter more per row. When one does (a writer died between COMMIT and
-    acknowledging, and the batch is redelivered), ON CONFLICT DO NOTHING stores the rest. An order still
-    missing then collided with a different order on (event, user, seq): it is not acknowledged and ends as a
-    dead letter. A malformed message fails the whole batch (the caller then writes its orders one by one).
-    """
-    ids = [m["o"] for m in batch]
-    try:
-        # The pool's json codec (kit/db.py) renders the batch with orjson.
-        status = await conn.execute(_INSERT, event_id, batch)
-    except UniqueViolationError:
-        status = await conn.execute(_INSERT + "ON CONFLICT DO NOTHING", event_id, batch)
-    if int(status.rsplit(" ", 1)[1]) == len(ids):
-        return set(ids)
-    if await conn.fetchval("SELECT 1 FROM seckill_events WHERE id = $1", event_id) is None:
-        raise LookupError(f"event {event_id} is not in PostgreSQL")
-    rows = await conn.fetch(
-        "SELECT order_id::text FROM seckill_orders WHERE order_id = ANY($1::uuid[]) AND event_id = $2",
-        ids,
-        event_id,
-    )
-    return {r[0] for r in rows}
+__all__ = ["cancel_order", "get_order", "order_view", "pay_order"]
 
 
 def order_view(row: Any) -> dict[str, Any]:
@@ -78,7 +34,7 @@ def _uuid(order_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(order_id)
     except ValueError:
-        raise order_not_found() from None
+        raise OrderNotFound() from None
 
 
 async def _queued_event(ctx: Context, order_id: str, user_id: str) -> int | None:
@@ -106,20 +62,20 @@ async def get_order(ctx: Context, order_id: str, user_id: str) -> dict[str, Any]
         row = await ctx.db.fetchrow("SELECT * FROM seckill_orders WHERE order_id = $1", key)
         if row is not None:
             if row["user_id"] != user_id:
-                raise order_not_found()
+                raise OrderNotFound()
             return order_view(row)
         event_id = await _queued_event(ctx, str(key), user_id)
         if event_id is not None:
             return {"order_id": str(key), "event_id": event_id, "status": "queued", "pay_by": None}
-    raise order_not_found()
+    raise OrderNotFound()
 
 
 async def _decided(ctx: Context, key: uuid.UUID, user_id: str | None) -> Any:
     row = await ctx.db.fetchrow("SELECT * FROM seckill_orders WHERE order_id = $1", key)
     if row is None or (user_id is not None and row["user_id"] != user_id):
         if row is None and user_id is not None and await _queued_event(ctx, str(key), user_id) is not None:
-            raise order_queued()
-        raise order_not_found()
+            raise OrderQueued()
+        raise OrderNotFound()
     return row
 
 
@@ -140,7 +96,7 @@ async def pay_order(ctx: Context, order_id: str, user_id: str | None) -> dict[st
     if row["status"] == "pending_payment":
         # Past pay_by but not swept yet: cancel it now, so the answer and the stock agree.
         await cancel_due(ctx, [str(key)])
-    raise order_cancelled()
+    raise OrderCancelled()
 
 
 async def cancel_order(ctx: Context, order_id: str, user_id: str) -> dict[str, Any]:
@@ -156,5 +112,5 @@ async def cancel_order(ctx: Context, order_id: str, user_id: str) -> dict[str, A
         return order_view(row)
     row = await _decided(ctx, key, user_id)
     if row["status"] == "paid":
-        raise order_paid()
+        raise OrderPaid()
     return order_view(row)

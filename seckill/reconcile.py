@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kit.context import Context
-from seckill import keys
-from seckill.errors import event_not_found
+from seckill import keys, scripts
 from seckill.events import get_event_row
 
 __all__ = ["Balance", "balance", "event_ids", "stats", "terms"]
@@ -84,16 +83,13 @@ async def balance(ctx: Context, event_id: int) -> Balance:
     queued_ids: list[str] = []
     dead_ids: list[str] = []
     for bucket in range(buckets):
-        k = keys.event_keys(event_id, bucket)
-        snap = await ctx.scripts["seckill_snapshot"](ctx.redis, k.snapshot(), ["snapshot"])
-        if not snap:
-            raise event_not_found(event_id)
-        stock_left += int(snap[0])
-        redis_total += int(snap[1])
-        reserved.append(int(snap[2]))
-        returned += int(snap[3])
-        queued_ids += snap[4]
-        dead_ids += snap[5]
+        snap = await scripts.snapshot(ctx.redis, keys.event_keys(event_id, bucket))
+        stock_left += snap.stock_left
+        redis_total += snap.stock_total
+        reserved.append(snap.reservations)
+        returned += snap.returned
+        queued_ids += snap.queued
+        dead_ids += snap.dead
     # The queued and dead-lettered ids already written are counted by primary-key lookups: a FILTER testing
     # every row of the event against a list of 100,000 ids took minutes after a big backlog.
     row = await ctx.db.fetchrow(

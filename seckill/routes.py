@@ -18,9 +18,9 @@ from kit.responses import JSONBytes, JSONResponse, dumps
 from kit.routing import ApiRoute, raw_header, route
 from kit.schema import read_body
 from seckill import events, orders, reconcile
-from seckill.errors import sold_out
+from seckill.errors import SoldOut
 from seckill.reservation import Reserver
-from seckill.soldout import SoldOut
+from seckill.soldout import SoldOutMemory
 from sso.client import authenticate, require_admin
 
 __all__ = ["routes"]
@@ -48,7 +48,9 @@ def _outage_is_503(endpoint: Endpoint) -> Endpoint:
 _IDEMPOTENCY_MAX = 200
 # Shared by every sold-out answer: Response.__call__ only reads it, and the middlewares copy the header list
 # before adding theirs.
-_SOLD_OUT_RESPONSE = JSONBytes(dumps(error_body(sold_out().code, sold_out().message)), status_code=409)
+_SOLD_OUT_RESPONSE = JSONBytes(
+    dumps(error_body(SoldOut.code, SoldOut().message)), status_code=SoldOut.status_code
+)
 _QUEUED_BODY = b'{"order_id":"%s","status":"queued","event_id":%d,"replayed":%s}'
 
 
@@ -88,7 +90,7 @@ async def purchase(request: Request) -> Response:
     key = raw_header(request.scope, b"idempotency-key")
     ctx = context_of(request)
     if key is None:
-        if event_id in ctx.get(SoldOut):
+        if event_id in ctx.get(SoldOutMemory):
             # The hot answer after a sell-out: one response made at import, no exception unwinding, no Redis.
             return _SOLD_OUT_RESPONSE
     elif not 0 < len(key) <= _IDEMPOTENCY_MAX:

@@ -14,8 +14,9 @@ import logging
 from kit.context import Context
 from kit.redis import create_pubsub_client
 from seckill import keys
+from seckill.settings import SeckillSettings
 
-__all__ = ["SoldOut"]
+__all__ = ["SoldOutMemory"]
 
 log = logging.getLogger("peak.seckill")
 
@@ -23,7 +24,7 @@ _RECONNECT_S = 0.5
 _POLL_S = 0.25
 
 
-class SoldOut:
+class SoldOutMemory:
     """Sold-out events, and for events split into stock buckets the buckets seen sold out.
 
     A bucketed event counts as sold out only once every one of its buckets was seen sold out.
@@ -80,8 +81,9 @@ class SoldOut:
         self._closed = True
 
     async def recheck(self, ctx: Context) -> None:
+        every_s = ctx.settings.of(SeckillSettings).soldout_recheck_s
         while not self._closed:
-            await asyncio.sleep(ctx.settings.seckill_soldout_recheck_s)
+            await asyncio.sleep(every_s)
             remembered = [
                 (e, self._buckets[e][0] if e in self._buckets else 1) for e in {*self._events, *self._buckets}
             ]

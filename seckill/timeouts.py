@@ -18,11 +18,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from kit.context import Context
-from seckill import keys
+from seckill import keys, scripts
 from seckill.events import registered_streams
+from seckill.settings import SeckillSettings
 
 __all__ = ["cancel_due", "finish_givebacks", "give_back", "settle_stale_holds", "sweep_loop"]
 
@@ -40,7 +41,7 @@ async def give_back(ctx: Context, rows: Iterable[Any]) -> int:
         by_event[row["event_id"]].append(row)
     applied = 0
     for event_id, orders in by_event.items():
-        calls: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        calls: dict[tuple[int, Literal["both", "stock", "quota"]], list[Any]] = defaultdict(list)
         for row in orders:
             if row["bucket"] == row["home"]:
                 calls[(row["bucket"], "both")].append(row)
@@ -49,12 +50,11 @@ async def give_back(ctx: Context, rows: Iterable[Any]) -> int:
                 calls[(row["home"], "quota")].append(row)
         missing = False
         for (bucket, what), some in calls.items():
-            args: list[str | int] = [keys.STOCK_BACK_CHANNEL, event_id, what]
-            for row in some:
-                args += (str(row["order_id"]), row["user_id"])
             k = keys.event_keys(event_id, bucket)
-            result = int(await ctx.scripts["seckill_giveback"](ctx.redis, k.giveback(), args))
-            if result < 0:
+            result = await scripts.give_back(
+                ctx.redis, k, what, [(str(row["order_id"]), row["user_id"]) for row in some]
+            )
+            if result is None:
                 log.error(
                     "event %d/%d is not in Redis; %d give-backs wait for it", event_id, bucket, len(some)
                 )
@@ -120,21 +120,19 @@ async def settle_stale_holds(ctx: Context, *, older_than_ms: int = keys.HOLD_MS)
                 taken = False
                 for bucket in range(buckets):
                     if bucket != home:
-                        k = keys.event_keys(event_id, bucket)
-                        taken |= bool(await ctx.scripts["seckill_void"](ctx.redis, k.void(), [order_id]))
-                how = "confirm" if taken else "release"
-                settled += int(
-                    await ctx.scripts["seckill_hold"](ctx.redis, home_keys.hold(), [how, order_id])
-                )
+                        taken |= await scripts.void(ctx.redis, keys.event_keys(event_id, bucket), order_id)
+                how: Literal["confirm", "release"] = "confirm" if taken else "release"
+                settled += await scripts.resolve_hold(ctx.redis, home_keys, how, order_id)
                 log.warning("stale hold %s of event %d settled: %s", order_id, event_id, how)
     return settled
 
 
 async def sweep_loop(ctx: Context) -> None:
     """`peak worker` loop: cancel what is due, finish interrupted give-backs, settle stale holds, sleep."""
+    interval_s = ctx.settings.of(SeckillSettings).sweep_interval_s
     while True:
         while await cancel_due(ctx) == _SWEEP_BATCH:
             pass
         await finish_givebacks(ctx)
         await settle_stale_holds(ctx)
-        await asyncio.sleep(ctx.settings.seckill_sweep_interval_s)
+        await asyncio.sleep(interval_s)

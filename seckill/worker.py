@@ -20,9 +20,10 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from kit.context import Context
-from seckill import keys
+from seckill import keys, scripts
 from seckill.events import registered_streams
-from seckill.orders import insert_orders
+from seckill.messages import ORDER_ID, USER_ID, insert_orders
+from seckill.settings import SeckillSettings
 
 __all__ = ["OrderWriter", "ensure_group", "order_writer"]
 
@@ -49,6 +50,7 @@ async def ensure_group(ctx: Context, event_id: int, bucket: int = 0) -> None:
 class OrderWriter:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._settings = ctx.settings.of(SeckillSettings)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self._tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
         # The last failure of each entry, so a dead letter says why it died.
@@ -92,9 +94,8 @@ class OrderWriter:
         return live
 
     async def _follow(self, event_id: int, bucket: int) -> None:
-        settings = self.ctx.settings
         await ensure_group(self.ctx, event_id, bucket)
-        claim_every_s = max(0.1, settings.seckill_claim_idle_ms / 2000)
+        claim_every_s = max(0.1, self._settings.claim_idle_ms / 2000)
         next_claim = 0.0
         while True:
             try:
@@ -102,7 +103,7 @@ class OrderWriter:
                     await self.claim(event_id, bucket)
                     next_claim = time.monotonic() + claim_every_s
                 read, _ = await self._step(event_id, bucket, _READ_BLOCK_MS)
-                if 0 < read < settings.seckill_batch_size:
+                if 0 < read < self._settings.batch_size:
                     # Orders are trickling in: let a batch gather. Fewer, larger transactions cost
                     # PostgreSQL and this process far less per order while the sale is hot.
                     await asyncio.sleep(_LINGER_S)
@@ -126,7 +127,7 @@ class OrderWriter:
     async def _step(self, event_id: int, bucket: int, block_ms: int | None) -> tuple[int, int]:
         reply: Any = await self.ctx.redis.xreadgroup(
             keys.GROUP, self.consumer, {keys.event_keys(event_id, bucket).stream: ">"},
-            count=self.ctx.settings.seckill_batch_size, block=block_ms,
+            count=self._settings.batch_size, block=block_ms,
         )  # fmt: skip
         read = written = 0
         for _, entries in reply or ():
@@ -143,17 +144,17 @@ class OrderWriter:
         for entry_id, fields in entries:
             if not fields:
                 gone.append(entry_id)
-            elif "o" in fields and "u" in fields:
+            elif ORDER_ID in fields and USER_ID in fields:
                 messages.append((entry_id, fields))
             else:
                 await self.dead_letter(
                     event_id, entry_id, f"malformed order message: {fields!r}", 1, bucket=bucket
                 )
         stored = await self._store(event_id, messages)
-        done = [(entry_id, fields["o"]) for entry_id, fields in messages if fields["o"] in stored]
+        done = [(entry_id, fields[ORDER_ID]) for entry_id, fields in messages if fields[ORDER_ID] in stored]
         if len(done) < len(messages):
             for entry_id, fields in messages:
-                if fields["o"] not in stored:
+                if fields[ORDER_ID] not in stored:
                     self._errors.setdefault(entry_id, "another order holds the same (event, user, seq)")
         entry_ids = [entry_id for entry_id, _ in done] + gone
         if entry_ids:
@@ -167,11 +168,7 @@ class OrderWriter:
         self, event_id: int, bucket: int, entry_ids: Sequence[str], order_ids: Sequence[str]
     ) -> None:
         """Acknowledge entries and forget their orders as queued; with none, only trim what is acknowledged."""
-        await self.ctx.scripts["seckill_ack"](
-            self.ctx.redis,
-            keys.event_keys(event_id, bucket).ack(),
-            [keys.GROUP, "\n".join(entry_ids), "\n".join(order_ids)],
-        )
+        await scripts.ack(self.ctx.redis, keys.event_keys(event_id, bucket), entry_ids, order_ids)
 
     async def _store(self, event_id: int, messages: Sequence[tuple[str, dict[str, str]]]) -> set[str]:
         if not messages:
@@ -197,13 +194,13 @@ class OrderWriter:
 
     async def claim(self, event_id: int, bucket: int = 0) -> int:
         """Take over entries pending too long; dead-letter those delivered too often. Returns entries seen."""
-        settings = self.ctx.settings
+        settings = self._settings
         stream = keys.event_keys(event_id, bucket).stream
         start, seen = "0-0", 0
         while True:
             reply: list[Any] = await self.ctx.redis.xautoclaim(
-                stream, keys.GROUP, self.consumer, settings.seckill_claim_idle_ms, start_id=start,
-                count=settings.seckill_batch_size,
+                stream, keys.GROUP, self.consumer, settings.claim_idle_ms, start_id=start,
+                count=settings.batch_size,
             )  # fmt: skip
             start, claimed = reply[0], reply[1]
             if claimed:
@@ -216,7 +213,7 @@ class OrderWriter:
                 retry = []
                 for entry in claimed:
                     count = deliveries.get(entry[0], 1)
-                    if count > settings.seckill_max_deliveries:
+                    if count > settings.max_deliveries:
                         reason = self._errors.pop(entry[0], "no delivery succeeded")
                         await self.dead_letter(event_id, entry[0], reason, count - 1, bucket=bucket)
                     else:
@@ -230,10 +227,8 @@ class OrderWriter:
         self, event_id: int, entry_id: str, reason: str, deliveries: int, *, bucket: int = 0
     ) -> None:
         log.error("order message %s of event %d/%d dead-lettered: %s", entry_id, event_id, bucket, reason)
-        await self.ctx.scripts["seckill_deadletter"](
-            self.ctx.redis,
-            keys.event_keys(event_id, bucket).dead_letter(),
-            [keys.GROUP, entry_id, reason, deliveries],
+        await scripts.dead_letter(
+            self.ctx.redis, keys.event_keys(event_id, bucket), entry_id, reason, deliveries
         )
         # The acknowledged entries after it may have waited for this one to leave the stream.
         await self._acknowledge(event_id, bucket, [], [])

@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-import seckill
+import seckill.component
 from kit.context import Context, open_context
 from kit.errors import ApiError
 from kit.settings import Settings
 from peak.app import create_app
-from seckill import events, keys, reconcile
+from seckill import events, keys, reconcile, scripts
 from seckill.reservation import Reserver
+from seckill.settings import SeckillSettings
 from seckill.worker import OrderWriter
 from tests.support import lifespan_client
 
@@ -27,7 +28,7 @@ ADMIN_TOKEN = "test-admin-token-seckill"
 
 @contextlib.asynccontextmanager
 async def seckill_context(settings: Settings) -> AsyncIterator[Context]:
-    async with open_context(settings, [seckill.component()], "api") as ctx:
+    async with open_context(settings, [seckill.component.component()], "api") as ctx:
         yield ctx
 
 
@@ -164,3 +165,13 @@ async def try_reserve(reserver: Reserver, event_id: int, user: str, key: str | N
     except ApiError as exc:
         return exc.code
     return made.order_id
+
+
+async def call_reserve(
+    ctx: Context, event_id: int, purchases: list[tuple[str, str, str, str]], *, bucket: int = 0
+) -> list[Any]:
+    """One call of the reservation script as the Reserver makes it: (order id, user id, IP, idempotency key
+    or "") -> its replies as Redis gave them."""
+    k = keys.event_keys(event_id, bucket)
+    head = scripts.reserve_args(ctx.settings.of(SeckillSettings), k)
+    return list(await scripts.reserve(ctx.redis, k, head, ["\n".join(p) for p in purchases]))

@@ -168,7 +168,7 @@ async def test_order_lifecycle_for_its_owner(shop: httpx.AsyncClient, sale_setti
 
 
 async def test_redis_outage_answers_503_not_500(make_settings: object, tmp_path: Path) -> None:
-    from devstack.stack import RedisServer
+    from devstack.redis import RedisServer
     from peak.app import create_app
     from tests.seckill.conftest import SALE_ENV
     from tests.support import lifespan_client

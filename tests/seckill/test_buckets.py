@@ -9,16 +9,17 @@ import random
 import httpx
 
 from kit.context import Context
-from seckill import keys, orders, timeouts
+from seckill import keys, orders, scripts, timeouts
 from seckill.buckets import home_bucket
 from seckill.events import EventPatch, add_stock_or_move_end
 from seckill.ids import new_order_id
 from seckill.reservation import Reserver
-from seckill.soldout import SoldOut
+from seckill.soldout import SoldOutMemory
 from tests.seckill.conftest import (
     ADMIN,
     MakeSettings,
     assert_balanced,
+    call_reserve,
     drain,
     http_event,
     new_event,
@@ -66,7 +67,7 @@ async def test_a_rush_over_four_buckets_sells_exactly_the_stock_within_every_lim
         assert codes["ok"] == 101 and max(sold.values()) <= 2
         assert await _bucket_values(ctx, event_id, 4, "stock") == [0, 0, 0, 0]
         assert await _holds(ctx, event_id, 4) == 0
-        assert event_id in ctx.get(SoldOut)
+        assert event_id in ctx.get(SoldOutMemory)
         await drain(ctx, event_id)
         rows = await order_rows(ctx, event_id)
         assert len(rows) == 101 and len({r["order_id"] for r in rows}) == 101
@@ -131,14 +132,14 @@ async def test_a_hold_left_by_a_crash_is_settled_without_breaking_the_limit(ctx:
     async def hold(user: str) -> tuple[str, str]:
         # What a process does before it dies: the home-bucket call only.
         order_id = new_order_id()
-        reply = await reserver.call_script(event_id, [(order_id, user, "10.0.0.1", "")], bucket=0)
+        reply = await call_reserve(ctx, event_id, [(order_id, user, "10.0.0.1", "")], bucket=0)
         assert reply[0][0] == "hold"
         return order_id, str(reply[0][2])
 
     bob_order, _ = await hold(bob)
     carol_order, carol_seq = await hold(carol)
     # Carol's process got as far as taking the stock in bucket 1, not as far as confirming the hold.
-    taken = await ctx.scripts["seckill_take"](
+    taken = await scripts.TAKE(
         ctx.redis, keys.event_keys(event_id, 1).take(), [carol_order, carol, carol_seq, 0]
     )
     assert taken[0] == "ok"
@@ -149,7 +150,7 @@ async def test_a_hold_left_by_a_crash_is_settled_without_breaking_the_limit(ctx:
     assert await timeouts.settle_stale_holds(ctx, older_than_ms=0) == 2
     assert await ctx.redis.hlen(home.holds) == 0
     # Bob's hold was taken nowhere: voided, so it can never be taken late, and his quota is back.
-    late = await ctx.scripts["seckill_take"](
+    late = await scripts.TAKE(
         ctx.redis, keys.event_keys(event_id, 1).take(), [bob_order, bob, event_id, 1, 0]
     )
     assert late == ["void"]
@@ -173,15 +174,15 @@ async def test_added_stock_is_spread_and_an_event_is_sold_out_only_when_every_bu
     for user in _users_at_home(2, 3, 2, "b2-"):
         assert (await try_reserve(reserver, event_id, user)).count("-") == 4
     # Bucket 2 is sold out and remembered so, the event is not.
-    assert event_id not in ctx.get(SoldOut)
+    assert event_id not in ctx.get(SoldOutMemory)
     assert (await try_reserve(reserver, event_id, "x")).count("-") == 4
     assert await try_reserve(reserver, event_id, "y") == "sold_out"
-    assert event_id in ctx.get(SoldOut)
+    assert event_id in ctx.get(SoldOutMemory)
     await add_stock_or_move_end(ctx, event_id, EventPatch(add_stock=4))
     assert await _bucket_values(ctx, event_id, 3, "stock") == [2, 1, 1]
     assert await _bucket_values(ctx, event_id, 3, "total") == [3, 2, 2]
     for _ in range(50):
-        if event_id not in ctx.get(SoldOut):
+        if event_id not in ctx.get(SoldOutMemory):
             break
         await asyncio.sleep(0.02)
     assert (await try_reserve(reserver, event_id, "y")).count("-") == 4

@@ -6,7 +6,7 @@ from typing import Any
 
 from kit.context import Context
 from kit.errors import ApiError
-from seckill import keys, orders, timeouts
+from seckill import keys, messages, orders, timeouts
 from seckill.reservation import Reserver
 from seckill.worker import OrderWriter
 from tests.seckill.conftest import (
@@ -43,7 +43,7 @@ async def test_redelivery_after_a_crash_never_duplicates(make_settings: MakeSett
         # Writer A reads everything, commits half and dies before acknowledging anything.
         entries = await _read_new(ctx, OrderWriter(ctx), event_id, 100)
         async with ctx.db.acquire() as conn:
-            await orders.insert_orders(conn, event_id, [fields for _, fields in entries[:25]])
+            await messages.insert_orders(conn, event_id, [fields for _, fields in entries[:25]])
         assert len(await order_rows(ctx, event_id)) == 25
         # Writer B reclaims the idle entries and writes them again.
         await asyncio.sleep(0.2)

@@ -11,6 +11,7 @@ from seckill.reservation import Reserver
 from tests.seckill.conftest import (
     MakeSettings,
     assert_balanced,
+    call_reserve,
     drain,
     new_event,
     order_rows,
@@ -64,21 +65,21 @@ async def test_idempotency_key_returns_the_same_order(ctx: Context) -> None:
 
 async def test_sold_out_is_remembered_and_forgotten_when_stock_comes_back(ctx: Context) -> None:
     from seckill.events import EventPatch, add_stock_or_move_end
-    from seckill.soldout import SoldOut
+    from seckill.soldout import SoldOutMemory
 
     event_id = await new_event(ctx, stock=1)
     reserver = ctx.get(Reserver)
     await reserver.reserve(event_id, "alice", "10.0.0.1")
-    assert event_id in ctx.get(SoldOut)
+    assert event_id in ctx.get(SoldOutMemory)
     await ctx.redis.hset(keys.event_keys(event_id).meta, "stock", 5)  # memory must answer without Redis
     assert await try_reserve(reserver, event_id, "bob") == "sold_out"
     await ctx.redis.hset(keys.event_keys(event_id).meta, "stock", 0)
     await add_stock_or_move_end(ctx, event_id, EventPatch(add_stock=1))
     for _ in range(50):
-        if event_id not in ctx.get(SoldOut):
+        if event_id not in ctx.get(SoldOutMemory):
             break
         await asyncio.sleep(0.02)
-    assert event_id not in ctx.get(SoldOut)
+    assert event_id not in ctx.get(SoldOutMemory)
     assert (await reserver.reserve(event_id, "bob", "10.0.0.1")).new
 
 
@@ -137,13 +138,12 @@ async def test_a_call_repeated_after_a_lost_answer_sells_nothing_twice(ctx: Cont
     from seckill.ids import new_order_id
 
     event_id = await new_event(ctx, stock=5, limit=2)
-    reserver = ctx.get(Reserver)
     purchases = [(new_order_id(), "alice", "10.0.0.1", ""), (new_order_id(), "bob", "10.0.0.1", "")]
-    first = await reserver.call_script(event_id, purchases)
+    first = await call_reserve(ctx, event_id, purchases)
     assert [r[0] for r in first] == ["ok", "ok"]
     # The orders are written and acknowledged before the client library's retry arrives (a 5 s timeout).
     await drain(ctx, event_id)
-    again = await reserver.call_script(event_id, purchases)
+    again = await call_reserve(ctx, event_id, purchases)
     # The retry is told what the lost answer said; nothing is counted, taken or queued again.
     assert again == first
     b = await assert_balanced(ctx, event_id)

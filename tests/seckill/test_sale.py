@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.stack import free_port
+from devstack.processes import free_port
 from kit.context import Context
 from kit.settings import Settings
 from seckill import keys, reconcile

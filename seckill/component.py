@@ -1,0 +1,51 @@
+"""The flash sale as the composition sees it: routes, migrations, the purchase service, the order writer and
+payment-timeout loops, commands, settings and scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from kit.component import Component, Role
+from kit.context import Context
+from seckill import cli, routes, scripts, timeouts, worker
+from seckill.reservation import Reserver
+from seckill.settings import SeckillSettings
+from seckill.soldout import SoldOutMemory
+
+__all__ = ["component"]
+
+
+@contextlib.asynccontextmanager
+async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
+    sold_out = SoldOutMemory()
+    reserver = Reserver(ctx, sold_out)
+    ctx.put(sold_out)
+    ctx.put(reserver)
+    tasks = []
+    if role == "api":
+        tasks = [asyncio.create_task(sold_out.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]
+    try:
+        yield
+    finally:
+        await reserver.drain()
+        sold_out.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+
+
+def component() -> Component:
+    return Component(
+        name="seckill",
+        routes=routes.routes(),
+        migrations="seckill",
+        services=[_purchase_service],
+        loops=[worker.order_writer, timeouts.sweep_loop],
+        cli=cli.add_commands,
+        tier="critical",
+        settings=SeckillSettings,
+        scripts=scripts.ALL,
+    )

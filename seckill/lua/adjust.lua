@@ -1,0 +1,23 @@
+-- KEYS[1] event meta hash, KEYS[2] hash of applied change ids
+-- ARGV[1] stock to add (0 for none), ARGV[2] new end ms ("" to keep), ARGV[3] stock-back channel, ARGV[4] event id,
+-- ARGV[5] change id (unique per admin change)
+-- Returns {stock left, stock total}, or false if the event is not in Redis
+
+-- A change id already applied changes nothing: a client that retries a call whose answer was lost must not
+-- add the stock twice.
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+if redis.call('HSETNX', KEYS[2], ARGV[5], 1) == 1 then
+  local add = tonumber(ARGV[1])
+  if add > 0 then
+    redis.call('HINCRBY', KEYS[1], 'total', add)
+    redis.call('HINCRBY', KEYS[1], 'stock', add)
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+  end
+  if ARGV[2] ~= '' then
+    redis.call('HSET', KEYS[1], 'end_ms', ARGV[2])
+  end
+end
+return {tonumber(redis.call('HGET', KEYS[1], 'stock')), tonumber(redis.call('HGET', KEYS[1], 'total'))}

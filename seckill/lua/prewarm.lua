@@ -1,0 +1,22 @@
+-- KEYS[1] event meta hash, KEYS[2] order stream
+-- ARGV[1] consumer group, ARGV[2] sku, ARGV[3] title, ARGV[4] price (cents), ARGV[5] stock, ARGV[6] start ms,
+-- ARGV[7] end ms, ARGV[8] per-user limit, ARGV[9] payment timeout s, ARGV[10] the event's number of stock buckets,
+-- ARGV[11] this bucket's number (ARGV[5] is this bucket's share of the stock)
+-- Returns 1 when the event was warmed, 0 when it already was (nothing changed)
+
+-- Never overwrites a warm event: resetting stock during a sale would sell it twice.
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'sku', ARGV[2], 'title', ARGV[3], 'price', ARGV[4], 'stock', ARGV[5],
+  'total', ARGV[5], 'reserved', 0, 'start_ms', ARGV[6], 'end_ms', ARGV[7], 'limit', ARGV[8],
+  'timeout_s', ARGV[9])
+if tonumber(ARGV[10]) > 1 then
+  redis.call('HSET', KEYS[1], 'buckets', ARGV[10], 'bucket', ARGV[11])
+end
+local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
+if not ok and not string.find(tostring(err), 'BUSYGROUP') then
+  return redis.error_reply(tostring(err))
+end
+return 1
