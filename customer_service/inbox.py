@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from customer_service import keys, store
+from customer_service.settings import CustomerServiceSettings
 from degrade.client import is_shed
 from kit.context import Context
 
@@ -60,8 +61,9 @@ async def drain_once(ctx: Context, consumer: str, *, block_ms: int | None = None
     mine: Any = await ctx.redis.xreadgroup(keys.INBOX_GROUP, consumer, {keys.INBOX: "0"}, count=_BATCH)
     entries = [e for e in (mine[0][1] if mine else []) if e[1]]
     if not entries:
+        idle_ms = ctx.settings.of(CustomerServiceSettings).claim_idle_ms
         claimed: Any = await ctx.redis.xautoclaim(
-            keys.INBOX, keys.INBOX_GROUP, consumer, ctx.settings.cs_claim_idle_ms, count=_BATCH
+            keys.INBOX, keys.INBOX_GROUP, consumer, idle_ms, count=_BATCH
         )
         entries = [e for e in claimed[1] if e[1]]
     if not entries:

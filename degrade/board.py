@@ -61,9 +61,11 @@ class Board:
 
     def get(self, name: str, field: str) -> str:
         value = self._values[name].get(field)
-        if value is None:
-            return self.subsystems[name].default_tier if field == "tier" else _DEFAULTS[field]
-        return value
+        return self.default(name, field) if value is None else value
+
+    def default(self, name: str, field: str) -> str:
+        """A field's value while it was never set."""
+        return self.subsystems[name].default_tier if field == "tier" else _DEFAULTS[field]
 
     def effective(self, name: str) -> str:
         mode = self.get(name, "mode")

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from degrade.settings import DegradeSettings
 from kit.errors import ServiceUnavailable
-from kit.settings import Settings
 
 __all__ = ["Breaker", "BreakerConfig", "BreakerOpen", "Breakers"]
 
@@ -59,15 +59,15 @@ class BreakerConfig:
             raise ValueError("window_s, open_s and slow_call_s must be positive")
 
     @classmethod
-    def from_settings(cls, s: Settings) -> BreakerConfig:
+    def from_settings(cls, s: DegradeSettings) -> BreakerConfig:
         return cls(
-            error_ratio=s.degrade_breaker_error_ratio,
-            slow_ratio=s.degrade_breaker_slow_ratio,
-            slow_call_s=s.degrade_breaker_slow_ms / 1000,
-            min_calls=s.degrade_breaker_min_calls,
-            window_s=s.degrade_breaker_window_s,
-            open_s=s.degrade_breaker_open_s,
-            half_open_probes=s.degrade_breaker_probes,
+            error_ratio=s.breaker_error_ratio,
+            slow_ratio=s.breaker_slow_ratio,
+            slow_call_s=s.breaker_slow_ms / 1000,
+            min_calls=s.breaker_min_calls,
+            window_s=s.breaker_window_s,
+            open_s=s.breaker_open_s,
+            half_open_probes=s.breaker_probes,
         )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -12,10 +14,14 @@ from degrade import store
 from degrade.board import Board
 from degrade.ops import set_switch
 from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.component import Component
 from kit.context import Context
 from kit.errors import ApiError
 
 __all__ = ["add_commands"]
+
+T = TypeVar("T")
+Parts = Sequence[Component]
 
 
 async def _board(ctx: Context) -> Board:
@@ -24,13 +30,11 @@ async def _board(ctx: Context) -> Board:
     return board
 
 
-def _in_context(work: Any) -> Any:
-    from peak.app import components
+def _in_context(parts: Parts, work: Callable[[Context], Awaitable[T]]) -> T:
+    settings = load_settings(parts)
 
-    settings = load_settings()
-
-    async def main() -> Any:
-        async with cli_context(settings, components()) as ctx:
+    async def main() -> T:
+        async with cli_context(settings, parts) as ctx:
             try:
                 return await work(ctx)
             except RedisError as exc:
@@ -41,12 +45,12 @@ def _in_context(work: Any) -> Any:
     return run(main)
 
 
-def _ls(args: argparse.Namespace) -> int:
+def _ls(parts: Parts, args: argparse.Namespace) -> int:
     async def work(ctx: Context) -> list[dict[str, Any]]:
         board = await _board(ctx)
         return [board.describe(n) for n in sorted(board.subsystems)]
 
-    rows = _in_context(work)
+    rows = _in_context(parts, work)
     say(f"{'NAME':<18} {'TIER':<15} {'MODE':<5} {'STATE':<5} {'SINCE':<24} {'BY':<20} REASON")
     for r in rows:
         say(
@@ -56,7 +60,7 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set(args: argparse.Namespace) -> int:
+def _set(parts: Parts, args: argparse.Namespace) -> int:
     who = f"cli:{getpass.getuser()}"
 
     async def work(ctx: Context) -> dict[str, Any]:
@@ -65,17 +69,17 @@ def _set(args: argparse.Namespace) -> int:
             mode=args.mode, tier=args.tier, reason=args.reason, who=who, force=args.force,
         )  # fmt: skip
 
-    result = _in_context(work)
+    result = _in_context(parts, work)
     verb = "set" if result["changed"] else "already"
     say(f"{result['name']}: {verb} mode {result['mode']}, tier {result['tier']}, now {result['effective']}")
     return 0
 
 
-def _audit(args: argparse.Namespace) -> int:
+def _audit(parts: Parts, args: argparse.Namespace) -> int:
     async def work(ctx: Context) -> list[dict[str, Any]]:
         return await store.audit(ctx.redis, since=args.since, limit=args.limit)
 
-    for e in _in_context(work):
+    for e in _in_context(parts, work):
         say(
             f"{e['at']}  {e['name']:<18} {e['field']:<5} {e['old']:>5} -> {e['new']:<5} "
             f"{e['source']:<10} {e['by']:<24} {e['reason']}"
@@ -83,18 +87,19 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], parts: Parts) -> None:
     parser = sub.add_parser("degrade", help="switches of the degradation controller")
     cmds = parser.add_subparsers(dest="degrade_command", required=True, metavar="ACTION")
-    cmds.add_parser("ls", help="every subsystem's tier, mode and state").set_defaults(func=_ls)
+    listing = cmds.add_parser("ls", help="every subsystem's tier, mode and state")
+    listing.set_defaults(func=functools.partial(_ls, parts))
     setter = cmds.add_parser("set", help="set a subsystem's mode (audited)")
     setter.add_argument("name")
     setter.add_argument("mode", choices=("open", "shed", "auto"), nargs="?")
     setter.add_argument("--reason", required=True, help="why; goes to the audit log")
     setter.add_argument("--tier", choices=("critical_plus", "critical", "sheddable_plus", "sheddable"))
     setter.add_argument("--force", action="store_true", help="needed to shed a critical tier")
-    setter.set_defaults(func=_set)
+    setter.set_defaults(func=functools.partial(_set, parts))
     audit = cmds.add_parser("audit", help="the audit log, oldest first")
     audit.add_argument("--since", help="ISO time, epoch ms or an entry id")
     audit.add_argument("--limit", type=int, default=100)
-    audit.set_defaults(func=_audit)
+    audit.set_defaults(func=functools.partial(_audit, parts))

@@ -17,6 +17,7 @@ from degrade.board import Board
 from degrade.breaker import Breaker, BreakerConfig, BreakerOpen, Breakers
 from degrade.errors import Degraded
 from degrade.middleware import FALLBACK_ATTR, SHED_KEY
+from degrade.settings import DegradeSettings
 from kit.context import Context
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Degraded",
     "breaker",
     "breakers",
+    "degraded",
     "fallback",
     "is_shed",
     "shed_name",
@@ -47,6 +49,12 @@ def shed_name(request: Request) -> str | None:
     return str(name) if name else None
 
 
+def degraded(ctx: Context, name: str) -> Degraded:
+    """The 503 of shed subsystem ``name`` when its fallback cannot serve this request, with the configured
+    Retry-After."""
+    return Degraded(name, retry_after_s=ctx.settings.of(DegradeSettings).retry_after_s)
+
+
 def is_shed(ctx: Context, name: str) -> bool:
     """Whether ``name`` is shed in this process now (workers use it to hold back work)."""
     board = ctx.find(Board)
@@ -57,7 +65,7 @@ def breakers(ctx: Context) -> Breakers:
     """This process's breakers; made on first use, so a service started before degrade's can use them."""
     found = ctx.find(Breakers)
     if found is None:
-        found = Breakers(BreakerConfig.from_settings(ctx.settings))
+        found = Breakers(BreakerConfig.from_settings(ctx.settings.of(DegradeSettings)))
         ctx.put(found)
     return found
 

@@ -20,24 +20,17 @@ from typing import Any
 
 from degrade import store
 from degrade.board import Board
+from degrade.scripts import SetRequest, SetStatus
+from degrade.settings import DegradeSettings
 from degrade.signals import Sample
 from degrade.tiers import is_core
 from kit.context import Context
-from kit.settings import Settings, SettingsError
 
 __all__ = ["Controller", "Marks"]
 
 log = logging.getLogger("peak.degrade")
 
 _SIGNALS = ("inflight", "p99_ms", "lag_ms", "cpu", "error_ratio")
-_ENV = {
-    "inflight": "PEAK_DEGRADE_INFLIGHT",
-    "p99_ms": "PEAK_DEGRADE_P99",
-    "lag_ms": "PEAK_DEGRADE_LAG",
-    "cpu": "PEAK_DEGRADE_CPU",
-    "error_ratio": "PEAK_DEGRADE_ERROR",
-}
-_UNIT = {"inflight": "", "p99_ms": "_MS", "lag_ms": "_MS", "cpu": "", "error_ratio": ""}
 
 
 @dataclass(frozen=True)
@@ -46,28 +39,22 @@ class Marks:
     low: dict[str, float]
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Marks:
+    def from_settings(cls, s: DegradeSettings) -> Marks:
+        """The marks of checked settings (``DegradeSettings.check``: no low mark above its high mark)."""
         high = {
-            "inflight": float(s.degrade_inflight_high),
-            "p99_ms": s.degrade_p99_high_ms,
-            "lag_ms": s.degrade_lag_high_ms,
-            "cpu": s.degrade_cpu_high,
-            "error_ratio": s.degrade_error_high,
+            "inflight": float(s.inflight_high),
+            "p99_ms": s.p99_high_ms,
+            "lag_ms": s.lag_high_ms,
+            "cpu": s.cpu_high,
+            "error_ratio": s.error_high,
         }
         low = {
-            "inflight": float(s.degrade_inflight_low),
-            "p99_ms": s.degrade_p99_low_ms,
-            "lag_ms": s.degrade_lag_low_ms,
-            "cpu": s.degrade_cpu_low,
-            "error_ratio": s.degrade_error_low,
+            "inflight": float(s.inflight_low),
+            "p99_ms": s.p99_low_ms,
+            "lag_ms": s.lag_low_ms,
+            "cpu": s.cpu_low,
+            "error_ratio": s.error_low,
         }
-        for name in _SIGNALS:
-            if low[name] > high[name]:
-                env = _ENV[name]
-                raise SettingsError(
-                    f"{env}_LOW{_UNIT[name]} ({low[name]:g}) must not be above {env}_HIGH{_UNIT[name]} "
-                    f"({high[name]:g})"
-                )
         return cls(high, low)
 
     def above(self, sample: Sample) -> list[str]:
@@ -86,24 +73,25 @@ class Controller:
         self.ctx = ctx
         self.board = board
         self.process_id = process_id
-        self.marks = Marks.from_settings(ctx.settings)
+        self.settings = ctx.settings.of(DegradeSettings)
+        self.marks = Marks.from_settings(self.settings)
         self.high_count = 0
         self.low_count = 0
         self.decisions: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
 
     async def observe(self, sample: Sample) -> None:
-        s = self.ctx.settings
+        s = self.settings
         above = self.marks.above(sample)
         if above:
             self.high_count += 1
             self.low_count = 0
             await store.note_pressure(self.ctx.redis, self.process_id)
-            if self.high_count >= s.degrade_high_samples and await self._shed(", ".join(above)):
+            if self.high_count >= s.high_samples and await self._shed(", ".join(above)):
                 self.high_count = 0
         elif self.marks.all_below(sample):
             self.low_count += 1
             self.high_count = 0
-            if self.low_count >= s.degrade_low_samples and await self._restore():
+            if self.low_count >= s.low_samples and await self._restore():
                 self.low_count = 0
         else:
             # Between the marks: neither overloaded nor calm enough to restore (hysteresis).
@@ -122,32 +110,38 @@ class Controller:
         groups = self.board.by_tier(self._auto("open"), highest_first=False)
         if not groups:
             return False
-        reason = f"overload: {why} for {self.ctx.settings.degrade_high_samples} samples"
+        reason = f"overload: {why} for {self.settings.high_samples} samples"
         return await self._switch(groups[0], "shed", expected="open", reason=reason)
 
     async def _restore(self) -> bool:
         groups = self.board.by_tier(self._auto("shed"), highest_first=True)
         if not groups:
             return False
-        reason = f"load is back under every low mark for {self.ctx.settings.degrade_low_samples} samples"
+        reason = f"load is back under every low mark for {self.settings.low_samples} samples"
         return await self._switch(groups[0], "open", expected="shed", reason=reason)
 
     async def _switch(self, names: list[str], value: str, *, expected: str, reason: str) -> bool:
-        s = self.ctx.settings
+        s = self.settings
         changed = False
         for name in names:
-            result = await store.change(
-                self.ctx, self.board, name, "auto", value,
-                reason=reason, who=self.process_id, source="controller", expected=expected,
+            request = SetRequest(
+                name, "auto", value, reason=reason, who=self.process_id, source="controller", expected=expected,
                 # The rest of a tier goes with its first member.
-                step_s=0 if changed else s.degrade_step_s,
-                dwell_s=s.degrade_dwell_s if value == "open" else 0,
-                quiet_s=s.degrade_quiet_s if value == "open" else 0,
+                step_s=0 if changed else s.step_s,
+                dwell_s=s.dwell_s if value == "open" else 0,
+                quiet_s=s.quiet_s if value == "open" else 0,
             )  # fmt: skip
+            result = await store.change(self.ctx, self.board, request)
             self.decisions.append(
-                {"at": time.time(), "name": name, "to": value, "status": result.status, "reason": reason}
+                {
+                    "at": time.time(),
+                    "name": name,
+                    "to": value,
+                    "status": result.status.value,
+                    "reason": reason,
+                }
             )
-            if result.status == "changed":
+            if result.status is SetStatus.CHANGED:
                 changed = True
                 log.warning("controller set %s to %s: %s", name, value, reason)
         return changed

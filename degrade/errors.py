@@ -1,10 +1,10 @@
-"""The degradation controller's errors, and the one place a script's status becomes one."""
+"""The degradation controller's errors."""
 
 from __future__ import annotations
 
-from kit.errors import ApiError, Conflict, NotFound, ServiceUnavailable
+from kit.errors import Conflict, NotFound, ServiceUnavailable
 
-__all__ = ["Degraded", "ForceRequired", "UnknownSubsystem", "raise_for_status"]
+__all__ = ["Degraded", "ForceRequired", "SwitchRefused", "UnknownSubsystem"]
 
 
 class Degraded(ServiceUnavailable):
@@ -26,8 +26,8 @@ class ForceRequired(Conflict):
     code = "force_required"
 
 
-def raise_for_status(status: str, name: str) -> None:
-    """Turn a ``degrade_set`` status meant for ops into an error; the controller reads statuses itself."""
-    if status in ("changed", "unchanged"):
-        return
-    raise ApiError(f"the switch of {name} was not changed ({status})", code=status, status_code=409)
+class SwitchRefused(Conflict):
+    """The switch script refused an ops change; ``code`` is its status (``degrade/scripts.py``)."""
+
+    def __init__(self, name: str, status: str) -> None:
+        super().__init__(f"the switch of {name} was not changed ({status})", code=status)

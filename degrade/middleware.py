@@ -4,6 +4,9 @@ It maps the request to its subsystem by the first path segment, counts in-flight
 requests for the controller, and for a shed subsystem either lets the matched route serve its fallback (the
 endpoint is marked with ``degrade.client.fallback`` and sees ``degrade.client.shed_name(request)``) or answers
 503 ``degraded`` itself. Every response of a shed subsystem carries ``X-Degraded: <name>``.
+
+It runs inside the kit's request middleware and reads the status of a core answer where that one's send
+wrapper notes it (``kit.middleware.STATUS_KEY``), rather than wrapping ``send`` a second time.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from degrade.board import Board
 from degrade.errors import Degraded
+from degrade.settings import DegradeSettings
 from degrade.signals import BUCKET_CAP, Signals
 from kit.errors import error_body
+from kit.middleware import STATUS_KEY
 from kit.responses import JSONResponse
 
 __all__ = ["SHED_KEY", "DegradeMiddleware"]
@@ -29,6 +34,7 @@ class DegradeMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._parts: tuple[Board, Signals] | None = None
+        self._retry_after_s = 0
 
     def _bind(self, scope: Scope) -> tuple[Board, Signals] | None:
         ctx = scope.get("state", {}).get("ctx")
@@ -37,6 +43,10 @@ class DegradeMiddleware:
         board, signals = ctx.find(Board), ctx.find(Signals)
         if board is None or signals is None:
             return None
+        if "request_id" not in scope:
+            # Without the request middleware no status is noted: every core answer would count as a 5xx.
+            raise RuntimeError("DegradeMiddleware must run inside kit.middleware.RequestMiddleware")
+        self._retry_after_s = ctx.settings.of(DegradeSettings).retry_after_s
         self._parts = (board, signals)
         return self._parts
 
@@ -63,21 +73,14 @@ class DegradeMiddleware:
                 signals.inflight -= 1
             return
         start = _clock()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send)
         finally:
             signals.inflight -= 1
             # signals.record, inlined: this is the seckill purchase path.
             signals.calls += 1
-            if status >= 500:
+            # No response started: an error that nothing rendered yet, a 500.
+            if scope.get(STATUS_KEY, 500) >= 500:
                 signals.errors += 1
             if len(signals.latencies) < BUCKET_CAP:
                 signals.latencies.append(_clock() - start)
@@ -98,7 +101,7 @@ class DegradeMiddleware:
 
             await self.app(scope, receive, send_marked)
             return
-        error = Degraded(name, retry_after_s=scope["state"]["ctx"].settings.degrade_retry_after_s)
+        error = Degraded(name, retry_after_s=self._retry_after_s)
         response = JSONResponse(
             error_body(error.code, error.message),
             status_code=error.status_code,

@@ -8,7 +8,8 @@ from redis.exceptions import RedisError
 
 from degrade import store
 from degrade.board import Board
-from degrade.errors import ForceRequired, UnknownSubsystem, raise_for_status
+from degrade.errors import ForceRequired, UnknownSubsystem
+from degrade.scripts import SetRequest, SetStatus, raise_unless_set
 from degrade.tiers import is_core
 from kit.context import Context
 from kit.errors import InvalidRequest, ServiceUnavailable
@@ -49,9 +50,10 @@ async def set_switch(
         for field, value in (("tier", tier), ("mode", mode)):
             if value is None:
                 continue
-            result = await store.change(ctx, board, name, field, value, reason=reason, who=who, source="ops")
-            raise_for_status(result.status, name)
-            changed = changed or result.status == "changed"
+            request = SetRequest(name, field, value, reason=reason, who=who, source="ops")
+            result = await store.change(ctx, board, request)
+            raise_unless_set(result, name)
+            changed = changed or result.status is SetStatus.CHANGED
     except RedisError as exc:
         raise unreachable(exc) from None
     return {**board.describe(name), "changed": changed}

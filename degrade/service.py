@@ -24,6 +24,7 @@ from degrade.board import Board, iso_ms
 from degrade.breaker import Breakers
 from degrade.client import breakers
 from degrade.controller import Controller
+from degrade.settings import DegradeSettings
 from degrade.signals import Signals
 from kit.component import Role
 from kit.context import Context
@@ -41,12 +42,13 @@ class Degrade:
 
     def __init__(self, ctx: Context, role: Role, board: Board, signals: Signals) -> None:
         self.ctx = ctx
+        self.settings = ctx.settings.of(DegradeSettings)
         self.role = role
         self.board = board
         self.signals = signals
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
-        enabled = role == "api" and ctx.settings.degrade_controller
+        enabled = role == "api" and self.settings.controller
         self.controller = Controller(ctx, board, self.process_id) if enabled else None
         # Loops stop on this event rather than on cancellation alone: redis-py may swallow a CancelledError
         # that arrives in the middle of a command.
@@ -108,11 +110,11 @@ class Degrade:
             await self.pause(_RETRY_S)
 
     async def _resync_loop(self) -> None:
-        while await self.pause(self.ctx.settings.degrade_resync_s):
+        while await self.pause(self.settings.resync_s):
             await self.resync()
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.ctx.settings.degrade_heartbeat_s
+        interval = self.settings.heartbeat_s
         while not self.stopping.is_set():
             with contextlib.suppress(Exception):
                 await store.heartbeat(
@@ -121,13 +123,13 @@ class Degrade:
             await self.pause(interval)
 
     async def _sample_loop(self) -> None:
-        s = self.ctx.settings
+        s = self.settings
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             before = loop.time()
-            await asyncio.sleep(s.degrade_sample_s)
-            lag = loop.time() - before - s.degrade_sample_s
-            sample = self.signals.roll(lag, min_calls=s.degrade_min_calls)
+            await asyncio.sleep(s.sample_s)
+            lag = loop.time() - before - s.sample_s
+            sample = self.signals.roll(lag, min_calls=s.min_calls)
             if self.controller is not None:
                 try:
                     await self.controller.observe(sample)
@@ -137,9 +139,9 @@ class Degrade:
 
 @contextlib.asynccontextmanager
 async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
-    s = ctx.settings
+    s = ctx.settings.of(DegradeSettings)
     board = Board.from_components(ctx.components, exclude="degrade")
-    signals = Signals(window_buckets=max(1, round(s.degrade_window_s / s.degrade_sample_s)))
+    signals = Signals(window_buckets=max(1, round(s.window_s / s.sample_s)))
     ctx.put(board)
     ctx.put(signals)
     breakers(ctx)

@@ -1,10 +1,9 @@
-"""Switches, audit, heartbeats and pressure in Redis: the only module of degrade that talks to it."""
+"""Switches, audit, heartbeats and pressure in Redis (a switch is set by its script, ``degrade/scripts.py``)."""
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,21 +11,15 @@ import orjson
 
 from degrade import keys
 from degrade.board import Board, iso_ms
+from degrade.scripts import Change, SetRequest, SetStatus, set_field
+from degrade.settings import DegradeSettings
 from kit.context import Context
 from kit.errors import InvalidRequest
 from kit.redis import RedisClient
 
-__all__ = ["Change", "audit", "change", "heartbeat", "load", "note_pressure", "processes"]
+__all__ = ["audit", "change", "heartbeat", "load", "note_pressure", "processes"]
 
 _STREAM_ID = re.compile(r"^\d{1,16}(-\d{1,20})?$")
-
-
-@dataclass(frozen=True)
-class Change:
-    status: str
-    old: str
-    new: str
-    since_ms: int
 
 
 async def load(redis: RedisClient) -> dict[str, str]:
@@ -34,38 +27,15 @@ async def load(redis: RedisClient) -> dict[str, str]:
     return stored
 
 
-async def change(
-    ctx: Context,
-    board: Board,
-    name: str,
-    field: str,
-    value: str,
-    *,
-    reason: str,
-    who: str,
-    source: str,
-    expected: str = "",
-    step_s: float = 0,
-    dwell_s: float = 0,
-    quiet_s: float = 0,
-) -> Change:
-    default = (
-        board.subsystems[name].default_tier if field == "tier" else {"mode": "auto", "auto": "open"}[field]
-    )
-    args: list[str | int] = [
-        name, field, value, reason, who, source, expected,
-        int(step_s * 1000), int(dwell_s * 1000), int(quiet_s * 1000),
-        ctx.settings.degrade_audit_max, keys.CHANNEL, default,
-    ]  # fmt: skip
-    status, old, new, since = await ctx.scripts["degrade_set"](
-        ctx.redis, [keys.SWITCHES, keys.AUDIT, keys.PRESSURE], args
-    )
-    result = Change(str(status), str(old), str(new), int(since))
-    if result.status == "changed":
+async def change(ctx: Context, board: Board, request: SetRequest) -> Change:
+    r = request
+    audit_max = ctx.settings.of(DegradeSettings).audit_max
+    result = await set_field(ctx.redis, r, default=board.default(r.name, r.field), audit_max=audit_max)
+    if result.status is SetStatus.CHANGED:
         # Apply at once here; the other processes hear it on the channel.
         board.apply(
-            {"name": name, "field": field, "new": value, "at": result.since_ms, "reason": reason, "by": who,
-             "source": source}
+            {"name": r.name, "field": r.field, "new": r.value, "at": result.since_ms, "reason": r.reason,
+             "by": r.who, "source": r.source}
         )  # fmt: skip
     return result
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 import seckill.client
 import sso.client
-from degrade.client import Degraded, fallback, shed_name
+from degrade.client import degraded, fallback, shed_name
 from kit.context import context_of
 from kit.errors import Forbidden, InvalidRequest
 from kit.responses import JSONResponse
@@ -71,7 +71,7 @@ async def list_reviews(request: Request) -> Response:
         # Only the first page is cached: later pages wait until reviews is back.
         cached = None if cursor else await store.cached(ctx, sku)
         if cached is None:
-            raise Degraded(shed, retry_after_s=ctx.settings.degrade_retry_after_s)
+            raise degraded(ctx, shed)
         return JSONResponse(cached)
     return JSONResponse(await store.page(ctx, sku, before=int(cursor) if cursor else None))
 

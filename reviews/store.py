@@ -11,6 +11,7 @@ import orjson
 from kit.context import Context
 from kit.errors import Conflict
 from reviews import keys
+from reviews.settings import ReviewsSettings
 
 __all__ = ["add", "cached", "page"]
 
@@ -26,7 +27,7 @@ def _review(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def page(ctx: Context, sku: str, *, before: int | None) -> dict[str, Any]:
-    size = ctx.settings.reviews_page_size
+    size = ctx.settings.of(ReviewsSettings).page_size
     async with ctx.db.acquire() as conn:
         summary = await conn.fetchrow("SELECT count, total FROM review_summaries WHERE sku = $1", sku)
         rows = await conn.fetch(
@@ -52,7 +53,9 @@ async def page(ctx: Context, sku: str, *, before: int | None) -> dict[str, Any]:
 
 async def _cache(ctx: Context, sku: str, body: dict[str, Any]) -> None:
     cached = {**body, "next_cursor": None, "cached_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    await ctx.redis.set(keys.summary(sku), orjson.dumps(cached), ex=ctx.settings.reviews_cache_ttl_s)
+    await ctx.redis.set(
+        keys.summary(sku), orjson.dumps(cached), ex=ctx.settings.of(ReviewsSettings).cache_ttl_s
+    )
 
 
 async def cached(ctx: Context, sku: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-import degrade
+import degrade.component
 from degrade.client import fallback, shed_name
 from kit.component import Component
 from kit.responses import JSONResponse
@@ -59,7 +59,7 @@ def extras_component(name: str = "extras", tier: str = "sheddable") -> Component
 
 
 def parts(*extra: Component) -> list[Component]:
-    return [shop_component(), extras_component(), *extra, degrade.component()]
+    return [shop_component(), extras_component(), *extra, degrade.component.component()]
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-import degrade
+import degrade.component
 from degrade.board import Board
 from degrade.controller import Marks
+from degrade.settings import DegradeSettings
 from degrade.signals import Sample
 from kit.settings import Settings, SettingsError
 from peak.app import components, create_app
@@ -142,8 +143,10 @@ async def test_slow_core_latency_alone_trips_the_controller(
 
 def test_marks_are_checked(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(SettingsError, match="PEAK_DEGRADE_P99_LOW_MS"):
-        Marks.from_settings(make_settings(PEAK_DEGRADE_P99_LOW_MS="900", PEAK_DEGRADE_P99_HIGH_MS="500"))
-    marks = Marks.from_settings(make_settings())
+        Marks.from_settings(
+            make_settings(PEAK_DEGRADE_P99_LOW_MS="900", PEAK_DEGRADE_P99_HIGH_MS="500").of(DegradeSettings)
+        )
+    marks = Marks.from_settings(make_settings().of(DegradeSettings))
     calm = Sample(at=0, inflight=0, p99_ms=1, lag_ms=1, cpu=0.1, error_ratio=0, core_calls=100)
     assert marks.all_below(calm) and not marks.above(calm)
     busy = Sample(at=0, inflight=0, p99_ms=1, lag_ms=1, cpu=0.1, error_ratio=0.5, core_calls=100)
@@ -156,7 +159,7 @@ def test_a_component_with_an_unknown_tier_is_refused() -> None:
     with pytest.raises(ValueError, match="tier 'optional'"):
         Board.from_components([Component(name="x", tier="optional")], exclude="degrade")
     # degrade never lists itself: ops cannot lock themselves out of the switches.
-    board = Board.from_components([degrade.component(), shop_component()], exclude="degrade")
+    board = Board.from_components([degrade.component.component(), shop_component()], exclude="degrade")
     assert list(board.subsystems) == ["shop"]
 
 

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from degrade import keys
-from devstack.stack import RedisServer, free_port
+from devstack.processes import free_port
+from devstack.redis import RedisServer
 from kit.redis import create_redis
 from kit.settings import Settings
 from peak.app import create_app

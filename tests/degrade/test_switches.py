@@ -1,8 +1,15 @@
 from __future__ import annotations
 
-import httpx
+from collections.abc import Callable
 
-from tests.degrade.conftest import AUTH, put
+import httpx
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from degrade.middleware import DegradeMiddleware
+from kit.context import open_context
+from kit.settings import Settings
+from tests.degrade.conftest import AUTH, parts, put
 
 
 def _switch(listing: httpx.Response, name: str) -> dict[str, object]:
@@ -87,3 +94,22 @@ async def test_audit_records_manual_changes(app_client: httpx.AsyncClient) -> No
     assert [e["reason"] for e in later.json()["entries"]] == ["back to the controller"]
     by_time = await app_client.get(f"/degrade/audit?since={entries[0]['at']}", headers=AUTH)
     assert len(by_time.json()["entries"]) == 2
+
+
+async def test_the_middleware_refuses_to_run_outside_the_request_middleware(
+    degrade_settings: Callable[..., Settings],
+) -> None:
+    # It reads the status the request middleware notes: alone it would count every core answer as a 5xx.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not reached")
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    async with open_context(degrade_settings(), parts(), "api") as ctx:
+        scope = {"type": "http", "path": "/shop/buy", "headers": [], "state": {"ctx": ctx}}
+        with pytest.raises(RuntimeError, match=r"inside kit\.middleware\.RequestMiddleware"):
+            await DegradeMiddleware(app)(scope, receive, send)
