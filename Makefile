@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-cluster lint system-deps clean
+.PHONY: up test test-cluster fuzz lint system-deps clean
 
 # OS packages: redis-server, PostgreSQL server binaries, wrk (benchmark) and nginx (several instances).
 system-deps:
@@ -51,6 +51,12 @@ test: lint
 # The core suites and the scale-out tests again, on a private three-master Redis Cluster.
 test-cluster: $(STAMP)
 	PEAK_TEST_REDIS=cluster $(BIN)/pytest tests/sso tests/seckill tests/scale
+
+# The fuzzer of every route (tests/test_fuzz.py) for longer than `make test` runs it: FUZZ_EXAMPLES examples
+# per route and generation mode, new random ones each run.
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	PEAK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

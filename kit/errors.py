@@ -8,21 +8,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import overload
 
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from kit.responses import JSONResponse
 
 __all__ = [
+    "STORE_OUTAGES",
     "ApiError",
+    "BodyTooLarge",
     "Conflict",
     "Forbidden",
+    "InvalidForm",
     "InvalidJSON",
     "InvalidRequest",
     "NotFound",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
     "error_body",
     "error_response",
 ]
@@ -56,6 +64,11 @@ class InvalidJSON(ApiError):
     code = "invalid_json"
 
 
+class InvalidForm(ApiError):
+    status_code = 400
+    code = "invalid_form"
+
+
 class Unauthorized(ApiError):
     status_code = 401
     code = "unauthenticated"
@@ -80,6 +93,31 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class RequestTimeout(ApiError):
+    """The body did not arrive in time (a slow client); the connection is closed after the answer."""
+
+    status_code = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
+class BodyTooLarge(ApiError):
+    """The body is over ``PEAK_MAX_BODY_BYTES``; the rest of it is never read, so the connection closes."""
+
+    status_code = 413
+    code = "body_too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class InvalidRequest(ApiError):
     status_code = 422
     code = "invalid_request"
@@ -102,7 +140,24 @@ class ServiceUnavailable(ApiError):
         super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
+# Redis or PostgreSQL unreachable (refused, reset, timed out, restarting): the client may retry; it is no bug
+# of ours, so no 500 (which the degradation controller would also count against the core as a failure of
+# the route, while the store's own health is what /readyz reports).
+STORE_OUTAGES: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    if not message.isascii():
+        # A message may quote the client's input; a lone surrogate in it would make orjson fail the answer.
+        message = message.encode("utf-8", "replace").decode("utf-8")
     return {"error": {"code": code, "message": message}}
 
 
@@ -110,7 +165,7 @@ _HTTP_CODES = {
     400: ("bad_request", "the request could not be read"),
     404: ("not_found", "no such resource"),
     405: ("method_not_allowed", "this method is not allowed on this path"),
-    413: ("payload_too_large", "the request body is too large"),
+    413: ("body_too_large", "the request body is too large"),
 }
 
 
@@ -119,7 +174,10 @@ def error_response(exc: ApiError | HTTPException) -> Response: ...
 @overload
 def error_response(exc: Exception) -> Response | None: ...
 def error_response(exc: Exception) -> Response | None:
-    """The answer for an ApiError or a Starlette HTTPException (404, 405, ...); None for anything else."""
+    """The answer for an ApiError, a Starlette HTTPException (404, 405, ...) or a store outage (503); None for
+    anything else."""
+    if isinstance(exc, STORE_OUTAGES):
+        exc = ServiceUnavailable("a data store is briefly unreachable; try again")
     if isinstance(exc, ApiError):
         return JSONResponse(
             error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers

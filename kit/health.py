@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,6 +23,11 @@ from kit.routing import ApiRoute, route
 __all__ = ["routes"]
 
 _CHECK_TIMEOUT_S = 2.0
+log = logging.getLogger("peak")
+
+
+class _MigrationsPending(Exception):
+    pass
 
 
 async def healthz(request: Request) -> Response:
@@ -43,14 +50,22 @@ async def readyz(request: Request) -> Response:
             missing = await migrations.pending(conn, migrations.discover(ctx.components))
         if missing:
             names = ", ".join(f"{m.component}/{m.name}" for m in missing)
-            raise RuntimeError(f"migrations not applied: {names}; run `peak migrate`")
+            raise _MigrationsPending(f"migrations not applied: {names}; run `peak migrate`")
 
     for name, check in (("redis", redis_check), ("postgres", db_check)):
         try:
             await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
             checks[name] = "ok"
+        except _MigrationsPending as exc:
+            checks[name] = "migrations pending"
+            log.warning("readyz: %s", exc)
+        except TimeoutError:
+            checks[name] = "timeout"
+            log.warning("readyz: %s did not answer within %g s", name, _CHECK_TIMEOUT_S)
         except Exception as exc:  # any failure is the answer here, not an error
-            checks[name] = f"{type(exc).__name__}: {exc}".strip(": ") or "unreachable"
+            # The exception names hosts, ports and users: the log may have it, an anonymous client not.
+            checks[name] = "unreachable"
+            log.warning("readyz: %s unreachable: %s: %s", name, type(exc).__name__, exc)
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         body: dict[str, Any] = {
@@ -75,7 +90,18 @@ def _version() -> str:
         return "0.0.0"
 
 
-_STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+_CHECK_STATES = ["ok", "unreachable", "timeout", "migrations pending"]
+_READY = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string"},
+        "checks": {
+            "type": "object",
+            "description": "each part's state: " + ", ".join(_CHECK_STATES),
+            "additionalProperties": {"enum": _CHECK_STATES},
+        },
+    },
+}
 _ALIVE = {
     "type": "object",
     "properties": {
@@ -94,7 +120,7 @@ def routes() -> list[ApiRoute]:
             readyz,
             summary="Redis and PostgreSQL answer and every migration is applied",
             tag="ops",
-            responses={200: _STATUS},
+            responses={200: _READY},
             errors={503: ["not_ready"]},
         ),
         route(
@@ -103,6 +129,7 @@ def routes() -> list[ApiRoute]:
             summary="Prometheus metrics",
             tag="ops",
             responses={200: {"type": "string", "description": "Prometheus text format"}},
+            media_types={200: CONTENT_TYPE_LATEST},
         ),
         route(
             "/openapi.json",

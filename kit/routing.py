@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -12,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kit.errors import ApiError, error_response
+from kit.errors import ApiError, InvalidRequest, NotFound, error_response
 from kit.starlette_private import get_route_path
 
 __all__ = ["ApiRoute", "Doc", "SegmentRouter", "raw_header", "route"]
@@ -42,6 +44,11 @@ class Doc:
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     tag: str = ""
+    # The content type of a success answer that is not JSON (``/metrics``: Prometheus text).
+    media_types: Mapping[int, str] = field(default_factory=dict)
+    # The JSON Schema of a path, query or header parameter by name (default: any string), so that the
+    # document says what the route accepts (``kit.params.ID_SCHEMA`` for ``path_int``).
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class ApiRoute(Route):
@@ -55,13 +62,48 @@ class ApiRoute(Route):
         super().__init__(path, endpoint, methods=list(methods))
         self.app = _endpoint_app(endpoint)
         self.doc = doc
+        self._has_params = bool(self.param_convertors)
+        self._query = frozenset(doc.query)
+        # What a 405 answers in Allow: every method of this path, over all the routes that share it (the
+        # router fills it in; GET and DELETE of one path are two routes).
+        self.allow = ", ".join(sorted(self.methods or ()))
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
-            allowed = HTTPException(405, headers={"Allow": ", ".join(sorted(self.methods))})
+            allowed = HTTPException(405, headers={"Allow": self.allow})
             await error_response(allowed)(scope, receive, send)
             return
+        refused = _bad_path(scope) if self._has_params else None
+        if refused is None and self._query:
+            refused = _bad_query(scope, self._query)
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+# Characters no path or query parameter may carry to a store (PostgreSQL refuses NUL; a lone surrogate
+# cannot even be encoded): C0 controls, DEL and surrogates.
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_ESCAPED_CONTROL = re.compile(rb"%(?:[01][0-9a-fA-F]|7[fF])")
+
+
+def _bad_path(scope: Scope) -> ApiError | None:
+    for value in scope["path_params"].values():
+        # isprintable() is one C loop and true for every identifier; the regex only runs for the rest.
+        if isinstance(value, str) and not value.isprintable() and _BAD_CHARS.search(value):
+            return NotFound("no such resource")
+    return None
+
+
+def _bad_query(scope: Scope, names: frozenset[str]) -> ApiError | None:
+    raw: bytes = scope["query_string"]
+    if not raw or not _ESCAPED_CONTROL.search(raw):
+        return None
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        if name in names and _BAD_CHARS.search(value):
+            return InvalidRequest(f"query parameter '{name}' must not contain control characters")
+    return None
 
 
 def _endpoint_app(endpoint: Endpoint) -> ASGIApp:
@@ -89,6 +131,8 @@ def route(
     auth: Sequence[str] = (),
     query: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    media_types: Mapping[int, str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ApiRoute:
     doc = Doc(
         summary=summary,
@@ -100,6 +144,8 @@ def route(
         query=query or {},
         headers=headers or {},
         tag=tag or path.strip("/").split("/")[0],
+        media_types=media_types or {},
+        params=params or {},
     )
     return ApiRoute(path, endpoint, methods=methods, doc=doc)
 
@@ -126,6 +172,13 @@ class SegmentRouter(Router):
             else:
                 self._by_segment.setdefault(segment, list(everywhere)).append(r)
         self._everywhere = everywhere
+        methods: dict[str, set[str]] = {}
+        for r in routes:
+            if isinstance(r, ApiRoute):
+                methods.setdefault(r.path, set()).update(r.methods or ())
+        for r in routes:
+            if isinstance(r, ApiRoute):
+                r.allow = ", ".join(sorted(methods[r.path]))
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

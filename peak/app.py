@@ -69,7 +69,13 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
     routes: list[BaseRoute] = [*health.routes()]
     for part in parts:
         routes.extend(part.routes)
-    middleware = [Middleware(RequestMiddleware)]
+    middleware = [
+        Middleware(
+            RequestMiddleware,
+            max_body_bytes=settings.max_body_bytes,
+            body_read_timeout_s=settings.body_read_timeout_s,
+        )
+    ]
     if settings.trusted_proxies:
         # Behind nginx every peer is the balancer: per-IP limits must see the client it forwards for.
         trusted = [h.strip() for h in settings.trusted_proxies.split(",") if h.strip()]

@@ -141,6 +141,8 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
             if method != "HEAD":
                 operation = document["paths"][path][method.lower()]
                 assert operation["summary"] and operation["responses"], (r.path, method)
+                # What the kit itself may answer on any route: a body over the cap, an unexpected failure.
+                assert {"413", "500"} <= set(operation["responses"]), (r.path, method)
 
 
 async def test_readyz_follows_redis(make_settings: object, tmp_path: Path) -> None:
