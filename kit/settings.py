@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 __all__ = ["Settings", "SettingsError", "describe", "load", "setting"]
@@ -73,7 +73,30 @@ class Settings:
     )
     access_log: bool = setting("PEAK_ACCESS_LOG", True, "one log line per request")
     admin_token: str | None = setting(
-        "PEAK_ADMIN_TOKEN", None, "bearer token accepted as an admin credential (ops scripts)", secret=True
+        "PEAK_ADMIN_TOKEN",
+        None,
+        "bearer token accepted as an admin credential (ops scripts); named `admin-token` in the audit",
+        secret=True,
+    )
+    admin_tokens: str | None = setting(
+        "PEAK_ADMIN_TOKENS",
+        None,
+        "comma-separated name=token pairs accepted as admin credentials; the audit names who by the name",
+        secret=True,
+    )
+    max_body_bytes: int = setting(
+        "PEAK_MAX_BODY_BYTES",
+        65536,
+        "largest request body accepted (413 `body_too_large`)",
+        low=1024,
+        high=1073741824,
+    )
+    body_read_timeout_s: float = setting(
+        "PEAK_BODY_READ_TIMEOUT_S",
+        10.0,
+        "longest wait for a whole request body; a body still arriving is cut off (408 `request_timeout`)",
+        low=0.1,
+        high=3600,
     )
     secret_key: str | None = setting(
         "PEAK_SECRET_KEY",
@@ -93,9 +116,11 @@ class Settings:
     def public_base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    # The environment the sections are read from (``of``); ``dataclasses.replace`` keeps it.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
     def __post_init__(self) -> None:
-        # The environment the sections are read from, and the sections read so far (see ``of``).
-        object.__setattr__(self, "_environ", {})
+        # The sections read so far (see ``of``).
         object.__setattr__(self, "_sections", {})
 
     def require(self, name: str) -> str:
@@ -108,7 +133,7 @@ class Settings:
         try:
             return found[section]  # type: ignore[no-any-return]
         except KeyError:
-            found[section] = value = load(section, self._environ)  # type: ignore[attr-defined]
+            found[section] = value = load(section, self.environ)
             return value
 
     @classmethod
@@ -117,8 +142,7 @@ class Settings:
     ) -> Settings:
         """The kit's settings; every section given is read and checked now, so a bad value fails at start."""
         environ = dict(os.environ if environ is None else environ)
-        settings = load(cls, environ)
-        object.__setattr__(settings, "_environ", environ)
+        settings = replace(load(cls, environ), environ=environ)
         for section in sections:
             settings.of(section)
         return settings
@@ -142,6 +166,8 @@ def load(cls: type[S], environ: Mapping[str, str]) -> S:
     """A settings dataclass from ``PEAK_*`` variables; its ``check()`` (if any) judges values together."""
     values: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
+        if "env" not in f.metadata:
+            continue
         raw = environ.get(f.metadata["env"])
         if raw is None or raw.strip() == "":
             continue
@@ -166,6 +192,8 @@ def describe(cls: type[Any]) -> list[tuple[str, str, str, str]]:
     """(variable, type, default, meaning) for every setting of a settings dataclass."""
     rows = []
     for f in fields(cls):
+        if "env" not in f.metadata:
+            continue
         hint = str(f.type).replace(" | None", "")
         default = "" if f.default is None else str(f.default)
         if f.metadata.get("default_doc"):
