@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import httpx
@@ -171,7 +172,17 @@ async def test_disable_ends_sessions_and_refuses_logins(servers: Servers, client
     assert (refused.status_code, error_code(refused)) == (403, "account_disabled")
 
 
-async def test_two_hundred_concurrent_registrations_and_logins(client: httpx.AsyncClient) -> None:
+async def test_two_hundred_concurrent_registrations_and_logins(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # Registrations from one address are limited per hour and may fill only half the hashing queue (issue 15):
+    # lift both to race 200 of them.
+    settings = make_settings(PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR="0", PEAK_SSO_HASH_QUEUE="1000")
+    async with sso_app(settings) as app:
+        await _two_hundred(app.http)
+
+
+async def _two_hundred(client: httpx.AsyncClient) -> None:
     names = [f"user{i}" for i in range(200)]
     created = await asyncio.gather(*(register(client, n) for n in names))
     assert len({u["id"] for u in created}) == 200
@@ -179,3 +190,88 @@ async def test_two_hundred_concurrent_registrations_and_logins(client: httpx.Asy
     assert len({t["session_id"] for t in logins}) == 200
     checks = await asyncio.gather(*(client.get("/sso/session", headers=bearer(t)) for t in logins))
     assert [c.json()["username"] for c in checks] == names
+
+
+async def test_usernames_are_nfkc_ascii_and_bounded(client: httpx.AsyncClient) -> None:
+    # NFKC first: a fullwidth name is stored (and found) as its ASCII form.
+    assert (await register(client, "\uff26\uff55\uff4c\uff4c"))["username"] == "Full"
+    taken = await client.post("/sso/users", json={"username": "full", "password": PASSWORD})
+    assert (taken.status_code, error_code(taken)) == (409, "username_taken")
+    for bad in (
+        "ab",
+        "x" * 65,
+        "alice\n",
+        "al ice",
+        "al\u0000ice",
+        "\u00e9mile",
+        "a\u200bb",
+        "ali{ce}",
+        "\ud800ab",
+    ):
+        for path in ("/sso/users", "/sso/login"):
+            # ASCII-escaped JSON carries even a lone surrogate.
+            body = json.dumps({"username": bad, "password": PASSWORD})
+            response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+            if bad == "\ud800ab":  # orjson refuses the body itself
+                assert error_code(response) == "invalid_json", response.text
+                continue
+            assert response.status_code == 422, (path, bad, response.text)
+            assert "username" in response.json()["error"]["message"]
+
+
+async def test_control_characters_are_422_never_500_on_json_and_form(client: httpx.AsyncClient) -> None:
+    """Issue 15: a NUL in the username reached PostgreSQL, which refused it: 500."""
+    await register(client, "alice")
+    for field in ("username", "password"):
+        body = {
+            "username": "alice",
+            "password": PASSWORD,
+            field: "ali\x00ce" if field == "username" else "pass\x00word123456",
+        }
+        for path in ("/sso/login", "/sso/users"):
+            as_json = await client.post(path, json=body)
+            assert as_json.status_code in (401, 422), (path, field, as_json.text)
+        as_form = await client.post("/sso/login", data=body)
+        assert as_form.status_code in (401, 422), (field, as_form.text)
+        raw = await client.post(
+            "/sso/login", content=f"username=ali%00ce&password={PASSWORD}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+        assert raw.status_code == 422, raw.text
+
+
+async def test_no_account_may_be_named_like_an_admin_token(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(PEAK_ADMIN_TOKEN="t" * 32, PEAK_ADMIN_TOKENS="ops-alice=" + "u" * 32)
+    async with sso_app(settings) as app:
+        for name in ("admin-token", "ADMIN-TOKEN", "ops-alice", "Ops-Alice", "\uff4fps-alice"):
+            response = await app.http.post("/sso/users", json={"username": name, "password": PASSWORD})
+            assert (response.status_code, error_code(response)) == (409, "username_taken"), name
+        await register(app.http, "ops-bob")
+
+
+async def test_registrations_are_limited_per_network_per_hour(make_settings: Callable[..., Settings]) -> None:
+    assert Settings.from_env({}).of(SsoSettings).signups_per_ip_per_hour == 20
+    settings = make_settings(PEAK_TRUSTED_PROXIES="10.1.2.3", PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR="20")
+    async with sso_app(settings) as app:
+
+        async def signup(name: str, ip: str) -> httpx.Response:
+            return await app.http.post(
+                "/sso/users", json={"username": name, "password": PASSWORD}, headers={"X-Forwarded-For": ip}
+            )
+
+        # 20 an hour (the default); taken names count too (409 tells whether a name exists).
+        answers = await asyncio.gather(*(signup(f"user{i % 18}", "203.0.113.1") for i in range(40)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [201] * 18 + [409] * 2 + [429] * 20
+        refused = next(a for a in answers if a.status_code == 429)
+        assert (
+            error_code(refused) == "too_many_signups" and 3500 <= int(refused.headers["retry-after"]) <= 3600
+        )
+        # Another network, and an IPv6 /64, have budgets of their own; malformed bodies spend none.
+        assert (await signup("other", "203.0.113.2")).status_code == 201
+        for i in range(20):
+            assert (await signup("x", f"2001:db8::{i}")).status_code == 422
+        assert (await signup("v6user", "2001:db8::1")).status_code == 201
+    async with sso_app(make_settings(PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR="0")) as app:
+        for i in range(30):
+            await register(app.http, f"load{i}")
