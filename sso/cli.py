@@ -57,7 +57,10 @@ def _set_role(args: argparse.Namespace) -> Work:
 
     async def work(ctx: Context) -> None:
         account = _found(await Accounts(ctx.db).set_role(args.user, args.role, granted=granted), args.user)
-        say(f"{account.username} now has roles: {', '.join(account.roles)} (in tokens issued from now on)")
+        # After the database: a login or refresh racing this reads the roles again (sso/lua/session_open.lua).
+        await Sessions(ctx.redis, ctx.settings.of(SsoSettings)).change_roles(account.id, account.roles)
+        say(f"{account.username} now has roles: {', '.join(account.roles)} (strict checks and admin endpoints "
+            "see it at once, other validators within a second; run this again if it failed)")  # fmt: skip
 
     return work
 
@@ -65,7 +68,7 @@ def _set_role(args: argparse.Namespace) -> Work:
 def _disable(args: argparse.Namespace) -> Work:
     async def work(ctx: Context) -> None:
         account = _found(await Accounts(ctx.db).disable(args.user), args.user)
-        ended = await Sessions(ctx.redis, ctx.settings.of(SsoSettings)).end(account.id, "all")
+        ended = await Sessions(ctx.redis, ctx.settings.of(SsoSettings)).disable(account.id)
         say(f"{account.username} is disabled; {len(ended)} sessions ended; new logins are refused")
 
     return work
@@ -79,10 +82,14 @@ def _rotate_keys(args: argparse.Namespace) -> Work:
             raise CommandError("PEAK_SECRET_KEY is not set: it encrypts the private signing keys")
         store = KeyStore(ctx.db, algorithm=settings.algorithm, secret_key=secret_key,
                          access_token_ttl_s=settings.access_token_ttl_s)  # fmt: skip
-        kid = await store.rotate()
+        kid = await store.rotate(retire_now=args.retire_now)
         await ctx.redis.publish(keys.CHANGES_CHANNEL, "k")
-        say(f"new signing key {kid} ({settings.algorithm}); older public keys stay published "
-            f"until their tokens expire (about {settings.access_token_ttl_s + 60} s)")  # fmt: skip
+        if args.retire_now:
+            say(f"new signing key {kid} ({settings.algorithm}); the older public keys are withdrawn: every "
+                "token they signed is refused within a second")  # fmt: skip
+        else:
+            say(f"new signing key {kid} ({settings.algorithm}); older public keys stay published "
+                f"until their tokens expire (about {settings.access_token_ttl_s + 60} s)")  # fmt: skip
 
     return work
 
@@ -110,9 +117,13 @@ def add_commands(
     disable = commands.add_parser("disable", help="end USER's sessions and refuse new logins")
     disable.add_argument("user")
     disable.set_defaults(func=_in_context(_disable, components))
-    commands.add_parser(
-        "rotate-keys", help="sign with a new key; old public keys stay published"
-    ).set_defaults(func=_in_context(_rotate_keys, components))
+    rotate = commands.add_parser("rotate-keys", help="sign with a new key; old public keys stay published")
+    rotate.add_argument(
+        "--retire-now",
+        action="store_true",
+        help="withdraw the old public keys at once (a leaked key): every token they signed stops working",
+    )
+    rotate.set_defaults(func=_in_context(_rotate_keys, components))
     client = commands.add_parser(
         "add-client", help="register an introspection client; prints its secret once"
     )

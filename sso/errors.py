@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from kit.errors import ApiError, Conflict, InvalidRequest, TooManyRequests, Unauthorized
+from kit.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 
 __all__ = [
+    "AccountDisabled",
     "AccountLocked",
+    "CrossSiteRequest",
+    "HashingBusy",
     "InvalidClient",
     "InvalidCookie",
     "InvalidCredentials",
     "InvalidGrant",
+    "InvalidUsername",
     "IpBudgetSpent",
     "RefreshTokenReused",
     "SessionEnded",
+    "ThrottleUnavailable",
     "TokenRevoked",
+    "TooManyRefreshes",
+    "TooManySignups",
     "UnsupportedGrantType",
     "UsernameTaken",
     "WeakPassword",
@@ -50,6 +65,13 @@ class WeakPassword(InvalidRequest):
     code = "weak_password"
 
 
+class InvalidUsername(InvalidRequest):
+    code = "invalid_username"
+
+    def __init__(self) -> None:
+        super().__init__("field 'username' must be 3 to 64 letters, digits or . _ @ + - (after NFKC)")
+
+
 class InvalidGrant(Unauthorized):
     code = "invalid_grant"
 
@@ -59,6 +81,33 @@ class InvalidGrant(Unauthorized):
 
 class RefreshTokenReused(InvalidGrant):
     """An already used refresh token came back: its session is now ended for every holder."""
+
+
+class TooManyRefreshes(TooManyRequests):
+    """A session's refresh token was rotated more often than PEAK_SSO_REFRESH_MAX per window."""
+
+    code = "too_many_refreshes"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("this session refreshed too often; try again later", retry_after_s=retry_after_s)
+
+
+class AccountDisabled(Forbidden):
+    code = "account_disabled"
+
+    def __init__(self) -> None:
+        super().__init__("this account is disabled")
+
+
+class CrossSiteRequest(Forbidden):
+    """A request that the session cookie authenticates (or that would set it) came from another site."""
+
+    code = "csrf"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this request must come from the site itself (its Origin or Referer is not the public URL)"
+        )
 
 
 class UnsupportedGrantType(ApiError):
@@ -88,9 +137,36 @@ class AccountLocked(TooManyRequests):
 
 
 class IpBudgetSpent(TooManyRequests):
+    """The client's network is past its daily budget: its unknown devices wait a growing delay."""
+
     code = "too_many_attempts"
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(
-            "too many failed logins from this address today; try again later", retry_after_s=retry_after_s
+            "too many failed logins from this network; try again shortly", retry_after_s=retry_after_s
         )
+
+
+class TooManySignups(TooManyRequests):
+    code = "too_many_signups"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "too many accounts registered from this network; try again later", retry_after_s=retry_after_s
+        )
+
+
+class HashingBusy(ServiceUnavailable):
+    """The process's password-hashing queue is full: answered at once rather than queued without end."""
+
+    code = "busy"
+
+    def __init__(self) -> None:
+        super().__init__("too many sign-ins at this moment; try again in a second", retry_after_s=1)
+
+
+class ThrottleUnavailable(ServiceUnavailable):
+    """Redis did not answer the login throttle: logins wait rather than go unthrottled."""
+
+    def __init__(self) -> None:
+        super().__init__("sign-in is unavailable for a moment; try again shortly", retry_after_s=2)

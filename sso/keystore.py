@@ -120,14 +120,16 @@ class KeyStore:
         )
         return kid
 
-    async def rotate(self) -> str:
-        """Make a new key the signing key; the old ones stay published until their tokens expire."""
+    async def rotate(self, *, retire_now: bool = False) -> str:
+        """Make a new key the signing key; the old ones stay published until their tokens expire, or, with
+        ``retire_now``, leave the published set at once (validators then refuse what they signed)."""
+        keep_s = 0.0 if retire_now else float(self._ttl_s + _PUBLISH_MARGIN_S)
         async with self._db.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
             await conn.execute(
                 "UPDATE sso_signing_keys SET published_until = now() + make_interval(secs => $1)"
-                " WHERE published_until IS NULL",
-                float(self._ttl_s + _PUBLISH_MARGIN_S),
+                " WHERE published_until IS NULL OR published_until > now() + make_interval(secs => $1)",
+                keep_s,
             )
             return await self._insert(conn)
 

@@ -8,18 +8,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from kit.admins import AdminTokens
 from kit.component import Role
 from kit.context import Context
 from sso.accounts import Accounts
 from sso.client import TokenValidator
 from sso.clients import Clients
+from sso.csrf import CsrfGuard
 from sso.keystore import KeyStore
 from sso.passwords import Passwords
 from sso.service import Sso
 from sso.sessions import Sessions
 from sso.settings import SsoSettings
 from sso.throttle import LoginThrottle
-from sso.tokens import Signer
+from sso.tokens import Signer, rotation_key
 
 __all__ = ["services"]
 
@@ -49,11 +51,14 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
         idle_timeout_s=sso_settings.idle_timeout_s,
     )
     ctx.put(validator)
+    # Read once: a malformed PEAK_ADMIN_TOKENS stops the process here, naming the variable.
+    ctx.put(AdminTokens.from_settings(settings))
     if role != "api":
         async with validator.running():
             yield
         return
-    settings.require("secret_key")  # the API signs tokens: fail at start, naming the variable
+    secret_key = settings.require("secret_key")  # the API signs tokens: fail at start, naming the variable
+    ctx.put(CsrfGuard(settings.public_base_url(), force_secure=sso_settings.cookie_secure))
     signer = Signer(
         keystore, issuer=issuer, audience=sso_settings.audience, ttl_s=sso_settings.access_token_ttl_s
     )
@@ -63,7 +68,7 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
         settings=sso_settings,
         accounts=Accounts(ctx.db),
         passwords=passwords,
-        sessions=Sessions(ctx.redis, sso_settings),
+        sessions=Sessions(ctx.redis, sso_settings, rotation_key=rotation_key(secret_key)),
         throttle=LoginThrottle(ctx.redis, sso_settings),
         keystore=keystore,
         signer=signer,

@@ -10,12 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from kit.context import context_of
+from kit.admins import AdminTokens
+from kit.context import Context, context_of
 from kit.errors import InvalidRequest, NotFound
 from kit.responses import JSONResponse
 from kit.routing import route
 from kit.schema import read_body, rule, validate
+from sso import devices
 from sso.client import authenticate, bearer_token
+from sso.csrf import CsrfGuard
 from sso.errors import UnsupportedGrantType
 from sso.service import Caller, Sso, TokenPair
 from sso.sessions import SessionInfo
@@ -88,41 +91,82 @@ def _ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _caller(request: Request) -> Caller:
-    return await _sso(request).caller(bearer_token(request), request.cookies.get(COOKIE))
+def _csrf(request: Request) -> CsrfGuard:
+    return context_of(request).get(CsrfGuard)
+
+
+async def _caller(request: Request, *, changes: bool = False) -> Caller:
+    """The caller; for a state change (``changes``) authenticated by the session cookie, only from the site
+    itself (``sso.csrf``): a bearer token is never sent by a browser on its own."""
+    bearer, cookie = bearer_token(request), request.cookies.get(COOKIE)
+    if changes and bearer is None and cookie:
+        _csrf(request).check(request)
+    return await _sso(request).caller(bearer, cookie)
 
 
 def _tokens(pair: TokenPair, request: Request) -> Response:
     response = JSONResponse(pair.body(), headers=_NO_STORE)
     if pair.cookie:
-        settings = _sso(request).settings
         response.set_cookie(
             COOKIE,
             pair.cookie,
-            max_age=settings.absolute_timeout_s,
+            max_age=_sso(request).settings.absolute_timeout_s,
             httponly=True,
             samesite="lax",
-            secure=settings.cookie_secure,
+            secure=_csrf(request).secure_cookie,
         )
     return response
+
+
+def _forget_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(COOKIE, httponly=True, samesite="lax", secure=_csrf(request).secure_cookie)
 
 
 def _session(info: SessionInfo, caller: Caller) -> dict[str, object]:
     return {**dataclasses.asdict(info), "current": info.id == caller.session_id}
 
 
+def _admin_names(ctx: Context) -> frozenset[str]:
+    """The admin tokens' names, parsed once per process (shared with whoever else put them in the context)."""
+    tokens = ctx.find(AdminTokens)
+    if tokens is None:
+        tokens = AdminTokens.from_settings(ctx.settings)
+        ctx.put(tokens)
+    return tokens.names
+
+
+def _device_tokens(request: Request) -> list[str]:
+    return devices.tokens_of(request.cookies.get(devices.COOKIE))
+
+
+def _remember_device(response: Response, value: str | None, request: Request) -> None:
+    """The device cookie (``sso.devices``): HttpOnly, SameSite=Lax, Path=/sso, Secure like the session cookie."""
+    if value:
+        sso = _sso(request)
+        devices.set_cookie(
+            response, value, max_age_s=sso.throttle.device_ttl_s, secure=_csrf(request).secure_cookie
+        )
+
+
 async def register(request: Request) -> Response:
     body = await read_body(request, Credentials)
-    account = await _sso(request).register(body.username, body.password)
+    ctx = context_of(request)
+    account = await ctx.get(Sso).register(
+        body.username, body.password, ip=_ip(request), reserved=_admin_names(ctx)
+    )
     return JSONResponse({"id": account.id, "username": account.username}, status_code=201)
 
 
 async def login(request: Request) -> Response:
+    _csrf(request).check_login(request)  # it sets the session cookie: never for another site's page
     body = await read_body(request, Credentials, allow_form=True)
-    pair = await _sso(request).login(
-        body.username, body.password, ip=_ip(request), user_agent=request.headers.get("user-agent", "")
-    )
-    return _tokens(pair, request)
+    pair, device = await _sso(request).login(
+        body.username, body.password, ip=_ip(request), user_agent=request.headers.get("user-agent", ""),
+        devices=_device_tokens(request),
+    )  # fmt: skip
+    response = _tokens(pair, request)
+    _remember_device(response, device, request)
+    return response
 
 
 async def token(request: Request) -> Response:
@@ -135,10 +179,10 @@ async def token(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    caller = await _caller(request)
+    caller = await _caller(request, changes=True)
     await _sso(request).sessions.end(caller.user_id, "one", caller.session_id)
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE, httponly=True, samesite="lax")
+    _forget_cookie(response, request)
     return response
 
 
@@ -164,7 +208,7 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def end_session(request: Request) -> Response:
-    caller = await _caller(request)
+    caller = await _caller(request, changes=True)
     ended = await _sso(request).sessions.end(caller.user_id, "one", request.path_params["sid"])
     if not ended:
         raise NotFound("you have no such session")
@@ -172,18 +216,22 @@ async def end_session(request: Request) -> Response:
 
 
 async def end_all_sessions(request: Request) -> Response:
-    caller = await _caller(request)
+    caller = await _caller(request, changes=True)
     await _sso(request).end_everything(caller.user_id)
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE, httponly=True, samesite="lax")
+    _forget_cookie(response, request)
     return response
 
 
 async def change_password(request: Request) -> Response:
-    caller = await _caller(request)
+    caller = await _caller(request, changes=True)
     body = await read_body(request, PasswordChange)
-    await _sso(request).change_password(caller, body.old_password, body.new_password)
-    return Response(status_code=204)
+    device = await _sso(request).change_password(
+        caller, body.old_password, body.new_password, ip=_ip(request), devices=_device_tokens(request)
+    )
+    response = Response(status_code=204)
+    _remember_device(response, device, request)
+    return response
 
 
 async def userinfo(request: Request) -> Response:
@@ -228,6 +276,10 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(await _sso(request).jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
+# ``ver``: the account version the roles were issued at (a `peak sso` change makes older tokens refresh).
+_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles", "ver")
+
+
 async def openid_configuration(request: Request) -> Response:
     base = context_of(request).settings.public_base_url()
     return JSONResponse(
@@ -242,12 +294,15 @@ async def openid_configuration(request: Request) -> Response:
             "token_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles"],
+            "claims_supported": [*_CLAIMS],
         }
     )
 
 
-_AUTH_ERRORS = {401: ["unauthenticated"]}
+# Every route that checks a bearer token strictly answers 503 when Redis cannot be reached.
+_AUTH_ERRORS = {401: ["unauthenticated"], 503: ["unavailable"]}
+# A state change by cookie from another site (sso.csrf).
+_CHANGE_ERRORS = {**_AUTH_ERRORS, 403: ["csrf"]}
 
 
 def routes() -> list[BaseRoute]:
@@ -258,30 +313,36 @@ def routes() -> list[BaseRoute]:
               responses={200: _USERINFO_OUT}, errors=_AUTH_ERRORS, auth=["bearer"]),
         route("/sso/introspect", introspect, methods=["POST"], summary="RFC 7662 token introspection",
               body=TokenForm, form=True, responses={200: _INTROSPECTION_OUT},
-              errors={401: ["invalid_client"]}, auth=["basic"]),
+              errors={401: ["invalid_client"], 503: ["unavailable"]}, auth=["basic"]),
         route("/sso/users", register, methods=["POST"], summary="create an account", body=Credentials,
               responses={201: UserOut},
-              errors={409: ["username_taken"], 422: ["weak_password", "invalid_username", "invalid_request"]}),
-        route("/sso/login", login, methods=["POST"], summary="log in: tokens and the peak_sid cookie",
-              body=Credentials, form=True, responses={200: TokensOut},
-              errors={401: ["invalid_credentials"], 403: ["account_disabled"], 429: ["too_many_attempts"]}),
+              errors={409: ["username_taken"], 422: ["weak_password", "invalid_username", "invalid_request"],
+                      429: ["too_many_signups"], 503: ["busy", "unavailable"]}),
+        route("/sso/login", login, methods=["POST"],
+              summary="log in: tokens, the peak_sid cookie and the peak_device cookie", body=Credentials,
+              form=True, responses={200: TokensOut},
+              errors={401: ["invalid_credentials"], 403: ["account_disabled", "csrf"],
+                      422: ["invalid_username", "invalid_request"], 429: ["too_many_attempts"],
+                      503: ["busy", "unavailable"]}),
         route("/sso/token", token, methods=["POST"], summary="refresh: a new access and refresh token",
               body=TokenRequest, form=True, responses={200: TokensOut},
-              errors={400: ["unsupported_grant_type"], 401: ["invalid_grant"]}),
+              errors={400: ["unsupported_grant_type"], 401: ["invalid_grant"], 429: ["too_many_refreshes"]}),
         route("/sso/logout", logout, methods=["POST"], summary="end the current session",
-              responses={204: None}, errors=_AUTH_ERRORS, auth=either),
+              responses={204: None}, errors=_CHANGE_ERRORS, auth=either),
         route("/sso/session", current_session, summary="the current session and when it expires",
               responses={200: SessionOut}, errors={**_AUTH_ERRORS, 404: ["not_found"]}, auth=either),
         route("/sso/sessions", list_sessions, summary="the caller's sessions",
               responses={200: _SESSIONS_OUT}, errors=_AUTH_ERRORS, auth=either),
         route("/sso/sessions", end_all_sessions, methods=["DELETE"], summary="log out everywhere",
-              responses={204: None}, errors=_AUTH_ERRORS, auth=either),
+              responses={204: None}, errors=_CHANGE_ERRORS, auth=either),
         route("/sso/sessions/{sid}", end_session, methods=["DELETE"], summary="end one of the caller's sessions",
-              responses={204: None}, errors={**_AUTH_ERRORS, 404: ["not_found"]}, auth=either),
+              responses={204: None}, errors={**_CHANGE_ERRORS, 404: ["not_found"]}, auth=either),
         route("/sso/password", change_password, methods=["POST"],
               summary="change the password; every other session ends", body=PasswordChange,
-              responses={204: None}, errors={401: ["unauthenticated", "invalid_credentials"],
-                                             422: ["weak_password"]}, auth=either),
+              responses={204: None}, errors={401: ["unauthenticated", "invalid_credentials"], 403: ["csrf"],
+                                             422: ["weak_password", "invalid_request"],
+                                             429: ["too_many_attempts"], 503: ["busy", "unavailable"]},
+              auth=either),
         route("/sso/revoke", revoke, methods=["POST"], summary="RFC 7009 token revocation",
               body=TokenForm, form=True, responses={200: None}, errors={401: ["invalid_client"]}),
         route("/.well-known/jwks.json", jwks, summary="the public signing keys (JWK set)",

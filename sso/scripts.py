@@ -7,12 +7,14 @@ Keys come from ``sso/keys.py``; a reply becomes a typed result here, and a reply
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 from kit.lua import Call, EncodableT, Script
 from kit.redis import RedisClient
 from sso import keys
 from sso.errors import (
+    AccountDisabled,
     AccountLocked,
     InvalidCookie,
     InvalidGrant,
@@ -20,32 +22,60 @@ from sso.errors import (
     RefreshTokenReused,
     SessionEnded,
     TokenRevoked,
+    TooManyRefreshes,
+    TooManySignups,
 )
 
 __all__ = [
     "ALL",
     "SESSION_TOUCH",
+    "AccountVerdict",
     "CookieSession",
     "ListedSession",
+    "OpenedSession",
+    "Rotation",
+    "ThrottleLimits",
+    "account_attempt",
+    "account_outcome",
+    "change_account",
     "check_token_touch",
     "end_sessions",
     "list_sessions",
+    "network_attempt",
+    "network_gate",
+    "network_give_back",
     "open_session",
+    "revoke_token",
     "rotate_refresh",
-    "throttle",
+    "signup",
     "token_touch",
     "touch_by_cookie",
 ]
 
-SESSION_OPEN = Script.of("sso", "session_open")
+
+def _announcing(name: str) -> Script:
+    """A script that announces what it ends or changes: ``_announce.lua`` (its ``announce()``) first."""
+    prelude = resources.files("sso").joinpath("lua", "_announce.lua").read_text(encoding="utf-8")
+    script = Script.of("sso", name)
+    return Script(script.name, prelude + script.source)
+
+
+SESSION_OPEN = _announcing("session_open")
 SESSION_TOUCH = Script.of("sso", "session_touch")
 SESSION_LIST = Script.of("sso", "session_list")
-SESSION_END = Script.of("sso", "session_end")
-REFRESH = Script.of("sso", "refresh")
-THROTTLE = Script.of("sso", "throttle")
+SESSION_END = _announcing("session_end")
+SESSION_REVOKE = _announcing("session_revoke")
+SESSION_ACCOUNT = _announcing("session_account")
+REFRESH = _announcing("refresh")
+THROTTLE_ACCOUNT = Script.of("sso", "throttle_account")
+THROTTLE_NETWORK = Script.of("sso", "throttle_network")
+SIGNUP = Script.of("sso", "signup")
 
 # What the component hands the kit to load at start.
-ALL = (SESSION_OPEN, SESSION_TOUCH, SESSION_LIST, SESSION_END, REFRESH, THROTTLE)
+ALL = (SESSION_OPEN, SESSION_TOUCH, SESSION_LIST, SESSION_END, SESSION_REVOKE, SESSION_ACCOUNT, REFRESH,
+       THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP)  # fmt: skip
+# What every announcing script is told: how long journal entries stay (ms), and the channel.
+_ANNOUNCE = (keys.REVOKED_JOURNAL_KEEP_S * 1000, keys.CHANGES_CHANNEL)
 
 
 class CookieSession(NamedTuple):
@@ -64,6 +94,19 @@ class ListedSession(NamedTuple):
     idle_left_ms: int
 
 
+class OpenedSession(NamedTuple):
+    version: int
+    roles: tuple[str, ...]
+    ended: list[str]
+
+
+class Rotation(NamedTuple):
+    username: str
+    absolute_expires_at_ms: int
+    rotated_at_ms: int
+    version: int
+
+
 async def open_session(
     redis: RedisClient,
     *,
@@ -73,16 +116,23 @@ async def open_session(
     idle_ms: int,
     absolute_ms: int,
     max_sessions: int,
+    roles: str,
     fields: Mapping[str, EncodableT],
-) -> list[str]:
-    """The ids of the sessions ended to make room for this one, oldest first."""
-    ended: list[Any] = await SESSION_OPEN(
+) -> OpenedSession:
+    """The new session's account version and roles (the latest change's, when `peak sso` changed them while
+    the login was under way), and the ids of the sessions ended (and announced) to make room, oldest first;
+    AccountDisabled when the account was disabled meanwhile."""
+    reply = await SESSION_OPEN(
         redis,
-        [keys.session_index(user_id), keys.session(user_id, session_id)],
-        [keys.session_prefix(user_id), session_id, now_ms, idle_ms, absolute_ms, max_sessions,
+        [keys.session_index(user_id), keys.session(user_id, session_id), keys.account_change(user_id),
+         keys.journal(user_id)],
+        [keys.session_prefix(user_id), session_id, now_ms, idle_ms, absolute_ms, max_sessions, *_ANNOUNCE, roles,
          *[v for pair in fields.items() for v in pair]],
     )  # fmt: skip
-    return [str(s) for s in ended]
+    if not isinstance(reply, list):
+        raise AccountDisabled()
+    version, stored_roles, *ended = reply
+    return OpenedSession(int(version), tuple(str(stored_roles).split()), [str(e) for e in ended])
 
 
 def _raise_for_touch(code: int) -> None:
@@ -94,22 +144,33 @@ def _raise_for_touch(code: int) -> None:
         raise InvalidCookie()
 
 
-def token_touch(user_id: str, session_id: str, token_id: str, *, now_ms: int, idle_ms: int) -> Call:
-    """The call of SESSION_TOUCH that checks and slides the session of an access token (the validator
-    batches these); its reply goes to ``check_token_touch``."""
-    return [keys.session(user_id, session_id), keys.revoked_token(user_id, token_id)], [now_ms, idle_ms, ""]
+def token_touch(
+    user_id: str, session_id: str, token_id: str, *, now_ms: int, idle_ms: int, version: int
+) -> Call:
+    """The call of SESSION_TOUCH that checks and slides the session of an access token issued at account
+    ``version`` (the validator batches these); its reply goes to ``check_token_touch``."""
+    return (
+        [keys.session(user_id, session_id), keys.revoked_token(user_id, token_id)],
+        [now_ms, idle_ms, "", version],
+    )
 
 
-def check_token_touch(reply: Any) -> None:
-    """SessionEnded (ended or expired) or TokenRevoked, unless the session is live and now slid."""
+def check_token_touch(reply: Any) -> frozenset[str] | None:
+    """None when the session is live (now slid) and the token's roles are the account's; the roles now when
+    the token was issued before they changed; SessionEnded (ended or expired) or TokenRevoked otherwise."""
+    if isinstance(reply, str):
+        return frozenset(reply.split())
     _raise_for_touch(int(reply))
+    return None
 
 
 async def touch_by_cookie(
     redis: RedisClient, user_id: str, session_id: str, cookie_digest: str, *, now_ms: int, idle_ms: int
 ) -> CookieSession:
     """The live session a cookie belongs to, now slid; SessionEnded or InvalidCookie otherwise."""
-    reply = await SESSION_TOUCH(redis, [keys.session(user_id, session_id)], [now_ms, idle_ms, cookie_digest])
+    reply = await SESSION_TOUCH(
+        redis, [keys.session(user_id, session_id)], [now_ms, idle_ms, cookie_digest, 0]
+    )
     if not isinstance(reply, list):
         _raise_for_touch(int(reply))
     _, owner, username, roles = reply
@@ -130,11 +191,36 @@ async def list_sessions(redis: RedisClient, user_id: str) -> list[ListedSession]
 async def end_sessions(
     redis: RedisClient, user_id: str, which: Literal["one", "all", "others"], session_id: str = ""
 ) -> list[str]:
-    """The ids of the sessions that were live and are now ended."""
+    """The ids of the sessions that were live and are now ended, and announced by the same call."""
     ended: list[Any] = await SESSION_END(
-        redis, [keys.session_index(user_id)], [keys.session_prefix(user_id), which, session_id]
+        redis,
+        [keys.session_index(user_id), keys.journal(user_id)],
+        [keys.session_prefix(user_id), which, session_id, *_ANNOUNCE],
     )
     return [str(s) for s in ended]
+
+
+async def revoke_token(redis: RedisClient, user_id: str, token_id: str, *, ttl_ms: int) -> None:
+    """Mark an access token revoked for ``ttl_ms`` and announce it, in one call."""
+    await SESSION_REVOKE(
+        redis,
+        [keys.revoked_token(user_id, token_id), keys.journal(user_id)],
+        [ttl_ms, token_id, *_ANNOUNCE],
+    )
+
+
+async def change_account(
+    redis: RedisClient, user_id: str, change: Literal["roles", "disable"], roles: Sequence[str]
+) -> tuple[int, list[str]]:
+    """Record a change of the account's roles (every live session takes them) or its disabling (every
+    session ends), and announce it: the new account version and the ids of the sessions ended."""
+    version, *ended = await SESSION_ACCOUNT(
+        redis,
+        [keys.session_index(user_id), keys.account_change(user_id), keys.journal(user_id)],
+        [keys.session_prefix(user_id), user_id, change, " ".join(sorted(set(roles))),
+         keys.ACCOUNT_CHANGE_KEEP_S * 1000, *_ANNOUNCE],
+    )  # fmt: skip
+    return int(version), [str(e) for e in ended]
 
 
 async def rotate_refresh(
@@ -143,39 +229,145 @@ async def rotate_refresh(
     user_id: str,
     session_id: str,
     presented_digest: str,
-    new_digest: str,
+    successor_digest: str,
     now_ms: int,
     idle_ms: int,
-    roles: str,
-) -> str:
-    """The session's username once its refresh token is replaced by ``new_digest``; RefreshTokenReused when
-    the presented token was already used (the session is now ended), InvalidGrant for an unknown token or a
-    session that has ended."""
+    grace_ms: int,
+    used_kept: int,
+    max_rotations: int,
+    window_ms: int,
+) -> Rotation:
+    """The session once its refresh token is replaced by its successor (or, for the token rotated last and
+    presented again within ``grace_ms``, the same answer as then); RefreshTokenReused when the token was used
+    before that (the session is now ended and announced), TooManyRefreshes past ``max_rotations`` per
+    window, InvalidGrant for an unknown token or a session that has ended."""
     reply = await REFRESH(
         redis,
-        [keys.session(user_id, session_id), keys.session_index(user_id)],
-        [presented_digest, new_digest, now_ms, idle_ms, roles, session_id],
-    )
+        [keys.session(user_id, session_id), keys.session_index(user_id), keys.account_change(user_id),
+         keys.journal(user_id)],
+        [presented_digest, successor_digest, now_ms, idle_ms, session_id, grace_ms, used_kept, max_rotations,
+         window_ms, *_ANNOUNCE],
+    )  # fmt: skip
     code = int(reply[0] if isinstance(reply, list) else reply)
     if code == -1:
         raise RefreshTokenReused()
+    if code == -3:
+        raise TooManyRefreshes(-(-int(reply[1]) // 1000))
     if code != 1:
         raise InvalidGrant()
-    return str(reply[1])
+    _, username, absolute_ms, rotated_at_ms, version = reply
+    return Rotation(str(username), int(absolute_ms), int(rotated_at_ms), int(version))
 
 
-async def throttle(
+class ThrottleLimits(NamedTuple):
+    """The login throttle's settings, in the order its scripts take them."""
+
+    account_failures: int
+    account_network_failures: int
+    account_window_s: int
+    device_failures: int
+    device_ttl_ms: int
+    devices_kept: int
+    network_failures: int
+    day_s: int
+    network_max_delay_ms: int
+
+
+class AccountVerdict(NamedTuple):
+    """An attempt counted on the account side: against device ``known`` (an index into the digests sent),
+    or, when ``known`` is None, against the account and the pair."""
+
+    known: int | None
+
+
+def _account_args(mode: str, limits: ThrottleLimits, now_ms: int, digests: Sequence[str]) -> list[EncodableT]:
+    return [mode, limits.account_failures, limits.account_network_failures, limits.account_window_s,
+            limits.device_failures, limits.device_ttl_ms, limits.devices_kept, now_ms, *digests]  # fmt: skip
+
+
+def _account_keys(account: str, network: str) -> list[str]:
+    return [
+        keys.account_failures(account),
+        keys.account_network_failures(account, network),
+        keys.devices(account),
+    ]
+
+
+async def account_attempt(
     redis: RedisClient,
-    mode: Literal["attempt", "failure", "success"],
-    username: str,
-    ip: str,
-    limits: Sequence[int],
+    account: str,
+    network: str,
+    digests: Sequence[str],
+    limits: ThrottleLimits,
+    now_ms: int,
+) -> AccountVerdict:
+    """Count a login attempt on the account side; AccountLocked when its unknown devices must wait."""
+    status, value = await THROTTLE_ACCOUNT(
+        redis, _account_keys(account, network), _account_args("attempt", limits, now_ms, digests)
+    )
+    if int(status) == 2:
+        raise AccountLocked(int(value))
+    return AccountVerdict(int(value) - 1 if int(status) == 1 else None)
+
+
+async def account_outcome(
+    redis: RedisClient,
+    mode: Literal["known_ok", "unknown_ok", "give_back"],
+    account: str,
+    network: str,
+    digest: str,
+    limits: ThrottleLimits,
+    now_ms: int,
 ) -> None:
-    """Count a login ``mode``; AccountLocked or IpBudgetSpent when an attempt is over a limit."""
-    status, retry_after_s = await THROTTLE(
-        redis, [keys.account_failures(username), keys.ip_failures(ip)], [mode, *limits]
+    """A counted attempt succeeded (from a known device, or from an unknown one that is now known by
+    ``digest``) or was refused elsewhere (give it back)."""
+    await THROTTLE_ACCOUNT(
+        redis,
+        _account_keys(account, network),
+        _account_args(mode, limits, now_ms, [digest] if digest else []),
+    )
+
+
+def _network_args(mode: str, limits: ThrottleLimits, with_device: bool) -> list[EncodableT]:
+    return [mode, limits.network_failures, limits.day_s, limits.network_max_delay_ms, int(with_device)]
+
+
+def _network_keys(network: str) -> list[str]:
+    return [keys.network_failures(network), keys.network_gate(network)]
+
+
+def _network_verdict(status: Any, value: Any) -> bool:
+    if int(status) == 2:
+        raise IpBudgetSpent(-(-int(value) // 1000))
+    return int(status) == 1
+
+
+async def network_attempt(
+    redis: RedisClient, network: str, limits: ThrottleLimits, *, with_device: bool
+) -> bool:
+    """Count a login attempt from the network; IpBudgetSpent when its unknown devices must wait. True when
+    the network is past its budget and only a known device may go on (else call ``network_gate``)."""
+    status, value = await THROTTLE_NETWORK(
+        redis, _network_keys(network), _network_args("attempt", limits, with_device)
+    )
+    return _network_verdict(status, value)
+
+
+async def network_gate(redis: RedisClient, network: str, limits: ThrottleLimits) -> None:
+    """An attempt counted past the budget came from an unknown device: IpBudgetSpent unless the gate is open
+    (the attempt is then given back)."""
+    status, value = await THROTTLE_NETWORK(redis, _network_keys(network), _network_args("gate", limits, True))
+    _network_verdict(status, value)
+
+
+async def network_give_back(redis: RedisClient, network: str, limits: ThrottleLimits) -> None:
+    await THROTTLE_NETWORK(redis, _network_keys(network), _network_args("give_back", limits, False))
+
+
+async def signup(redis: RedisClient, network: str, per_hour: int) -> None:
+    """Count a registration from the network; TooManySignups past ``per_hour``."""
+    status, retry_after_s = await SIGNUP(
+        redis, [keys.network_signups(network)], [per_hour, keys.SIGNUP_WINDOW_S]
     )
     if int(status) == 1:
-        raise AccountLocked(int(retry_after_s))
-    if int(status) == 2:
-        raise IpBudgetSpent(int(retry_after_s))
+        raise TooManySignups(int(retry_after_s))

@@ -5,26 +5,26 @@ One ``Sso`` per API process, registered in the context; routes and tests call it
 
 from __future__ import annotations
 
-import re
+import contextlib
 import time
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kit.errors import ApiError, Unauthorized
-from sso.accounts import Account, Accounts
+from kit.errors import ApiError, ServiceUnavailable, Unauthorized
+from sso.accounts import Account, Accounts, canonical_username, username_key
 from sso.client import Principal, TokenValidator
 from sso.clients import Clients
-from sso.errors import InvalidCredentials, InvalidGrant, WeakPassword
+from sso.errors import InvalidCredentials, InvalidGrant, InvalidUsername, UsernameTaken, WeakPassword
 from sso.keystore import KeyStore
 from sso.passwords import Passwords
 from sso.sessions import Sessions
 from sso.settings import SsoSettings
-from sso.throttle import LoginThrottle
-from sso.tokens import CLIENT_ID, OpaqueToken, Signer
+from sso.throttle import LoginThrottle, Ticket
+from sso.tokens import CLIENT_ID, Grant, OpaqueToken, Signer
 
 __all__ = ["Caller", "Sso", "TokenPair"]
 
-_USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{3,64}$")
 # Longer passwords only cost hashing time; nobody types more.
 _MAX_PASSWORD_LENGTH = 1024
 # How long the JWK set is served from memory before PostgreSQL is asked again.
@@ -83,41 +83,76 @@ class Sso:
         if len(password) > _MAX_PASSWORD_LENGTH:
             raise WeakPassword(f"the password must be at most {_MAX_PASSWORD_LENGTH} characters")
 
-    async def register(self, username: str, password: str) -> Account:
-        if not _USERNAME.match(username):
-            raise ApiError(
-                "a username is 3 to 64 letters, digits or . _ @ + -", code="invalid_username", status_code=422
-            )
+    async def register(
+        self, username: str, password: str, *, ip: str, reserved: Collection[str] = ()
+    ) -> Account:
+        """A new account; ``reserved`` names (the admin tokens') are taken whatever their case."""
+        name = canonical_username(username)
+        if name is None:
+            raise InvalidUsername()
+        if username_key(name) in {username_key(c) for n in reserved if (c := canonical_username(n))}:
+            raise UsernameTaken(f"the username {name!r} is taken")
         self._check_password(password)
-        return await self.accounts.create(username, await self.passwords.hash(password))
+        async with self.passwords.turn("signup"):
+            await self.throttle.signup(ip)
+            password_hash = await self.passwords.hash(password)
+        return await self.accounts.create(name, password_hash)
 
-    async def change_password(self, caller: Caller, old_password: str, new_password: str) -> None:
-        account = await self.accounts.by_id(caller.user_id)
-        if account is None or not await self.passwords.verify(account.password_hash, old_password):
-            raise InvalidCredentials()
+    async def change_password(
+        self, caller: Caller, old_password: str, new_password: str, *, ip: str, devices: Sequence[str] = ()
+    ) -> str | None:
+        """Wrong old passwords count like failed logins. The device cookie's value, as after a login."""
         self._check_password(new_password)
-        await self.accounts.set_password_hash(
-            account.id, await self.passwords.hash(new_password), changed=True
-        )
+        async with (
+            self.passwords.turn("login"),
+            self._counted(username_key(caller.username), ip, devices) as ticket,
+        ):
+            account = await self.accounts.by_id(caller.user_id)
+            if account is None or not await self.passwords.verify(account.password_hash, old_password):
+                raise InvalidCredentials()
+            password_hash = await self.passwords.hash(new_password)
+        device = await self.throttle.succeeded(ticket)
+        await self.accounts.set_password_hash(account.id, password_hash, changed=True)
         await self.sessions.end(account.id, "others", caller.session_id)
+        return device
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, key: str, ip: str, devices: Sequence[str]) -> AsyncIterator[Ticket]:
+        """An attempt counted by the throttle; given back if PostgreSQL could not decide it."""
+        ticket = await self.throttle.check(key, ip, list(devices))
+        try:
+            yield ticket
+        except ServiceUnavailable:
+            await self.throttle.give_back(ticket)
+            raise
 
     # -- sessions and tokens -----------------------------------------------------------------------
 
-    async def login(self, username: str, password: str, *, ip: str, user_agent: str) -> TokenPair:
-        await self.throttle.attempt(username, ip)
-        account = await self.accounts.by_username(username)
-        # Unknown usernames are verified against a dummy hash: the same time, the same answer.
-        matches = await self.passwords.verify(account.password_hash if account else None, password)
-        if account is None or not matches:
-            await self.throttle.failed(username, ip)
-            raise InvalidCredentials()
-        if account.disabled:
-            raise ApiError("this account is disabled", code="account_disabled", status_code=403)
-        await self.throttle.succeeded(username, ip)
-        if self.passwords.needs_rehash(account.password_hash):
-            await self.accounts.set_password_hash(
-                account.id, await self.passwords.hash(password), changed=False
-            )
+    async def login(
+        self, username: str, password: str, *, ip: str, user_agent: str, devices: Sequence[str] = ()
+    ) -> tuple[TokenPair, str | None]:
+        """The tokens, and the device cookie's value (None: set none). ``devices`` are the device tokens the
+        client sent (``sso.devices.tokens_of``)."""
+        name = canonical_username(username)
+        if name is None:
+            raise InvalidUsername()
+        key = username_key(name)
+        # The throttle counts inside the hashing turn: attempts counted and not yet decided never exceed the
+        # pool's size, so a crowd behind one address logging in at once does not look like a failure spree.
+        async with self.passwords.turn("login"), self._counted(key, ip, devices) as ticket:
+            account = await self.accounts.by_username(key)
+            # Unknown usernames are verified against a dummy hash: the same time, the same answer.
+            matches = await self.passwords.verify(account.password_hash if account else None, password)
+            if account is None or not matches:
+                raise InvalidCredentials()
+            if account.disabled:
+                raise ApiError("this account is disabled", code="account_disabled", status_code=403)
+            rehashed = None
+            if self.passwords.needs_rehash(account.password_hash):
+                rehashed = await self.passwords.hash(password)
+        device = await self.throttle.succeeded(ticket)
+        if rehashed is not None:
+            await self.accounts.set_password_hash(account.id, rehashed, changed=False)
         session = await self.sessions.open(
             user_id=account.id,
             username=account.username,
@@ -125,25 +160,27 @@ class Sso:
             ip=ip,
             user_agent=user_agent,
         )
-        return self._pair(account.id, account.username, account.roles, session.session_id,
-                          str(session.refresh_token), str(session.cookie))  # fmt: skip
+        # The session's roles: the account's as read above, or a `peak sso` change's made meanwhile.
+        grant = Grant(account.id, account.username, session.roles, session.session_id,
+                      not_after=session.absolute_expires_at, version=session.version)  # fmt: skip
+        return self._pair(grant, str(session.refresh_token), str(session.cookie)), device
 
-    def _pair(
-        self, user_id: str, username: str, roles: tuple[str, ...], sid: str, refresh: str, cookie: str
-    ) -> TokenPair:
-        access = self.signer.access_token(user_id=user_id, username=username, roles=roles, session_id=sid)
-        return TokenPair(access, self.signer.ttl_s, refresh, sid, cookie)
+    def _pair(self, grant: Grant, refresh: str, cookie: str) -> TokenPair:
+        access, expires_in = self.signer.access_token(grant)
+        return TokenPair(access, expires_in, refresh, grant.session_id, cookie)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        token = OpaqueToken.parse(refresh_token)
-        if token is None:
-            raise InvalidGrant()
-        account = await self.accounts.by_id(token.user_id)
+        """A rotation (or a replay of the last one, answered alike); the account is read after it, so its
+        roles are at least as new as any change the rotation saw."""
+        refreshed = await self.sessions.rotate_refresh(refresh_token)
+        account = await self.accounts.by_id(refreshed.user_id)
         if account is None or account.disabled:
-            await self.sessions.end(token.user_id, "all")
+            await self.sessions.end(refreshed.user_id, "all")
             raise InvalidGrant()
-        new, username = await self.sessions.rotate_refresh(refresh_token, account.roles)
-        return self._pair(account.id, username, account.roles, token.session_id, str(new), "")
+        grant = Grant(account.id, refreshed.username, account.roles, refreshed.session_id,
+                      not_after=refreshed.absolute_expires_at, version=refreshed.version,
+                      issued_at=refreshed.issued_at, token_id=refreshed.token_id)  # fmt: skip
+        return self._pair(grant, str(refreshed.refresh_token), "")
 
     async def caller(self, bearer: str | None, cookie: str | None) -> Caller:
         """The caller of an SSO endpoint; either credential slides the session."""

@@ -1,7 +1,10 @@
-"""Sessions in Redis: open, check by cookie, list, end, rotate refresh tokens, and announce every end.
+"""Sessions in Redis: open, check by cookie, list, end, rotate refresh tokens, revoke access tokens, and
+take account changes (roles, disabling) to every session of the account.
 
-Every end is published on the changes channel (validators hear it at once) and written to the revocation
-journal (validators poll it, so a lost message delays nothing by more than a poll interval).
+Each script that ends a session, revokes a token or changes an account also announces it, in the same call:
+into the revocation journal of the user's shard (scored by the Redis clock; validators poll it) and on the
+changes channel (validators hear it at once). No crash between a change and its announcement can leave it
+unannounced, and a lost message delays nothing by more than a poll interval.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from sso.errors import InvalidCookie, InvalidGrant, RefreshTokenReused
 from sso.settings import SsoSettings
 from sso.tokens import OpaqueToken, new_session_id
 
-__all__ = ["NewSession", "SessionInfo", "Sessions"]
+__all__ = ["USED_KEPT", "NewSession", "Refreshed", "SessionInfo", "Sessions"]
 
 log = logging.getLogger("peak.sso")
+
+# Used refresh tokens a session remembers for reuse detection. At the default rate limit (10 a minute) an
+# older one is at least 3 minutes old; presenting it is refused (invalid_grant) but no longer ends the session.
+USED_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,23 @@ class NewSession:
     session_id: str
     refresh_token: OpaqueToken
     cookie: OpaqueToken
+    roles: tuple[str, ...]
+    version: int
+    absolute_expires_at: int
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A rotation's answer, the same for a replay of it: the successor and what its access token says."""
+
+    user_id: str
+    session_id: str
+    username: str
+    refresh_token: OpaqueToken
+    token_id: str
+    issued_at: int
+    absolute_expires_at: int
+    version: int
 
 
 @dataclass(frozen=True)
@@ -46,36 +70,44 @@ def _roles(value: Iterable[str]) -> str:
 
 
 class Sessions:
-    def __init__(self, redis: RedisClient, settings: SsoSettings) -> None:
+    """``rotation_key`` (sso.tokens.rotation_key) is needed only to rotate refresh tokens."""
+
+    def __init__(
+        self, redis: RedisClient, settings: SsoSettings, *, rotation_key: bytes | None = None
+    ) -> None:
         self._redis = redis
         self._idle_ms = settings.idle_timeout_s * 1000
         self._absolute_ms = settings.absolute_timeout_s * 1000
         self._max = settings.max_sessions
+        self._rotation_key = rotation_key
+        self._grace_ms = settings.refresh_grace_s * 1000
+        self._max_rotations = settings.refresh_max
+        self._window_ms = settings.refresh_window_s * 1000
 
     async def open(
         self, *, user_id: str, username: str, roles: Sequence[str], ip: str, user_agent: str
     ) -> NewSession:
+        """A new session; AccountDisabled if the account was disabled since the caller read it."""
         now_ms = int(time.time() * 1000)
         sid = new_session_id()
         refresh, cookie = OpaqueToken.new(user_id, sid), OpaqueToken.new(user_id, sid)
+        absolute_ms = now_ms + self._absolute_ms
         fields: dict[str, str | int] = {
             "user_id": user_id,
             "username": username,
-            "roles": _roles(roles),
             "created_at": now_ms,
             "last_seen_at": now_ms,
-            "absolute_expires_at": now_ms + self._absolute_ms,
+            "absolute_expires_at": absolute_ms,
             "ip": ip,
             "user_agent": user_agent[:512],
             "refresh": refresh.digest,
             "cookie": cookie.digest,
         }
-        ended = await scripts.open_session(
+        opened = await scripts.open_session(
             self._redis, user_id=user_id, session_id=sid, now_ms=now_ms, idle_ms=self._idle_ms,
-            absolute_ms=self._absolute_ms, max_sessions=self._max, fields=fields,
+            absolute_ms=self._absolute_ms, max_sessions=self._max, roles=_roles(roles), fields=fields,
         )  # fmt: skip
-        await self.announce(f"s:{s}" for s in ended)
-        return NewSession(sid, refresh, cookie)
+        return NewSession(sid, refresh, cookie, opened.roles, opened.version, absolute_ms // 1000)
 
     async def by_cookie(self, value: str) -> tuple[str, str, str, frozenset[str]]:
         """(user id, session id, username, roles) of a live session cookie, sliding the session."""
@@ -112,50 +144,62 @@ class Sessions:
     async def end(
         self, user_id: str, which: Literal["one", "all", "others"], session_id: str = ""
     ) -> list[str]:
-        ended = await scripts.end_sessions(self._redis, user_id, which, session_id)
-        await self.announce(f"s:{s}" for s in ended)
-        return ended
+        """End sessions and announce it (one script); the ids of those that were live."""
+        return await scripts.end_sessions(self._redis, user_id, which, session_id)
 
-    async def rotate_refresh(self, presented: str, roles: Sequence[str]) -> tuple[OpaqueToken, str]:
-        """A new refresh token for the session of ``presented`` and the session's username; InvalidGrant if
-        it is unknown, used (which ends the session) or its session has ended."""
+    async def rotate_refresh(self, presented: str) -> Refreshed:
+        """Replace the refresh token ``presented`` by its successor, or give the same answer again for the
+        token rotated last when it comes back within the grace (a retry). InvalidGrant if it is unknown, used
+        before (which ends the session) or its session has ended; TooManyRefreshes past the rate limit."""
+        assert self._rotation_key is not None, "Sessions(rotation_key=...) to rotate refresh tokens"
         token = OpaqueToken.parse(presented)
         if token is None:
             raise InvalidGrant()
-        new = OpaqueToken.new(token.user_id, token.session_id)
+        successor = token.successor(self._rotation_key)
         try:
-            username = await scripts.rotate_refresh(
+            rotation = await scripts.rotate_refresh(
                 self._redis, user_id=token.user_id, session_id=token.session_id, presented_digest=token.digest,
-                new_digest=new.digest, now_ms=int(time.time() * 1000), idle_ms=self._idle_ms, roles=_roles(roles),
+                successor_digest=successor.digest, now_ms=int(time.time() * 1000), idle_ms=self._idle_ms,
+                grace_ms=self._grace_ms, used_kept=USED_KEPT, max_rotations=self._max_rotations,
+                window_ms=self._window_ms,
             )  # fmt: skip
         except RefreshTokenReused:
             log.warning("refresh token reused: session %s of user %s ended", token.session_id, token.user_id)
-            await self.announce([f"s:{token.session_id}"])
             raise
-        return new, username
+        return Refreshed(
+            user_id=token.user_id,
+            session_id=token.session_id,
+            username=rotation.username,
+            refresh_token=successor,
+            token_id=successor.access_token_id(self._rotation_key),
+            issued_at=rotation.rotated_at_ms // 1000,
+            absolute_expires_at=rotation.absolute_expires_at_ms // 1000,
+            version=rotation.version,
+        )
 
     async def end_by_refresh_token(self, token: OpaqueToken) -> None:
-        """End the session of a current or already used refresh token; anything else changes nothing."""
+        """End the session of a current or remembered used refresh token; anything else changes nothing."""
         current, used = await self._redis.hmget(
-            keys.session(token.user_id, token.session_id), ["refresh", f"used:{token.digest}"]
+            keys.session(token.user_id, token.session_id), ["refresh", "used"]
         )
-        if current == token.digest or used:
+        mark, remembered = token.digest[:32], str(used or "")
+        if current == token.digest or any(
+            remembered[i : i + 32] == mark for i in range(0, len(remembered), 32)
+        ):
             await self.end(token.user_id, "one", token.session_id)
 
     async def revoke_access_token(self, user_id: str, token_id: str, expires_at: int) -> None:
-        ttl_s = expires_at - int(time.time()) + 30
-        if ttl_s > 0:
-            await self._redis.set(keys.revoked_token(user_id, token_id), "1", ex=ttl_s)
-        await self.announce([f"j:{token_id}"])
+        """Refuse the token everywhere until it expires (with leeway), announced in the same call."""
+        ttl_ms = (expires_at - int(time.time()) + 30) * 1000
+        await scripts.revoke_token(self._redis, user_id, token_id, ttl_ms=max(1000, ttl_ms))
 
-    async def announce(self, messages: Iterable[str]) -> None:
-        batch = list(messages)
-        if not batch:
-            return
-        now_ms = int(time.time() * 1000)
-        await self._redis.zadd(keys.REVOKED_JOURNAL, dict.fromkeys(batch, now_ms))
-        await self._redis.zremrangebyscore(
-            keys.REVOKED_JOURNAL, "-inf", now_ms - keys.REVOKED_JOURNAL_KEEP_S * 1000
-        )
-        for message in batch:
-            await self._redis.publish(keys.CHANGES_CHANNEL, message)
+    async def change_roles(self, user_id: str, roles: Sequence[str]) -> int:
+        """Every live session of the account takes ``roles``; tokens issued before stop carrying weight
+        (validators hear of it). The account's new version."""
+        version, _ = await scripts.change_account(self._redis, user_id, "roles", roles)
+        return version
+
+    async def disable(self, user_id: str) -> list[str]:
+        """End every session of a disabled account and refuse new ones racing the disabling; the ids ended."""
+        _, ended = await scripts.change_account(self._redis, user_id, "disable", ())
+        return ended

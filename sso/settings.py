@@ -36,16 +36,89 @@ class SsoSettings:
     )
     argon2_time_cost: int = setting("PEAK_SSO_ARGON2_TIME_COST", 2, "argon2id iterations", low=1, high=100)
     argon2_parallelism: int = setting("PEAK_SSO_ARGON2_PARALLELISM", 1, "argon2id lanes", low=1, high=64)
-    cookie_secure: bool = setting("PEAK_COOKIE_SECURE", False, "mark the session cookie Secure")
-    throttle: bool = setting("PEAK_SSO_THROTTLE", True, "throttle failed logins")
+    cookie_secure: bool = setting(
+        "PEAK_COOKIE_SECURE",
+        False,
+        "force the session cookie Secure (it is whenever PEAK_PUBLIC_URL is https)",
+    )
+    refresh_grace_s: int = setting(
+        "PEAK_SSO_REFRESH_GRACE_S",
+        10,
+        "a refresh token presented again this long after its rotation gets the same answer (a retry), not reuse"
+        " detection",
+        low=0,
+        high=60,
+    )
+    refresh_max: int = setting(
+        "PEAK_SSO_REFRESH_MAX", 10, "refresh token rotations per session per window", low=1, high=10000
+    )
+    refresh_window_s: int = setting(
+        "PEAK_SSO_REFRESH_WINDOW_S", 60, "window of PEAK_SSO_REFRESH_MAX", low=1, high=86400
+    )
+    throttle: bool = setting(
+        "PEAK_SSO_THROTTLE", True, "throttle failed logins (per account, client network and device cookie)"
+    )
     account_max_failures: int = setting(
-        "PEAK_SSO_ACCOUNT_MAX_FAILURES", 10, "failed logins per account per window", low=1, high=100000
+        "PEAK_SSO_ACCOUNT_MAX_FAILURES",
+        10,
+        "failed logins per account per window; then the account's unknown devices wait",
+        low=1,
+        high=100000,
+    )
+    account_ip_max_failures: int = setting(
+        "PEAK_SSO_ACCOUNT_IP_MAX_FAILURES",
+        5,
+        "failed logins per account from one client network per window; then that network's unknown devices"
+        " wait",
+        low=1,
+        high=100000,
     )
     account_window_s: int = setting(
         "PEAK_SSO_ACCOUNT_WINDOW_S", 900, "account failure window", low=1, high=86400
     )
     ip_daily_failures: int = setting(
-        "PEAK_SSO_IP_DAILY_FAILURES", 100, "failed logins per client IP per day", low=1, high=10000000
+        "PEAK_SSO_IP_DAILY_FAILURES",
+        100,
+        "failed logins per client network (IPv4 address, IPv6 /64) per day; beyond, unknown devices wait a"
+        " growing delay",
+        low=1,
+        high=10000000,
+    )
+    ip_max_delay_s: int = setting(
+        "PEAK_SSO_IP_MAX_DELAY_S",
+        60,
+        "longest wait between unknown-device logins of a network past its daily budget",
+        low=1,
+        high=86400,
+    )
+    device_max_failures: int = setting(
+        "PEAK_SSO_DEVICE_MAX_FAILURES",
+        5,
+        "failed logins a known device may make (none succeeding) before it is an unknown device again",
+        low=1,
+        high=1000,
+    )
+    device_ttl_s: int = setting(
+        "PEAK_SSO_DEVICE_TTL_S",
+        7776000,
+        "a device stays known this long after its last successful login (the device cookie's lifetime)",
+        low=60,
+        high=63072000,
+    )
+    signups_per_ip_per_hour: int = setting(
+        "PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR",
+        20,
+        "registrations per client network per hour; 0 turns the limit off (load tests)",
+        low=0,
+        high=10000000,
+    )
+    hash_queue: int = setting(
+        "PEAK_SSO_HASH_QUEUE",
+        256,
+        "password hashes waiting per process beyond the pool; when full, login, registration and password"
+        " change answer 503 `busy`",
+        low=1,
+        high=100000,
     )
 
     def check(self) -> None:

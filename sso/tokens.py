@@ -2,22 +2,27 @@
 
 An opaque secret reads ``<user id>.<session id>.<random>``: the ids find the session in one Redis slot, the
 random part (256 bits) is what proves possession and only its SHA-256 digest is stored.
+
+A refresh token's successor is not random but derived from it with a key of PEAK_SECRET_KEY's (HMAC-SHA256),
+and so is the id of the access token issued with it: a refresh presented again (a retry whose answer was
+lost) is answered with the very same pair, although Redis keeps no secret of either.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
 
 from sso.keystore import KeyStore, SigningKey
 
-__all__ = ["CLIENT_ID", "OpaqueToken", "Signer", "digest", "new_session_id"]
+__all__ = ["CLIENT_ID", "Grant", "OpaqueToken", "Signer", "digest", "new_session_id", "rotation_key"]
 
 # RFC 9068 `client_id` of the tokens /sso/login and /sso/token issue: the first-party login client.
 CLIENT_ID = "peak"
@@ -29,6 +34,16 @@ def new_session_id() -> str:
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def rotation_key(secret_key: str) -> bytes:
+    """The key refresh token successors are derived with, from PEAK_SECRET_KEY."""
+    return hmac.new(secret_key.encode(), b"peak sso: refresh token successors", hashlib.sha256).digest()
+
+
+def _derive(key: bytes, purpose: bytes, secret: str, size: int) -> str:
+    mac = hmac.new(key, purpose + secret.encode(), hashlib.sha256).digest()[:size]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,30 @@ class OpaqueToken:
     def digest(self) -> str:
         return digest(self.secret)
 
+    def successor(self, key: bytes) -> OpaqueToken:
+        """The refresh token that replaces this one (the same every time: 256 bits derived from its secret)."""
+        return OpaqueToken(self.user_id, self.session_id, _derive(key, b"next:", self.secret, 32))
+
+    def access_token_id(self, key: bytes) -> str:
+        """The ``jti`` of the access token issued with this refresh token (128 bits, the same every time)."""
+        return _derive(key, b"jti:", self.secret, 16)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an access token says of its session. ``not_after`` is the session's absolute end (s), which
+    ``exp`` never passes; ``version`` the account version the roles belong to (the ``ver`` claim)."""
+
+    user_id: str
+    username: str
+    roles: tuple[str, ...]
+    session_id: str
+    not_after: int
+    version: int = 0
+    # A replayed refresh gets the first answer's: its time and its token id. Else now and a random id.
+    issued_at: int | None = None
+    token_id: str | None = None
+
 
 class Signer:
     """Signs access tokens with the current key; reloaded when `peak sso rotate-keys` announces a new one."""
@@ -83,25 +122,29 @@ class Signer:
         assert self._key is not None, "Signer.load() first"
         return self._key.kid
 
-    def access_token(self, *, user_id: str, username: str, roles: Iterable[str], session_id: str) -> str:
+    def access_token(self, grant: Grant) -> tuple[str, int]:
+        """The signed token and its ``expires_in``: the lifetime, or less where the session ends sooner."""
         assert self._key is not None, "Signer.load() first"
-        now = int(time.time())
+        now = int(time.time()) if grant.issued_at is None else grant.issued_at
+        expires_at = min(now + self.ttl_s, grant.not_after)
         claims = {
             "iss": self.issuer,
-            "sub": user_id,
+            "sub": grant.user_id,
             "aud": self.audience,
-            "exp": now + self.ttl_s,
+            "exp": expires_at,
             "iat": now,
             "nbf": now,
-            "jti": secrets.token_urlsafe(16),
-            "sid": session_id,
+            "jti": grant.token_id or secrets.token_urlsafe(16),
+            "sid": grant.session_id,
             "client_id": CLIENT_ID,
-            "username": username,
-            "roles": sorted(set(roles)),
+            "username": grant.username,
+            "roles": sorted(set(grant.roles)),
+            "ver": grant.version,
         }
-        return jwt.encode(
+        token = jwt.encode(
             claims,
             self._key.private_key,  # type: ignore[arg-type]
             algorithm=self._key.algorithm,
             headers={"kid": self._key.kid, "typ": "at+jwt"},
         )
+        return token, max(0, expires_at - now)

@@ -1,14 +1,16 @@
 """SSO in front of a Starlette route: the bearer token of a request, ``authenticate``, ``require_admin`` and
-``BearerAuthBackend`` for Starlette's AuthenticationMiddleware, all asking the process's ``TokenValidator``."""
+``BearerAuthBackend`` for Starlette's AuthenticationMiddleware, all asking the process's ``TokenValidator``.
+
+Admin tokens (PEAK_ADMIN_TOKENS, PEAK_ADMIN_TOKEN) are read once per process into the context's
+``AdminTokens``; their principal names the token, so an audit records who acted."""
 
 from __future__ import annotations
-
-import hmac
 
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from kit.admins import AdminTokens
 from kit.context import context_of
 from kit.errors import Forbidden, Unauthorized, error_body
 from kit.responses import JSONResponse
@@ -16,7 +18,7 @@ from kit.routing import raw_header
 from sso.client.principal import Principal, admin_principal
 from sso.client.validator import TokenValidator
 
-__all__ = ["BearerAuthBackend", "authenticate", "bearer_token", "require_admin"]
+__all__ = ["BearerAuthBackend", "admin_tokens", "authenticate", "bearer_token", "require_admin"]
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
@@ -37,18 +39,29 @@ async def authenticate(request: HTTPConnection, *, strict: bool = False) -> Prin
     return await context_of(request).get(TokenValidator).validate(token, strict=strict)
 
 
-def _is_admin_token(request: HTTPConnection, token: str) -> bool:
-    expected = context_of(request).settings.admin_token
-    return bool(expected) and hmac.compare_digest(token.encode(), str(expected).encode())
+def admin_tokens(conn: HTTPConnection) -> AdminTokens:
+    """The process's admin tokens, read from the settings on first use (SSO's start puts them in place)."""
+    ctx = context_of(conn)
+    tokens = ctx.find(AdminTokens)
+    if tokens is None:
+        tokens = AdminTokens.from_settings(ctx.settings)
+        ctx.put(tokens)
+    return tokens
+
+
+def _admin_token_name(conn: HTTPConnection, token: str) -> str | None:
+    return admin_tokens(conn).name_for(token)
 
 
 async def require_admin(request: HTTPConnection) -> Principal:
-    """An SSO token with the admin role (checked strictly) or PEAK_ADMIN_TOKEN; 401 without, 403 otherwise."""
+    """An SSO token with the admin role now (checked strictly: a role taken away counts at once) or an admin
+    token, whose principal is named by the token's name; 401 without, 403 otherwise."""
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("send an admin credential: Authorization: Bearer <token>")
-    if _is_admin_token(request, token):
-        return admin_principal()
+    name = _admin_token_name(request, token)
+    if name is not None:
+        return admin_principal(name)
     principal = await context_of(request).get(TokenValidator).validate(token, strict=True)
     if not principal.has_role("admin"):
         raise Forbidden("this needs the admin role")
@@ -69,8 +82,9 @@ class BearerAuthBackend(AuthenticationBackend):
         token = bearer_token(conn)
         if token is None:
             return None
-        if _is_admin_token(conn, token):
-            principal = admin_principal()
+        name = _admin_token_name(conn, token)
+        if name is not None:
+            principal = admin_principal(name)
         else:
             try:
                 principal = await context_of(conn).get(TokenValidator).validate(token, strict=self.strict)

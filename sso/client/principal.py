@@ -1,4 +1,4 @@
-"""Who is calling: the principal of a verified access token (or of PEAK_ADMIN_TOKEN)."""
+"""Who is calling: the principal of a verified access token (or of an admin token, named by its name)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from starlette.authentication import BaseUser
 
+from kit.admins import LEGACY_NAME
+
 __all__ = ["ADMIN_TOKEN_USER", "Principal", "admin_principal"]
 
-ADMIN_TOKEN_USER = "admin-token"  # noqa: S105 - a username, not a secret
+# The name of the single PEAK_ADMIN_TOKEN: who the audit says acted when it was used.
+ADMIN_TOKEN_USER = LEGACY_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,9 @@ class Principal(BaseUser):
     issued_at: int = 0
     # RFC 9068 `client_id`: the client the token was issued to.
     client_id: str = ""
+    # The signing key's id, and the account version (``ver``) the roles were issued at.
+    key_id: str = ""
+    version: int = 0
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -39,6 +45,7 @@ class Principal(BaseUser):
         return self.user_id
 
 
-def admin_principal() -> Principal:
-    """The caller presenting PEAK_ADMIN_TOKEN: no user, no session, the admin role."""
-    return Principal(ADMIN_TOKEN_USER, ADMIN_TOKEN_USER, frozenset({"admin"}), "", "", 0)
+def admin_principal(name: str = ADMIN_TOKEN_USER) -> Principal:
+    """The caller presenting the admin token ``name`` (PEAK_ADMIN_TOKENS, or PEAK_ADMIN_TOKEN's
+    ``admin-token``): no session, the admin role, the token's name as user and username."""
+    return Principal(name, name, frozenset({"admin"}), "", "", 0)

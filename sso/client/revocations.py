@@ -1,5 +1,5 @@
-"""The ended sessions and revoked tokens a process knows of, learnt from SSO's changes channel at once and from
-the revocation journal (polled) in case a message was lost."""
+"""The ended sessions, revoked tokens and changed accounts a process knows of, learnt from SSO's changes channel
+at once and from the revocation journals (one per shard of users, polled) in case a message was lost."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ log = logging.getLogger("peak.sso")
 
 class Revocations:
     """``ended_sessions`` and ``revoked_tokens`` map ids to when they can be forgotten (no token outlives
-    that). The channel's other messages ("k" keys changed, "c" clients changed) go to ``on_change``."""
+    that); ``changed_accounts`` maps user ids to (the account's version, when to forget it): their tokens
+    issued at an older version no longer count. The channel's other messages ("k" keys changed, "c" clients
+    changed) go to ``on_change``."""
 
     def __init__(
         self,
@@ -33,31 +35,42 @@ class Revocations:
         # Never rebound, only changed in place: the validator keeps these very dicts for its hot path.
         self.ended_sessions: dict[str, float] = {}
         self.revoked_tokens: dict[str, float] = {}
+        self.changed_accounts: dict[str, tuple[int, float]] = {}
         self._redis = redis
         self._redis_url = redis_url
         self._poll_interval_s = poll_interval_s
         self._on_change = on_change
-        self._journal_seen_ms = 0.0
+        # The highest score read from each shard's journal (the Redis clock of that shard's primary, ms).
+        self._journal_seen_ms = [0.0] * keys.SHARDS
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._subscribed = asyncio.Event()
 
     def forget(self, message: str) -> None:
-        """Apply a revocation message: ``s:<session id>`` or ``j:<token id>``."""
+        """Apply one revocation: ``s:<session id>``, ``j:<token id>`` or ``u:<user id>:<account version>``."""
         kind, _, value = message.partition(":")
         until = time.time() + keys.REVOKED_JOURNAL_KEEP_S
         if kind == "s" and value:
             self.ended_sessions[value] = until
         elif kind == "j" and value:
             self.revoked_tokens[value] = until
+        elif kind == "u":
+            user_id, _, version = value.rpartition(":")
+            if user_id and version.isdigit():
+                known = self.changed_accounts.get(user_id)
+                if known is None or known[0] < int(version):
+                    self.changed_accounts[user_id] = (int(version), until)
 
     @contextlib.asynccontextmanager
     async def following(self) -> AsyncIterator[None]:
         """Read the journal back as far as a token lives, then follow the channel and the journal (with
         Redis) until the block ends."""
         if self._redis is not None:
-            self._journal_seen_ms = (time.time() - keys.REVOKED_JOURNAL_KEEP_S) * 1000
-            await self._poll_journal()
+            self._journal_seen_ms = [0.0] * keys.SHARDS
+            try:
+                await self._poll_journal()
+            except Exception as exc:  # Redis may come up later; the poll goes on trying
+                log.warning("could not read the revocation journal yet: %s", exc)
             self._tasks.append(asyncio.create_task(self._poll_forever(), name="sso-journal"))
             if self._redis_url is not None:
                 self._tasks.append(asyncio.create_task(self._listen_forever(), name="sso-changes"))
@@ -79,10 +92,11 @@ class Revocations:
             self._stopping = False
 
     async def _handle(self, message: str) -> None:
-        if message in ("k", "c"):
-            await self._on_change(message)
-        else:
-            self.forget(message)
+        for word in message.split():
+            if word in ("k", "c"):
+                await self._on_change(word)
+            else:
+                self.forget(word)
 
     async def _listen_forever(self) -> None:
         assert self._redis_url is not None
@@ -119,14 +133,22 @@ class Revocations:
                 log.warning("could not read the revocation journal: %s", exc)
 
     async def _poll_journal(self) -> None:
+        """One read of every shard's journal (a pipeline: one round trip per primary). Entries are read from
+        the last score seen, inclusive, so one written later in that same millisecond is not missed (reading
+        one again changes nothing); none older than a token lives."""
         assert self._redis is not None
-        entries: Any = await self._redis.zrangebyscore(
-            keys.REVOKED_JOURNAL, f"({self._journal_seen_ms}", "+inf", withscores=True
-        )
-        for member, score in entries:
-            self._journal_seen_ms = max(self._journal_seen_ms, float(score))
-            self.forget(str(member))
+        floor_ms = (time.time() - keys.REVOKED_JOURNAL_KEEP_S) * 1000
+        pipe: Any = self._redis.pipeline(transaction=False)
+        for journal, seen_ms in zip(keys.JOURNALS, self._journal_seen_ms, strict=True):
+            pipe.zrangebyscore(journal, max(seen_ms, floor_ms), "+inf", withscores=True)
+        replies: list[Any] = await pipe.execute()
+        for shard, entries in enumerate(replies):
+            for member, score in entries:
+                self._journal_seen_ms[shard] = max(self._journal_seen_ms[shard], float(score))
+                self.forget(str(member))
         now = time.time()
         for table in (self.ended_sessions, self.revoked_tokens):
             for key in [k for k, until in table.items() if until <= now]:
                 del table[key]
+        for user_id in [u for u, (_, until) in self.changed_accounts.items() if until <= now]:
+            del self.changed_accounts[user_id]

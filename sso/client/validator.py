@@ -1,19 +1,28 @@
 """``TokenValidator``: access tokens checked locally against the published keys, with what it has verified
 cached, revocations applied from ``Revocations`` and, in strict mode, the session checked and slid in Redis in
-one round trip (concurrent checks share one write, ``ScriptBatcher``)."""
+one round trip (concurrent checks share one write, ``ScriptBatcher``).
+
+Account changes (`peak sso revoke USER admin`, `peak sso disable USER`) count at once in strict mode: Redis
+answers the session's roles now when the token's are older. Without Redis a validator refuses a changed
+account's older tokens once the change is announced (the holder refreshes and gets the new roles). A key that
+leaves the published set takes the verified tokens it signed out of the cache.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 import jwt
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kit.coalescer import ScriptBatcher
-from kit.errors import Unauthorized
+from kit.errors import ServiceUnavailable, Unauthorized
 from kit.redis import RedisClient
 from sso import scripts
 from sso.client.jwks import KeySource
@@ -45,6 +54,7 @@ class TokenValidator:
         refetch_interval_s: float = 5.0,
         poll_interval_s: float = 1.0,
         cache_size: int = 20_000,
+        keys_check_s: float = 60.0,
     ) -> None:
         if not 0 <= leeway_s <= MAX_LEEWAY_S:
             raise ValueError(f"leeway must be 0..{MAX_LEEWAY_S} s")
@@ -60,6 +70,9 @@ class TokenValidator:
             self._touch = ScriptBatcher(redis, scripts.SESSION_TOUCH, same_keys_same_answer=True)
         self._idle_timeout_ms = idle_timeout_s * 1000
         self._refetch_interval_s = refetch_interval_s
+        # Keys also leave the set when their tokens have expired (or an operator withdraws one): looked at this
+        # often even when nobody announces a change.
+        self._keys_check_s = keys_check_s
         self._cache_size = cache_size
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
@@ -72,6 +85,7 @@ class TokenValidator:
         # The same dicts as the revocations', looked up here without an attribute hop on every validation.
         self._ended_sessions = self.revocations.ended_sessions
         self._revoked_tokens = self.revocations.revoked_tokens
+        self._changed_accounts = self.revocations.changed_accounts
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -82,8 +96,21 @@ class TokenValidator:
             await self.refresh_keys(force=True)
         except Exception as exc:  # the key source may come up later; unknown kids trigger a refetch
             log.warning("could not fetch the signing keys yet: %s", exc)
-        async with self.revocations.following():
-            yield self
+        checker = asyncio.create_task(self._check_keys_forever(), name="sso-keys")
+        try:
+            async with self.revocations.following():
+                yield self
+        finally:
+            checker.cancel()
+            await asyncio.gather(checker, return_exceptions=True)
+
+    async def _check_keys_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._keys_check_s)
+            try:
+                await self.refresh_keys(force=True)
+            except Exception as exc:  # the last keys stay in use
+                log.warning("could not fetch the signing keys: %s", exc)
 
     def on_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """Call ``listener("k")`` when the signing keys change and ``listener("c")`` when clients do."""
@@ -109,7 +136,10 @@ class TokenValidator:
         if principal.session_id in self._ended_sessions or principal.token_id in self._revoked_tokens:
             raise Unauthorized("the session of this token has ended")
         if strict:
-            await self._check_session(principal, now)
+            return await self._check_session(principal, now)
+        changed = self._changed_accounts
+        if changed and principal.user_id in changed and principal.version < changed[principal.user_id][0]:
+            raise Unauthorized("the account changed after this token was issued; refresh it")
         return principal
 
     async def _verify(self, token: str) -> Principal:
@@ -149,9 +179,11 @@ class TokenValidator:
         except jwt.PyJWTError:
             raise Unauthorized("the access token is not valid") from None
         roles = claims.get("roles", [])
-        sid, username = claims["sid"], claims.get("username")
+        sid, username, version = claims["sid"], claims.get("username"), claims.get("ver", 0)
         if not (isinstance(sid, str) and sid and isinstance(username, str) and isinstance(roles, list)):
             raise Unauthorized("the access token lacks its session, username or roles")
+        if type(version) is not int or version < 0:
+            raise Unauthorized("the access token's account version is not valid")
         return Principal(
             user_id=str(claims["sub"]),
             username=username,
@@ -161,9 +193,13 @@ class TokenValidator:
             expires_at=int(claims["exp"]),
             issued_at=int(claims["iat"]),
             client_id=str(claims.get("client_id", "")),
+            key_id=kid,
+            version=version,
         )
 
-    async def _check_session(self, principal: Principal, now: float) -> None:
+    async def _check_session(self, principal: Principal, now: float) -> Principal:
+        """The principal with its account's roles now; SessionEnded, TokenRevoked, or ServiceUnavailable when
+        Redis cannot be reached."""
         if self._touch is None:
             raise RuntimeError("strict validation needs Redis: give the validator a redis client")
         call = scripts.token_touch(
@@ -172,16 +208,22 @@ class TokenValidator:
             principal.token_id,
             now_ms=int(now * 1000),
             idle_ms=self._idle_timeout_ms,
+            version=principal.version,
         )
         # Remembered, so that this process refuses the token without asking Redis again.
         try:
-            scripts.check_token_touch(await self._touch(*call))
+            roles = scripts.check_token_touch(await self._touch(*call))
         except SessionEnded:
             self._ended_sessions[principal.session_id] = principal.expires_at + self._leeway_s
             raise
         except TokenRevoked:
             self._revoked_tokens[principal.token_id] = principal.expires_at + self._leeway_s
             raise
+        except (RedisConnectionError, RedisTimeoutError):
+            raise ServiceUnavailable("the session store cannot be reached; try again shortly") from None
+        if roles is None or roles == principal.roles:
+            return principal
+        return dataclasses.replace(principal, roles=roles)
 
     def _shrink_cache(self, now: float) -> None:
         for token in [t for t, p in self._cache.items() if p.expires_at + self._leeway_s <= now]:
@@ -199,8 +241,23 @@ class TokenValidator:
                 return
             self._fetched_at = time.monotonic()
             jwks = await self._source()
+            entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
+            if not isinstance(entries, list):
+                raise ValueError("the key source answered no JWK set (no 'keys' list)")
             found: dict[str, jwt.PyJWK] = {}
-            for entry in jwks.get("keys", []):
-                if entry.get("alg") in self.algorithms and isinstance(entry.get("kid"), str):
-                    found[entry["kid"]] = jwt.PyJWK(entry)
+            for entry in entries:
+                if not (isinstance(entry, dict) and entry.get("alg") in self.algorithms):
+                    continue
+                kid = entry.get("kid")
+                if not isinstance(kid, str):
+                    continue
+                try:
+                    found[kid] = jwt.PyJWK(entry)
+                except (jwt.PyJWTError, ValueError, TypeError) as exc:
+                    log.warning("ignoring signing key %r of the key set: %s", kid, exc)
+            gone = self._keys.keys() - found.keys()
             self._keys = found
+            if gone:
+                # Tokens those keys signed must be checked again, and fail: the key is no longer trusted.
+                for token in [t for t, p in self._cache.items() if p.key_id in gone]:
+                    del self._cache[token]

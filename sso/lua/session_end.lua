@@ -1,10 +1,13 @@
 -- KEYS[1] the user's session index
+-- KEYS[2] the revocation journal of the user's shard
 -- ARGV[1] session key prefix (a session id appended gives its hash)
 -- ARGV[2] what to end: "one" (the session ARGV[3]), "all", or "others" (all but ARGV[3])
 -- ARGV[3] a session id, or ""
--- Returns the ids of the sessions that were live and are now ended
--- Safe to run twice; a second run answers only what it ended, so ids ended by a call whose answer was lost
--- are not announced by the caller.
+-- ARGV[4] how long journal entries are kept (ms)
+-- ARGV[5] the changes channel
+-- Returns the ids of the sessions that were live and are now ended; each is announced ("s:<id>") in the
+-- journal and on the channel by this same call.
+-- Safe to run twice: a second run finds nothing more to end, and the first run's announcement is already out.
 
 local ended = {}
 local ids
@@ -13,12 +16,15 @@ if ARGV[2] == 'one' then
 else
   ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
+local messages = {}
 for _, id in ipairs(ids) do
   if not (ARGV[2] == 'others' and id == ARGV[3]) then
     if redis.call('DEL', ARGV[1] .. id) == 1 then
       ended[#ended + 1] = id
+      messages[#messages + 1] = 's:' .. id
     end
     redis.call('ZREM', KEYS[1], id)
   end
 end
+announce(2, ARGV[4], ARGV[5], messages)
 return ended

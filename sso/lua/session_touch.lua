@@ -3,20 +3,24 @@
 -- ARGV[1] now (ms)
 -- ARGV[2] idle timeout (ms)
 -- ARGV[3] hash of the session cookie to match, or "" when a token is checked
+-- ARGV[4] the account version the token was issued at ("ver" claim; "0" without one or with a cookie)
 -- Returns 1 (live, now slid), 0 (ended or expired), -1 (this token was revoked), -2 (cookie does not match);
--- with a cookie, a live answer is {1, user id, username, roles}
+-- for a token issued before its account's roles last changed, the session's roles now (a string) instead
+-- of 1; with a cookie, a live answer is {1, user id, username, roles}
 -- Safe to run twice: it only slides the session.
 
 if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
 local now = tonumber(ARGV[1])
-local session = redis.call('HMGET', KEYS[1], 'absolute_expires_at', 'cookie', 'user_id', 'username', 'roles')
+local session = redis.call('HMGET', KEYS[1], 'absolute_expires_at', 'cookie', 'user_id', 'username', 'roles',
+  'version')
 if not session[1] then
   return 0
 end
 local absolute = tonumber(session[1])
 if now >= absolute then
+  -- No announcement needed: no access token of the session outlives its absolute end (their exp is capped).
   redis.call('DEL', KEYS[1])
   return 0
 end
@@ -27,5 +31,8 @@ redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), absolute - now))
 if ARGV[3] ~= '' then
   return {1, session[3], session[4], session[5]}
+end
+if tonumber(session[6] or '0') > tonumber(ARGV[4]) then
+  return session[5]
 end
 return 1

@@ -4,7 +4,7 @@ and helpers to register users, log in and run `peak sso` commands."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,25 @@ from tests.conftest import Servers
 from tests.support import lifespan_client, run_peak
 
 PASSWORD = "correct horse battery"
+# What a browser on the site sends with a POST or DELETE, under the test settings (PEAK_PUBLIC_URL unset: the
+# public URL is http://PEAK_HOST:PEAK_PORT). A state change the session cookie authenticates needs it.
+SITE = {"Origin": "http://127.0.0.1:8000"}
+
+
+@pytest.fixture
+def make_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """The suite registers many users from the one test address: no hourly sign-up limit unless a test sets
+    PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR itself (tests/sso/test_accounts.py does)."""
+
+    def make(**env: str) -> Settings:
+        return make_settings(**{"PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR": "0", **env})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
 
 
 @dataclass

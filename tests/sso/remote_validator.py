@@ -1,7 +1,8 @@
-"""A non-strict TokenValidator in its own process, for the logout-propagation tests.
+"""A TokenValidator in its own process, for the propagation tests.
 
-Reads access tokens from stdin, one per line, and answers ``ok <username>`` or ``no`` per line. Keys come from
-SSO_TEST_JWKS (a JWK set as JSON), Redis from PEAK_REDIS_URL; issuer and audience from the usual settings.
+Reads access tokens from stdin, one per line (``strict <token>`` for a strict check, else a non-strict one),
+and answers ``ok <username> <roles, comma-separated>`` or ``no`` per line. Keys come from SSO_TEST_JWKS (a JWK
+set as JSON), Redis from PEAK_REDIS_URL; issuer and audience from the usual settings.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ async def main() -> None:
     async with validator.running():
         print("ready", flush=True)
         while line := await loop.run_in_executor(None, sys.stdin.readline):
+            mode, _, token = line.strip().rpartition(" ")
             try:
-                principal = await validator.validate(line.strip())
-                print(f"ok {principal.username}", flush=True)
+                principal = await validator.validate(token, strict=mode == "strict")
+                print(f"ok {principal.username} {','.join(sorted(principal.roles))}", flush=True)
             except Unauthorized:
                 print("no", flush=True)
     await redis.aclose()

@@ -14,14 +14,15 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 import sso.component
+from kit.admins import AdminTokens
 from kit.component import Component
 from kit.responses import JSONResponse
 from kit.routing import route
-from kit.settings import Settings
+from kit.settings import Settings, SettingsError
 from peak.app import create_app
 from sso.client import BearerAuthBackend, Principal, authenticate, require_admin
 from tests.conftest import Servers
-from tests.sso.conftest import bearer, cli, error_code, login, register
+from tests.sso.conftest import bearer, cli, error_code, login, register, sso_app
 from tests.support import lifespan_client
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -134,3 +135,39 @@ async def test_starlette_backend(probe: httpx.AsyncClient) -> None:
     assert (await probe.get("/probe/backend/admin", headers=bearer(tokens))).status_code == 403
     admin = await probe.get("/probe/backend/admin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert admin.json()["user_id"] == "admin-token"
+
+
+NAMED = "ops-alice=alice-token-0123456789,ci=ci-token-0123456789"
+
+
+async def test_admin_tokens_are_named_in_the_principal(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(PEAK_ADMIN_TOKENS=NAMED, PEAK_ADMIN_TOKEN=ADMIN_TOKEN)
+    async with lifespan_client(create_app(settings, [sso.component.component(), PROBE])) as c:
+        for token, name in (("alice-token-0123456789", "ops-alice"), ("ci-token-0123456789", "ci"),
+                            (ADMIN_TOKEN, "admin-token")):  # fmt: skip
+            for path in ("/probe/admin", "/probe/backend/admin"):
+                answer = await c.get(path, headers={"Authorization": f"Bearer {token}"})
+                assert answer.json() == {"user_id": name, "roles": ["admin"]}, (path, name)
+        for wrong in (
+            "alice-token-012345678",
+            "ops-alice",
+            "alice-token-0123456789,ci",
+            "ci=ci-token-0123456789",
+        ):
+            refused = await c.get("/probe/admin", headers={"Authorization": f"Bearer {wrong}"})
+            assert refused.status_code == 401, wrong
+
+
+async def test_admin_tokens_are_read_once_per_process(make_settings: Callable[..., Settings]) -> None:
+    async with sso_app(make_settings(PEAK_ADMIN_TOKENS=NAMED)) as app:
+        tokens = app.ctx.get(AdminTokens)
+        assert tokens.names == {"ops-alice", "ci"}
+        await app.http.get("/sso/userinfo", headers={"Authorization": "Bearer ci-token-0123456789"})
+        assert app.ctx.get(AdminTokens) is tokens
+
+
+async def test_malformed_admin_tokens_stop_the_start(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises((SettingsError, RuntimeError), match="PEAK_ADMIN_TOKENS"):
+        app = create_app(make_settings(PEAK_ADMIN_TOKENS="no-equals-sign"), [sso.component.component()])
+        async with lifespan_client(app):
+            pass

@@ -7,20 +7,22 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
+import sso.sessions
 from devstack.processes import free_port
-from kit.redis import create_redis
+from kit.redis import create_pubsub_client, create_redis
 from kit.settings import Settings
-from sso import keys
+from sso import keys, scripts
 from sso.client import TokenValidator, jwks_from_url
+from sso.service import Sso
 from tests.conftest import Servers
-from tests.sso.conftest import App, bearer, login, register
+from tests.sso.conftest import App, bearer, login, register, sso_app
 from tests.support import REPO, kill_group, start_peak, wait_http
 
 
@@ -39,11 +41,16 @@ class Remote:
         assert self.proc.stdout is not None
         return self.proc.stdout.readline().strip()
 
-    def check(self, token: str) -> str:
+    def answer(self, token: str, *, strict: bool = False) -> str:
+        """``ok <username> <roles>`` or ``no``."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(token + "\n")
+        self.proc.stdin.write(("strict " if strict else "") + token + "\n")
         self.proc.stdin.flush()
         return self._read()
+
+    def check(self, token: str) -> str:
+        """``ok <username>`` or ``no``, non-strictly."""
+        return " ".join(self.answer(token).split()[:2])
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -102,7 +109,7 @@ async def test_a_lost_message_is_caught_by_the_journal(app: App, remote: Remote)
     # The session ends and its journal entry is written, but the pub/sub message never arrives.
     user_id = (await app.http.get("/sso/session", headers=bearer(tokens))).json()["user_id"]
     await app.ctx.redis.delete(keys.session(user_id, tokens["session_id"]))
-    await app.ctx.redis.zadd(keys.REVOKED_JOURNAL, {f"s:{tokens['session_id']}": int(time.time() * 1000)})
+    await app.ctx.redis.zadd(keys.journal(user_id), {f"s:{tokens['session_id']}": int(time.time() * 1000)})
     await _rejected_within(remote, tokens["access_token"], 2.0)
 
 
@@ -166,3 +173,62 @@ async def test_logout_on_a_real_server_reaches_a_jwks_url_validator(
                     await asyncio.sleep(0.02)
         finally:
             await redis.aclose()
+
+
+async def test_ending_a_session_announces_it_in_the_same_script_call(servers: Servers, app: App) -> None:
+    user = await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    listener = create_pubsub_client(servers.redis.url)
+    try:
+        async with listener.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(keys.CHANGES_CHANNEL)
+            # The bare script call, nothing around it: the end, the journal entry and the message are one step.
+            assert await scripts.end_sessions(app.ctx.redis, user["id"], "one", tokens["session_id"]) == [
+                tokens["session_id"]
+            ]
+            message = None
+            deadline = time.monotonic() + 2
+            while message is None and time.monotonic() < deadline:
+                message = await pubsub.get_message(timeout=0.2)
+            assert message is not None and message["data"] == f"s:{tokens['session_id']}"
+    finally:
+        await listener.aclose()
+    assert await app.ctx.redis.zscore(keys.journal(user["id"]), f"s:{tokens['session_id']}") is not None
+
+
+class _SlowClock:
+    """A writer whose clock is an hour behind."""
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600
+
+
+async def test_the_journal_is_scored_by_the_redis_clock(
+    app: App, remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    assert await asyncio.to_thread(remote.check, tokens["access_token"]) == "ok alice"
+    monkeypatch.setattr(sso.sessions, "time", _SlowClock)
+    await app.ctx.get(Sso).sessions.end(user["id"], "all")
+    score = await app.ctx.redis.zscore(keys.journal(user["id"]), f"s:{tokens['session_id']}")
+    seconds, micros = await app.ctx.redis.time()
+    assert score is not None and abs(score - (seconds * 1000 + micros // 1000)) < 5000
+    await _rejected_within(remote, tokens["access_token"], 1.0)
+
+
+async def test_a_login_beyond_the_maximum_announces_the_session_it_ends(
+    make_settings: Callable[..., Settings], servers: Servers
+) -> None:
+    async with sso_app(make_settings(PEAK_SSO_MAX_SESSIONS="1")) as app:
+        await register(app.http, "alice")
+        first = await login(app.http, "alice")
+        jwks = (await app.http.get("/.well-known/jwks.json")).json()
+        other = await asyncio.to_thread(Remote, servers, jwks)
+        try:
+            assert await asyncio.to_thread(other.check, first["access_token"]) == "ok alice"
+            await login(app.http, "alice")
+            await _rejected_within(other, first["access_token"], 1.0)
+        finally:
+            other.close()

@@ -7,7 +7,7 @@ import httpx
 
 from kit.settings import Settings
 from sso import keys
-from tests.sso.conftest import App, bearer, error_code, login, register, signed_in, sso_app
+from tests.sso.conftest import SITE, App, bearer, error_code, login, register, signed_in, sso_app
 
 
 async def test_session_answers_who_where_and_when_it_expires(client: httpx.AsyncClient) -> None:
@@ -126,7 +126,8 @@ async def test_logout_ends_the_session_and_clears_the_cookie(client: httpx.Async
 async def test_logout_by_cookie(client: httpx.AsyncClient) -> None:
     await register(client, "alice")
     tokens = await login(client, "alice")
-    assert (await client.post("/sso/logout")).status_code == 204
+    # From the site itself (sso.csrf): a cookie-authenticated change needs the site's Origin.
+    assert (await client.post("/sso/logout", headers=SITE)).status_code == 204
     assert (await client.get("/sso/session", headers=bearer(tokens))).status_code == 401
 
 
@@ -194,3 +195,13 @@ async def test_userinfo_checks_strictly_and_slides(client: httpx.AsyncClient) ->
     await client.post("/sso/logout", headers=bearer(tokens))
     gone = await client.get("/sso/userinfo", headers=bearer(tokens))
     assert (gone.status_code, error_code(gone)) == (401, "unauthenticated")
+
+
+async def test_announcing_scripts_survive_a_script_flush(app: App) -> None:
+    # They are sent with their announce() prelude; after a flush the kit sends that same source as EVAL.
+    user = await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    app.http.cookies.clear()
+    await app.ctx.redis.script_flush()
+    assert (await app.http.post("/sso/logout", headers=bearer(tokens))).status_code == 204
+    assert await app.ctx.redis.zscore(keys.journal(user["id"]), f"s:{tokens['session_id']}") is not None

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from kit.errors import Unauthorized
+from devstack.processes import free_port
+from kit.errors import ServiceUnavailable, Unauthorized
+from kit.redis import create_redis
 from sso import keys
 from sso.client import TokenValidator
 from sso.service import Sso
@@ -77,3 +79,22 @@ async def test_strict_checks_survive_a_script_flush(app: App) -> None:
         *(validator.validate(t["access_token"], strict=True) for t in logins * 10)
     )
     assert len(principals) == 100
+
+
+async def test_strict_checks_answer_unavailable_when_redis_is_gone(app: App) -> None:
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    sso = app.ctx.get(Sso)
+    gone = create_redis(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    try:
+        validator = TokenValidator(
+            issuer=sso.validator.issuer, audience=sso.validator.audience, keys=sso.keystore.jwks, redis=gone
+        )
+        await validator.refresh_keys(force=True)
+        with pytest.raises(ServiceUnavailable) as caught:
+            await validator.validate(tokens["access_token"], strict=True)
+        assert caught.value.status_code == 503 and caught.value.code == "unavailable"
+        # Non-strict checks need no Redis.
+        assert (await validator.validate(tokens["access_token"])).username == "alice"
+    finally:
+        await gone.aclose()

@@ -160,12 +160,44 @@ async def test_a_verified_token_is_not_verified_again() -> None:
     await validator.refresh_keys(force=True)
     token = sign(claims())
     await validator.validate(token)
-    # Withdraw every key: a cached token needs none until it expires; a new token cannot be checked.
-    source.keys.clear()
+    # The key id stays published but with another key behind it: a cached token is not checked against it
+    # again, a new token signed by the old key fails. (A kid that leaves the set is another matter, below.)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    source.keys[:] = [{**RSAAlgorithm.to_jwk(other.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}]
     await validator.refresh_keys(force=True)
     assert (await validator.validate(token)).token_id == "j1"
     with pytest.raises(Unauthorized):
         await validator.validate(sign(claims(jti="j2")))
+
+
+async def test_a_cached_token_is_dropped_when_its_key_leaves_the_set() -> None:
+    source = Source(_jwk("k1"), _jwk("k2"))
+    validator = TokenValidator(issuer=ISSUER, audience=AUDIENCE, keys=source)
+    await validator.refresh_keys(force=True)
+    by_k1, by_k2 = sign(claims(jti="a"), kid="k1"), sign(claims(jti="b"), kid="k2")
+    assert (await validator.validate(by_k1)).key_id == "k1"
+    assert (await validator.validate(by_k2)).key_id == "k2"
+    source.keys[:] = [_jwk("k2")]
+    await validator.refresh_keys(force=True)
+    with pytest.raises(Unauthorized, match="unknown key"):
+        await validator.validate(by_k1)
+    assert (await validator.validate(by_k2)).token_id == "b"
+    # A malformed entry is skipped; the others, and the tokens they signed, stay.
+    source.keys[:] = [{"kid": "broken", "alg": "RS256", "kty": "RSA"}, _jwk("k2")]
+    await validator.refresh_keys(force=True)
+    assert (await validator.validate(by_k2)).token_id == "b"
+
+
+async def test_a_running_validator_notices_a_withdrawn_key_unannounced() -> None:
+    source = Source(_jwk("k1"))
+    validator = TokenValidator(issuer=ISSUER, audience=AUDIENCE, keys=source, keys_check_s=0.2)
+    async with validator.running():
+        token = sign(claims())
+        await validator.validate(token)
+        source.keys.clear()
+        await asyncio.sleep(0.5)
+        with pytest.raises(Unauthorized):
+            await validator.validate(token)
 
 
 async def test_revocation_beats_the_cache(validator: TokenValidator) -> None:
