@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from kit.component import Component, Role
 from kit.context import Context
 from seckill import cli, routes, scripts, timeouts, worker
+from seckill.payments import PaymentGate
 from seckill.reservation import Reserver
 from seckill.settings import SeckillSettings
 from seckill.soldout import SoldOutMemory
@@ -23,6 +24,7 @@ async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     reserver = Reserver(ctx, sold_out)
     ctx.put(sold_out)
     ctx.put(reserver)
+    ctx.put(PaymentGate(ctx.settings.of(SeckillSettings)))
     tasks = []
     if role == "api":
         tasks = [asyncio.create_task(sold_out.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Self
 
-from kit.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from kit.errors import ApiError, Conflict, Forbidden, NotFound, ServiceUnavailable, TooManyRequests
 
 __all__ = [
+    "REFUND_REASONS",
     "REFUSALS",
+    "AmountMismatch",
     "Ended",
     "EventNotFound",
     "LimitReached",
@@ -17,9 +19,14 @@ __all__ = [
     "OrderNotFound",
     "OrderPaid",
     "OrderQueued",
+    "PaidByProvider",
+    "PaymentConflict",
+    "PaymentsNotConfigured",
     "RateLimited",
     "Refusal",
     "SaleUnavailable",
+    "SignatureInvalid",
+    "SignatureStale",
     "SoldOut",
     "Voided",
 ]
@@ -125,6 +132,62 @@ class OrderQueued(Conflict):
 
     def __init__(self, message: str = "this order is still being recorded; try again in a moment") -> None:
         super().__init__(message)
+
+
+class PaidByProvider(Forbidden):
+    """The shopper's own call never marks an order paid: only the payment provider's signed callback does."""
+
+    def __init__(
+        self,
+        message: str = "an order is paid when the payment provider confirms it (POST /seckill/payments/callback);"
+        " this call cannot mark it paid",
+    ) -> None:
+        super().__init__(message)
+
+
+class SignatureInvalid(ApiError):
+    status_code = 401
+    code = "invalid_signature"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Signature realm="peak-payments"'})
+
+
+class SignatureStale(SignatureInvalid):
+    code = "stale_signature"
+
+
+class PaymentsNotConfigured(ServiceUnavailable):
+    code = "payments_not_configured"
+
+    def __init__(
+        self,
+        message: str = "payment callbacks are not configured: ops must set PEAK_PAYMENT_SECRET to the secret "
+        "shared with the payment provider",
+    ) -> None:
+        super().__init__(message, retry_after_s=60)
+
+
+class AmountMismatch(Conflict):
+    code = "amount_mismatch"
+
+    def __init__(self, message: str = "the amount paid is not the order's price") -> None:
+        super().__init__(message)
+
+
+class PaymentConflict(Conflict):
+    code = "payment_conflict"
+
+    def __init__(self, message: str = "this payment id was recorded for another order or amount") -> None:
+        super().__init__(message)
+
+
+# Why a payment was recorded as refund_due (seckill_payments.reason), and the answer it gets, every time.
+REFUND_REASONS: dict[str, type[OrderCancelled | OrderPaid | AmountMismatch]] = {
+    "order_cancelled": OrderCancelled,
+    "order_paid": OrderPaid,
+    "amount_mismatch": AmountMismatch,
+}
 
 
 # Every refusal code of reserve.lua and take.lua (their "Returns" contracts).

@@ -15,6 +15,8 @@ from seckill.buckets import MAX_BUCKETS, split
 from seckill.errors import EventNotFound
 
 __all__ = [
+    "MAX_PRICE",
+    "MAX_STOCK",
     "EventPatch",
     "NewEvent",
     "add_stock_or_move_end",
@@ -28,14 +30,22 @@ __all__ = [
 ]
 
 
+# Bounds of the columns (migrations 0001, 0002): the price is a bigint, an event's stock ever put on sale (its
+# creation plus every addition) an integer, kept far below 2**31 so that no addition can overflow it.
+MAX_PRICE = 10**12
+MAX_STOCK = 100_000_000
+_MAX_ID_DIGITS = 18
+
+
 @dataclass
 class NewEvent:
     sku: str = field(metadata=rule(min_length=1, max_length=64))
     title: str = field(metadata=rule(min_length=1, max_length=200))
-    price: int = field(metadata=rule(min=0, max=10**12, description="price in cents"))
-    stock: int = field(metadata=rule(min=0, max=100_000_000))
-    starts_at: str = field(metadata=rule(description="ISO 8601 with a time zone"))
-    ends_at: str = field(metadata=rule(description="ISO 8601 with a time zone"))
+    price: int = field(metadata=rule(min=0, max=MAX_PRICE, description="price in cents"))
+    stock: int = field(metadata=rule(min=0, max=MAX_STOCK))
+    # kit.schema reads them (ISO 8601 with a time zone, within the years every store can hold) into UTC.
+    starts_at: dt.datetime = field(metadata=rule(description="ISO 8601 with a time zone"))
+    ends_at: dt.datetime = field(metadata=rule(description="ISO 8601 with a time zone"))
     per_user_limit: int = field(default=1, metadata=rule(min=1, max=10_000))
     payment_timeout_s: int = field(default=900, metadata=rule(min=1, max=7 * 86400))
     buckets: int = field(
@@ -51,24 +61,18 @@ class NewEvent:
 class EventPatch:
     """Add stock during the sale and/or move the end time."""
 
-    add_stock: int | None = field(default=None, metadata=rule(min=1, max=100_000_000))
-    ends_at: str | None = field(default=None, metadata=rule(description="ISO 8601 with a time zone"))
+    add_stock: int | None = field(
+        default=None,
+        metadata=rule(min=1, max=MAX_STOCK, description=f"the event's stock may reach {MAX_STOCK} at most"),
+    )
+    ends_at: dt.datetime | None = field(default=None, metadata=rule(description="ISO 8601 with a time zone"))
 
 
 def event_id_of(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
-        raise EventNotFound(raw)
+    """An event id from a path: ASCII digits only ("²".isdigit() is true, and int() refuses it)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_ID_DIGITS:
+        raise EventNotFound(raw[: _MAX_ID_DIGITS + 2])
     return int(raw)
-
-
-def _instant(name: str, raw: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidRequest(f"field '{name}' must be an ISO 8601 date and time") from None
-    if value.tzinfo is None:
-        raise InvalidRequest(f"field '{name}' must name its time zone (for example 'Z' or '+08:00')")
-    return value
 
 
 def _ms(value: dt.datetime) -> int:
@@ -99,7 +103,7 @@ def _public(row: Any) -> dict[str, Any]:
 
 
 async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
-    starts_at, ends_at = _instant("starts_at", new.starts_at), _instant("ends_at", new.ends_at)
+    starts_at, ends_at = new.starts_at, new.ends_at
     if ends_at <= starts_at:
         raise InvalidRequest("field 'ends_at' must be after 'starts_at'")
     async with ctx.db.acquire() as conn, conn.transaction():
@@ -126,13 +130,17 @@ async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
 async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) -> dict[str, Any]:
     if patch.add_stock is None and patch.ends_at is None:
         raise InvalidRequest("give 'add_stock', 'ends_at' or both")
-    ends_at = None if patch.ends_at is None else _instant("ends_at", patch.ends_at)
+    ends_at = patch.ends_at
     async with ctx.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM seckill_events WHERE id = $1 FOR UPDATE", event_id)
         if row is None:
             raise EventNotFound(event_id)
         if ends_at is not None and ends_at <= row["starts_at"]:
             raise InvalidRequest("field 'ends_at' must be after the event's start")
+        if row["stock"] + (patch.add_stock or 0) > MAX_STOCK:
+            raise InvalidRequest(
+                f"field 'add_stock': the event has {row['stock']} items; it may have {MAX_STOCK} at most"
+            )
         row = await conn.fetchrow(
             "UPDATE seckill_events SET stock = stock + $2, ends_at = coalesce($3, ends_at), updated_at = now()"
             " WHERE id = $1 RETURNING *",

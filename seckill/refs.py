@@ -11,6 +11,17 @@ from __future__ import annotations
 __all__ = ["dead_letter_ref", "parse_dead_letter_ref", "parse_stream_member", "stream_member"]
 
 
+def _number(text: str) -> bool:
+    """ASCII digits, short enough for a bigint ("²".isdigit() is true, and int() refuses it)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+def _entry_id(text: str) -> bool:
+    """A stream entry id as Redis writes them: <ms>-<seq>."""
+    ms, dash, seq = text.partition("-")
+    return bool(dash) and _number(ms) and _number(seq)
+
+
 def stream_member(event_id: int, bucket: int = 0) -> str:
     """The order stream's member of the EVENTS registry."""
     return str(event_id) if bucket == 0 else f"{event_id}:{bucket}"
@@ -19,7 +30,7 @@ def stream_member(event_id: int, bucket: int = 0) -> str:
 def parse_stream_member(member: str) -> tuple[int, int] | None:
     """(event id, bucket) of an EVENTS member, or None for anything else."""
     event, _, bucket = member.partition(":")
-    if not event.isdigit() or not (bucket == "" or bucket.isdigit()):
+    if not _number(event) or not (bucket == "" or _number(bucket)):
         return None
     return int(event), int(bucket or 0)
 
@@ -34,6 +45,6 @@ def parse_dead_letter_ref(ref: str) -> tuple[int, int, str] | None:
     """(event id, bucket, dead-letter entry id) of a dead letter's reference, or None for anything else."""
     stream, _, entry_id = ref.partition(":")
     event, _, bucket = stream.partition("/")
-    if not event.isdigit() or not (bucket == "" or bucket.isdigit()) or not entry_id:
+    if not _number(event) or not (bucket == "" or _number(bucket)) or not _entry_id(entry_id):
         return None
     return int(event), int(bucket or 0), entry_id

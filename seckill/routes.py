@@ -17,8 +17,8 @@ from kit.errors import InvalidRequest, ServiceUnavailable, error_body
 from kit.responses import JSONBytes, JSONResponse, dumps
 from kit.routing import ApiRoute, raw_header, route
 from kit.schema import read_body
-from seckill import events, orders, reconcile
-from seckill.errors import SoldOut
+from seckill import events, orders, payments, reconcile, signature
+from seckill.errors import PaidByProvider, SoldOut
 from seckill.reservation import Reserver
 from seckill.soldout import SoldOutMemory
 from sso.client import authenticate, require_admin
@@ -93,8 +93,11 @@ async def purchase(request: Request) -> Response:
         if event_id in ctx.get(SoldOutMemory):
             # The hot answer after a sell-out: one response made at import, no exception unwinding, no Redis.
             return _SOLD_OUT_RESPONSE
-    elif not 0 < len(key) <= _IDEMPOTENCY_MAX:
-        raise InvalidRequest(f"the Idempotency-Key header must be 1 to {_IDEMPOTENCY_MAX} characters")
+    elif not (0 < len(key) <= _IDEMPOTENCY_MAX and key.isascii() and key.isprintable()):
+        # Printable ASCII: the key travels inside line-separated script arguments and hold records.
+        raise InvalidRequest(
+            f"the Idempotency-Key header must be 1 to {_IDEMPOTENCY_MAX} printable ASCII characters"
+        )
     client = request.scope.get("client")
     made = await ctx.get(Reserver).reserve(
         event_id, principal.user_id, client[0] if client else "unknown", key
@@ -114,9 +117,19 @@ async def show_order(request: Request) -> Response:
 
 @_outage_is_503
 async def pay(request: Request) -> Response:
-    principal = await authenticate(request, strict=True)
+    # Only the payment provider's signed callback marks an order paid; a shopper's word never does.
+    await authenticate(request)
+    raise PaidByProvider()
+
+
+@_outage_is_503
+async def payment_callback(request: Request) -> Response:
+    """The payment provider's notification: no SSO credential, the body's signature is the credential."""
     ctx = context_of(request)
-    return JSONResponse(await orders.pay_order(ctx, request.path_params["order_id"], principal.user_id))
+    raw = await request.body()
+    ctx.get(payments.PaymentGate).check(raw_header(request.scope, b"x-payment-signature"), raw)
+    notice = await read_body(request, payments.PaymentNotice)
+    return JSONResponse(await payments.settle(ctx, notice))
 
 
 @_outage_is_503
@@ -158,6 +171,9 @@ _ORDER = {
         "cancel_reason": {"enum": ["timeout", "owner", None]},
     },
 }  # fmt: skip
+_PAYMENT = _obj(payment_id=_STR, order_id=_STR, amount=_INT, outcome={"enum": ["paid"]}, received_at=_STR)
+# The shopper's pay call's one answer once authenticated (an error body whose code is always `forbidden`).
+_REFUSED = _obj(error=_obj(code={"enum": ["forbidden"]}, message=_STR))
 _AUTH_ERRORS = {401: ["unauthenticated"], 403: ["forbidden"]}
 _DOWN = {503: ["unavailable"]}
 
@@ -206,11 +222,21 @@ def routes() -> list[ApiRoute]:
         ),
         route(
             "/seckill/orders/{order_id}/pay", pay, methods=["POST"], tag=tag, auth=["bearer"],
-            summary="Confirm payment of your order (what a payment callback calls)",
-            responses={200: _ORDER},
+            summary="Refused (403): an order is paid only by the payment provider's signed callback",
+            responses={403: _REFUSED}, errors={401: ["unauthenticated"], 403: ["forbidden"]},
+        ),
+        route(
+            "/seckill/payments/callback", payment_callback, methods=["POST"], tag=tag,
+            summary="The payment provider's signed notification: pays the order once per payment id",
+            body=payments.PaymentNotice, responses={200: _PAYMENT},
+            headers={
+                signature.HEADER: "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' with a secret of"
+                " PEAK_PAYMENT_SECRET>; t within PEAK_PAYMENT_TOLERANCE_S of the server clock",
+            },
             errors={
-                **_DOWN, 401: ["unauthenticated"], 404: ["order_not_found"],
-                409: ["order_cancelled", "order_queued"],
+                400: ["invalid_json"], 401: ["invalid_signature", "stale_signature"], 404: ["order_not_found"],
+                409: ["amount_mismatch", "order_cancelled", "order_paid", "order_queued", "payment_conflict"],
+                422: ["invalid_request"], 503: ["unavailable", "payments_not_configured"],
             },
         ),
         route(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kit.settings import setting
+from kit.settings import SettingsError, setting
 
 __all__ = ["SeckillSettings"]
+
+_MIN_SECRET_CHARS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +65,28 @@ class SeckillSettings:
         low=1,
         high=1000,
     )
+    payment_secret: str | None = setting(
+        "PEAK_PAYMENT_SECRET",
+        None,
+        "comma-separated HMAC secrets shared with the payment provider: any one verifies a callback, the first "
+        "signs `peak seckill pay` (several during a rotation; each at least 16 characters)",
+        secret=True,
+    )
+    payment_tolerance_s: int = setting(
+        "PEAK_PAYMENT_TOLERANCE_S",
+        300,
+        "how far a payment callback's signed timestamp may be from the server clock (replay window)",
+        low=1,
+        high=86400,
+    )
+
+    def payment_secrets(self) -> list[bytes]:
+        """The payment secrets, the signing one first; empty when none is set."""
+        return [s.strip().encode() for s in (self.payment_secret or "").split(",") if s.strip()]
+
+    def check(self) -> None:
+        # Never the value in the message: it is a secret.
+        if any(len(s) < _MIN_SECRET_CHARS for s in self.payment_secrets()):
+            raise SettingsError(
+                f"PEAK_PAYMENT_SECRET: every comma-separated secret must be at least {_MIN_SECRET_CHARS} characters"
+            )

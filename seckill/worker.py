@@ -14,9 +14,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 from redis.exceptions import ResponseError
 
 from kit.context import Context
@@ -25,7 +26,7 @@ from seckill.events import registered_streams
 from seckill.messages import ORDER_ID, USER_ID, insert_orders
 from seckill.settings import SeckillSettings
 
-__all__ = ["OrderWriter", "ensure_group", "order_writer"]
+__all__ = ["DatabaseUnreachable", "OrderWriter", "ensure_group", "order_writer"]
 
 log = logging.getLogger("peak.seckill")
 
@@ -35,6 +36,23 @@ _ERRORS_KEPT = 10_000
 # An event keeps a reader this long after its end even with an empty stream (late requeues, clock skew).
 _FOLLOW_AFTER_END_MS = 60_000
 _LINGER_S = 0.05
+_REASON_MAX = 500
+_COLLISION = "another order holds the same (event, user, seq)"
+# PostgreSQL out of reach, refusing connections for now, or a connection broken mid-statement: no message is
+# to blame. Each outage costs an entry at most the one delivery it was being written in: claiming (which counts a
+# delivery) waits until PostgreSQL answers again.
+_OUTAGES = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)  # fmt: skip
+# Refusals of a message's own data (a field PostgreSQL cannot read, a column's bound or check): every
+# delivery would fail the same way, so it is dead-lettered at once instead of after PEAK_SECKILL_MAX_DELIVERIES.
+_LASTING = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+class DatabaseUnreachable(Exception):
+    """PostgreSQL did not answer the order writer; the entries it was writing stay pending."""
 
 
 async def ensure_group(ctx: Context, event_id: int, bucket: int = 0) -> None:
@@ -109,6 +127,10 @@ class OrderWriter:
                     await asyncio.sleep(_LINGER_S)
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnreachable as exc:
+                # Everything read stays pending; claimed again once PostgreSQL answers.
+                log.warning("order writer for stream %d/%d waits for PostgreSQL: %s", event_id, bucket, exc)
+                await asyncio.sleep(1.0)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -136,9 +158,17 @@ class OrderWriter:
         return read, written
 
     async def write(
-        self, event_id: int, entries: Sequence[tuple[str, dict[str, str] | None]], *, bucket: int = 0
+        self,
+        event_id: int,
+        entries: Sequence[tuple[str, dict[str, str] | None]],
+        *,
+        bucket: int = 0,
+        deliveries: Mapping[str, int] | None = None,
     ) -> int:
-        """Store a batch and acknowledge what is stored; returns how many orders were acknowledged."""
+        """Store a batch and acknowledge what is stored; returns how many orders were acknowledged. An order
+        that can never be stored (its own data is refused) is dead-lettered at once; one that failed for a
+        reason that may pass stays pending, for a later delivery. With PostgreSQL out of reach nothing is
+        tried one by one: DatabaseUnreachable, and every entry stays pending."""
         messages: list[tuple[str, dict[str, str]]] = []
         gone: list[str] = []
         for entry_id, fields in entries:
@@ -147,15 +177,19 @@ class OrderWriter:
             elif ORDER_ID in fields and USER_ID in fields:
                 messages.append((entry_id, fields))
             else:
-                await self.dead_letter(
-                    event_id, entry_id, f"malformed order message: {fields!r}", 1, bucket=bucket
-                )
-        stored = await self._store(event_id, messages)
+                reason = f"malformed order message: {fields!r}"[:_REASON_MAX]
+                await self.dead_letter(event_id, entry_id, reason, 1, bucket=bucket)
+        stored, failed = await self._store(event_id, messages)
         done = [(entry_id, fields[ORDER_ID]) for entry_id, fields in messages if fields[ORDER_ID] in stored]
-        if len(done) < len(messages):
-            for entry_id, fields in messages:
-                if fields[ORDER_ID] not in stored:
-                    self._errors.setdefault(entry_id, "another order holds the same (event, user, seq)")
+        for entry_id, fields in messages:
+            if fields[ORDER_ID] in stored:
+                continue
+            reason, lasting = failed.get(entry_id, (_COLLISION, True))
+            if lasting:
+                count = (deliveries or {}).get(entry_id, 1)
+                await self.dead_letter(event_id, entry_id, reason, count, bucket=bucket)
+            else:
+                self._remember(entry_id, reason)
         entry_ids = [entry_id for entry_id, _ in done] + gone
         if entry_ids:
             if self._errors:
@@ -170,31 +204,48 @@ class OrderWriter:
         """Acknowledge entries and forget their orders as queued; with none, only trim what is acknowledged."""
         await scripts.ack(self.ctx.redis, keys.event_keys(event_id, bucket), entry_ids, order_ids)
 
-    async def _store(self, event_id: int, messages: Sequence[tuple[str, dict[str, str]]]) -> set[str]:
+    async def _store(
+        self, event_id: int, messages: Sequence[tuple[str, dict[str, str]]]
+    ) -> tuple[set[str], dict[str, tuple[str, bool]]]:
+        """The order ids stored, and for each entry that failed: why, and whether it always will."""
         if not messages:
-            return set()
+            return set(), {}
         try:
             async with self.ctx.db.acquire() as conn:
-                return await insert_orders(conn, event_id, [fields for _, fields in messages])
+                return await insert_orders(conn, event_id, [fields for _, fields in messages]), {}
+        except _OUTAGES as exc:
+            raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             if len(messages) == 1:
-                self._remember(messages[0][0], exc)
-                return set()
+                why = f"{type(exc).__name__}: {exc}"[:_REASON_MAX]
+                return set(), {messages[0][0]: (why, isinstance(exc, _LASTING))}
             log.warning("order batch of event %d failed (%s); writing one by one", event_id, exc)
         # One bad order must not hold back (and finally dead-letter) the good ones of its batch.
         stored: set[str] = set()
+        failed: dict[str, tuple[str, bool]] = {}
         for m in messages:
-            stored |= await self._store(event_id, [m])
-        return stored
+            one, reasons = await self._store(event_id, [m])
+            stored |= one
+            failed |= reasons
+        return stored, failed
 
-    def _remember(self, entry_id: str, exc: BaseException) -> None:
+    def _remember(self, entry_id: str, reason: str) -> None:
         if len(self._errors) >= _ERRORS_KEPT:
             self._errors.pop(next(iter(self._errors)))
-        self._errors[entry_id] = f"{type(exc).__name__}: {exc}"[:500]
+        self._errors[entry_id] = reason
+
+    async def _reachable(self) -> None:
+        """DatabaseUnreachable unless PostgreSQL answers: while it is down, nothing is claimed (each claim
+        counts a delivery, and enough of them would dead-letter every order waiting for it)."""
+        try:
+            await self.ctx.db.fetchval("SELECT 1")
+        except _OUTAGES as exc:
+            raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
 
     async def claim(self, event_id: int, bucket: int = 0) -> int:
         """Take over entries pending too long; dead-letter those delivered too often. Returns entries seen."""
         settings = self._settings
+        await self._reachable()
         stream = keys.event_keys(event_id, bucket).stream
         start, seen = "0-0", 0
         while True:
@@ -209,7 +260,7 @@ class OrderWriter:
                     stream, keys.GROUP, min=claimed[0][0], max=claimed[-1][0], count=len(claimed),
                     consumername=self.consumer,
                 )  # fmt: skip
-                deliveries = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+                deliveries = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
                 retry = []
                 for entry in claimed:
                     count = deliveries.get(entry[0], 1)
@@ -219,7 +270,7 @@ class OrderWriter:
                     else:
                         retry.append(entry)
                 if retry:
-                    await self.write(event_id, retry, bucket=bucket)
+                    await self.write(event_id, retry, bucket=bucket, deliveries=deliveries)
             if start in ("0-0", "0"):
                 return seen
 

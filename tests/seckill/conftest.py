@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 import seckill.component
@@ -20,6 +21,7 @@ from peak.app import create_app
 from seckill import events, keys, reconcile, scripts
 from seckill.reservation import Reserver
 from seckill.settings import SeckillSettings
+from seckill.signature import HEADER, sign
 from seckill.worker import OrderWriter
 from tests.support import lifespan_client
 
@@ -38,8 +40,12 @@ async def ctx(settings: Settings) -> AsyncIterator[Context]:
         yield c
 
 
+def at_s(seconds: float) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+
+
 def in_s(seconds: float) -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+    return at_s(seconds).isoformat()
 
 
 async def new_event(
@@ -56,8 +62,8 @@ async def new_event(
     made = await events.create_event(
         ctx,
         events.NewEvent(
-            sku=sku, title="Phone", price=99_900, stock=stock, starts_at=in_s(starts_in_s),
-            ends_at=in_s(starts_in_s + lasts_s), per_user_limit=limit, payment_timeout_s=payment_timeout_s,
+            sku=sku, title="Phone", price=PRICE, stock=stock, starts_at=at_s(starts_in_s),
+            ends_at=at_s(starts_in_s + lasts_s), per_user_limit=limit, payment_timeout_s=payment_timeout_s,
             buckets=buckets,
         ),
     )  # fmt: skip
@@ -92,10 +98,16 @@ MakeSettings = Callable[..., Settings]
 
 
 PASSWORD = "correct horse battery staple"
+PAYMENT_SECRET = "test-payment-secret-0123456789"
+# What http_event and new_event sell at.
+PRICE = 99_900
 SALE_ENV = {
     "PEAK_ADMIN_TOKEN": ADMIN_TOKEN,
+    "PEAK_PAYMENT_SECRET": PAYMENT_SECRET,
     "PEAK_SECKILL_IP_RATE_PER_S": "1000000",
     "PEAK_SECKILL_USER_RATE_PER_S": "1000000",
+    # Hundreds of shoppers sign up from the test client's one address.
+    "PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR": "0",
     # Tokens made in-process must be valid in a `peak serve` process started by the test.
     "PEAK_SSO_ISSUER": "http://peak.test",
 }
@@ -123,12 +135,34 @@ async def _shopper(client: httpx.AsyncClient, name: str) -> dict[str, str]:
 
 async def http_event(client: httpx.AsyncClient, **fields: Any) -> int:
     body = {
-        "sku": "SKU-1", "title": "Phone", "price": 99_900, "stock": 10, "starts_at": in_s(-60),
+        "sku": "SKU-1", "title": "Phone", "price": PRICE, "stock": 10, "starts_at": in_s(-60),
         "ends_at": in_s(3600), **fields,
     }  # fmt: skip
     made = await client.post("/seckill/events", json=body, headers=ADMIN)
     assert made.status_code == 201, made.text
     return int(made.json()["id"])
+
+
+def signed_notice(
+    order_id: str,
+    *,
+    amount: int = PRICE,
+    payment_id: str | None = None,
+    secret: str = PAYMENT_SECRET,
+    at: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of the payment provider's callback for an order, signed as the provider signs."""
+    body = orjson.dumps(
+        {"payment_id": payment_id or f"pay-{order_id}", "order_id": order_id, "amount": amount}
+    )
+    headers = {"Content-Type": "application/json", HEADER: sign(secret.encode(), body, at)}
+    return body, headers
+
+
+async def provider_pays(client: httpx.AsyncClient, order_id: str, **notice: Any) -> httpx.Response:
+    """POST the payment provider's signed callback for an order (see signed_notice for the options)."""
+    body, headers = signed_notice(order_id, **notice)
+    return await client.post("/seckill/payments/callback", content=body, headers=headers)
 
 
 @pytest.fixture

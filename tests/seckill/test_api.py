@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.seckill.conftest import ADMIN, http_event, in_s, shoppers
+from tests.seckill.conftest import ADMIN, http_event, in_s, provider_pays, shoppers
 
 
 def _code(r: httpx.Response) -> tuple[int, str]:
@@ -142,20 +142,23 @@ async def test_order_lifecycle_for_its_owner(shop: httpx.AsyncClient, sale_setti
     second = (await shop.post(buy, headers=alice)).json()["order_id"]
     queued = (await shop.get(f"/seckill/orders/{first}", headers=alice)).json()
     assert (queued["status"], queued["event_id"]) == ("queued", event_id)
-    assert _code(await shop.post(f"/seckill/orders/{first}/pay", headers=alice)) == (409, "order_queued")
+    # Issue 15: only the payment provider's signed callback pays; the shopper's own call is refused.
+    assert _code(await provider_pays(shop, first)) == (409, "order_queued")
     assert _code(await shop.get(f"/seckill/orders/{first}", headers=bob)) == (404, "order_not_found")
     assert _code(await shop.get("/seckill/orders/not-a-uuid", headers=alice)) == (404, "order_not_found")
     async with seckill_context(sale_settings) as ctx:  # type: ignore[arg-type]
         await drain(ctx, event_id)
     shown = (await shop.get(f"/seckill/orders/{first}", headers=alice)).json()
     assert shown["status"] == "pending_payment" and shown["pay_by"]
-    assert _code(await shop.post(f"/seckill/orders/{first}/pay", headers=bob)) == (404, "order_not_found")
-    paid = await shop.post(f"/seckill/orders/{first}/pay", headers=alice)
-    assert paid.status_code == 200 and paid.json()["status"] == "paid"
+    assert _code(await shop.post(f"/seckill/orders/{first}/pay", headers=alice)) == (403, "forbidden")
+    assert (await shop.get(f"/seckill/orders/{first}", headers=alice)).json()["status"] == "pending_payment"
+    paid = await provider_pays(shop, first)
+    assert paid.status_code == 200 and paid.json()["outcome"] == "paid"
+    assert (await shop.get(f"/seckill/orders/{first}", headers=alice)).json()["status"] == "paid"
     assert _code(await shop.post(f"/seckill/orders/{first}/cancel", headers=alice)) == (409, "order_paid")
     cancelled = await shop.post(f"/seckill/orders/{second}/cancel", headers=alice)
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancel_reason"] == "owner"
-    assert _code(await shop.post(f"/seckill/orders/{second}/pay", headers=alice)) == (409, "order_cancelled")
+    assert _code(await provider_pays(shop, second)) == (409, "order_cancelled")
     # Alice's quota came back with the cancellation.
     assert (await shop.post(buy, headers=alice)).status_code == 202
     stats = (await shop.get(f"/seckill/events/{event_id}/stats", headers=ADMIN)).json()

@@ -1,17 +1,33 @@
-"""`peak seckill reconcile` and `peak seckill dead-letters` as an operator runs them."""
+"""`peak seckill reconcile`, `dead-letters`, `pay` and `refunds` as an operator runs them."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import uuid
+from pathlib import Path
 
+import pytest
+
+from devstack.processes import free_port
 from kit.context import Context
 from kit.settings import Settings
-from seckill import keys
+from seckill import keys, orders
 from seckill.reservation import Reserver
 from seckill.worker import OrderWriter
 from tests.conftest import Servers
-from tests.seckill.conftest import MakeSettings, drain, new_event, orders_trigger, seckill_context
-from tests.support import run_peak
+from tests.seckill.conftest import (
+    PAYMENT_SECRET,
+    SALE_ENV,
+    MakeSettings,
+    assert_balanced,
+    drain,
+    new_event,
+    order_rows,
+    orders_trigger,
+    seckill_context,
+)
+from tests.support import kill_group, run_peak, start_peak, wait_http
 
 
 async def _buy(ctx: Context, event_id: int, *users: str) -> None:
@@ -104,3 +120,77 @@ async def test_dead_letters_of_a_stock_bucket_are_named_by_bucket(
         await drain(ctx, event_id, writer)
         code, out = await asyncio.to_thread(_peak, servers, "reconcile", str(event_id))
         assert code == 0 and "pending_payment=1" in out and "dead_letters=0" in out, out
+
+
+@pytest.mark.slow
+async def test_pay_signs_a_callback_and_refunds_lists_what_is_due(
+    make_settings: MakeSettings, servers: Servers, tmp_path: Path
+) -> None:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    serve_env = {**servers.env(), **SALE_ENV, "PEAK_PORT": str(port), "PEAK_WORKERS": "1"}
+    env = {**servers.env(), "PEAK_PAYMENT_SECRET": PAYMENT_SECRET, "PEAK_PUBLIC_URL": api}
+
+    def peak(*args: str, **extra: str) -> tuple[int, str]:
+        done = run_peak("seckill", *args, env={**env, **extra})
+        out = done.stdout + done.stderr
+        assert "Traceback" not in out and PAYMENT_SECRET not in out, out
+        return done.returncode, out
+
+    # Before any server: no secret, or no API, is said plainly.
+    code, out = await asyncio.to_thread(
+        peak, "pay", str(uuid.uuid4()), "--amount", "1", PEAK_PAYMENT_SECRET=""
+    )
+    assert code == 1 and "PEAK_PAYMENT_SECRET is not set" in out, out
+    code, out = await asyncio.to_thread(peak, "pay", str(uuid.uuid4()), "--amount", "1")
+    assert code == 1 and f"cannot reach the API at {api}" in out, out
+    code, out = await asyncio.to_thread(peak, "pay", "not-an-order")
+    assert code == 1 and "is not an order id" in out, out
+
+    settings: Settings = make_settings(**SALE_ENV)
+    server = start_peak("serve", env=serve_env, log=tmp_path / "api.log")
+    try:
+        await asyncio.to_thread(wait_http, f"{api}/healthz")
+        async with seckill_context(settings) as ctx:
+            event_id = await new_event(ctx, stock=4, limit=4)
+            await _buy(ctx, event_id, "alice")
+            (queued,) = [str(o) for o in await ctx.redis.hkeys(keys.event_keys(event_id).queued)]
+            # Still queued: the price comes from its event; the API tells the caller to come back.
+            code, out = await asyncio.to_thread(peak, "pay", queued)
+            assert code == 1 and "409" in out and "order_queued" in out, out
+            await _buy(ctx, event_id, "bob", "carol")
+            await drain(ctx, event_id)
+            owners = {r["user_id"]: str(r["order_id"]) for r in await order_rows(ctx, event_id)}
+            paid, short, cancelled = owners["alice"], owners["bob"], owners["carol"]
+
+            code, first = await asyncio.to_thread(peak, "pay", paid)
+            assert code == 0 and first.startswith("200 ") and '"outcome":"paid"' in first, first
+            # Run again (a retried script): the same payment id, the same answer.
+            code, again = await asyncio.to_thread(peak, "pay", paid)
+            assert (code, again) == (0, first)
+            code, out = await asyncio.to_thread(peak, "pay", paid, "--payment-id", "pay-twice")
+            assert code == 1 and "order_paid" in out, out
+            code, out = await asyncio.to_thread(peak, "pay", short, "--amount", "5")
+            assert code == 1 and "amount_mismatch" in out, out
+            await orders.cancel_order(ctx, cancelled, "carol")
+            code, out = await asyncio.to_thread(peak, "pay", cancelled)
+            assert code == 1 and "order_cancelled" in out, out
+            code, out = await asyncio.to_thread(peak, "pay", str(uuid.uuid4()))
+            assert code == 1 and "there is no order" in out, out
+
+            code, out = await asyncio.to_thread(peak, "refunds")
+            assert code == 0 and "3 refund(s) due" in out, out
+            for payment_id, reason in (("pay-twice", "order_paid"), (f"ops-{short}", "amount_mismatch"),
+                                       (f"ops-{cancelled}", "order_cancelled")):  # fmt: skip
+                line = next(line for line in out.splitlines() if line.startswith(payment_id))
+                assert f"reason={reason}" in line and f"event={event_id}" in line, line
+            code, out = await asyncio.to_thread(peak, "refunds", "--done", "pay-twice")
+            assert code == 0 and "marked refunded" in out, out
+            code, out = await asyncio.to_thread(peak, "refunds", "--done", "pay-twice")
+            assert code == 1 and "no refund due" in out, out
+            code, out = await asyncio.to_thread(peak, "refunds")
+            assert code == 0 and "2 refund(s) due" in out and "pay-twice" not in out, out
+            b = await assert_balanced(ctx, event_id)
+            assert (b.paid, b.cancelled, b.pending_payment) == (1, 1, 1)
+    finally:
+        kill_group(server, signal.SIGTERM)
