@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from customer_service import scripts
+from customer_service.cli import add_commands
 from customer_service.inbox import move_queued_messages
 from customer_service.routes import routes
 from customer_service.settings import CustomerServiceSettings
@@ -18,4 +20,6 @@ def component() -> Component:
         migrations="customer_service",
         loops=[move_queued_messages],
         settings=CustomerServiceSettings,
+        scripts=scripts.ALL,
+        cli=add_commands,
     )

@@ -10,11 +10,12 @@ from typing import Any
 
 import asyncpg
 
-from customer_service import keys
+from customer_service import scripts
+from customer_service.errors import MessageNotFound
+from customer_service.settings import CustomerServiceSettings
 from kit.context import Context
-from kit.errors import NotFound
 
-__all__ = ["Message", "add", "conversation", "enqueue", "insert_many", "reply"]
+__all__ = ["Message", "Page", "add", "conversation", "enqueue", "from_inbox", "insert_many", "reply"]
 
 _COLUMNS = "id, user_id, author, author_name, text, reply_to, created_at"
 
@@ -64,12 +65,18 @@ async def insert_many(ctx: Context, messages: Sequence[Message], *, queued: bool
 
 
 async def add(ctx: Context, *, user_id: str, username: str, text: str) -> Message:
+    """A shopper's message, stored now; MessageRateLimited past the shopper's rate."""
+    s = ctx.settings.of(CustomerServiceSettings)
+    await scripts.post(ctx.redis, user_id, per_window=s.user_messages, window_s=s.user_window_s)
     message = Message(uuid.uuid4(), user_id, "shopper", username, text, _now())
     await insert_many(ctx, [message], queued=False)
     return message
 
 
 async def enqueue(ctx: Context, *, user_id: str, username: str, text: str) -> Message:
+    """A shopper's message, queued in the inbox while customer_service is shed; MessageRateLimited past the
+    shopper's rate, InboxFull when the inbox holds PEAK_CS_INBOX_MAX messages."""
+    s = ctx.settings.of(CustomerServiceSettings)
     message = Message(uuid.uuid4(), user_id, "shopper", username, text, _now())
     fields = {
         "id": str(message.id),
@@ -78,7 +85,10 @@ async def enqueue(ctx: Context, *, user_id: str, username: str, text: str) -> Me
         "text": text,
         "created_at": message.created_at.isoformat(),
     }
-    await ctx.redis.xadd(keys.INBOX, fields)  # type: ignore[arg-type]
+    await scripts.post(
+        ctx.redis, user_id, per_window=s.user_messages, window_s=s.user_window_s, queue_into=s.inbox_max,
+        fields=fields,
+    )  # fmt: skip
     return message
 
 
@@ -89,11 +99,28 @@ def from_inbox(fields: dict[str, str]) -> Message:
     )  # fmt: skip
 
 
-async def conversation(ctx: Context, user_id: str) -> list[Message]:
+@dataclass(frozen=True)
+class Page:
+    """Oldest first; ``next_before`` pages back to older messages (None: there are none)."""
+
+    messages: list[Message]
+    next_before: uuid.UUID | None
+
+
+async def conversation(ctx: Context, user_id: str, *, before: uuid.UUID | None = None) -> Page:
+    """The newest page of a shopper's conversation, or the one before the message ``before`` (one of theirs;
+    anyone else's id gives an empty page)."""
+    size = ctx.settings.of(CustomerServiceSettings).page_size
     rows = await ctx.db.fetch(
-        f"SELECT {_COLUMNS} FROM cs_messages WHERE user_id = $1 ORDER BY created_at, id", user_id
+        f"SELECT {_COLUMNS} FROM cs_messages WHERE user_id = $1 AND ($2::uuid IS NULL OR (created_at, id) <"
+        " (SELECT created_at, id FROM cs_messages WHERE id = $2 AND user_id = $1))"
+        " ORDER BY created_at DESC, id DESC LIMIT $3",
+        user_id,
+        before,
+        size + 1,
     )
-    return [Message.of(r) for r in rows]
+    page = [Message.of(r) for r in reversed(rows[:size])]
+    return Page(page, page[0].id if len(rows) > size else None)
 
 
 async def reply(ctx: Context, message_id: uuid.UUID, *, agent: str, text: str) -> Message:
@@ -101,7 +128,7 @@ async def reply(ctx: Context, message_id: uuid.UUID, *, agent: str, text: str) -
         "SELECT user_id FROM cs_messages WHERE id = $1 AND author = 'shopper'", message_id
     )
     if row is None:
-        raise NotFound(f"no shopper message {message_id}", code="message_not_found")
+        raise MessageNotFound(f"no shopper message {message_id}")
     message = Message(uuid.uuid4(), row["user_id"], "agent", agent, text, _now(), message_id)
     await insert_many(ctx, [message], queued=False)
     return message

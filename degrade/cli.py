@@ -87,6 +87,12 @@ def _audit(parts: Parts, args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= 100_000):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100000, not {raw!r}")
+    return int(raw)
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], parts: Parts) -> None:
     parser = sub.add_parser("degrade", help="switches of the degradation controller")
     cmds = parser.add_subparsers(dest="degrade_command", required=True, metavar="ACTION")
@@ -97,9 +103,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], parts
     setter.add_argument("mode", choices=("open", "shed", "auto"), nargs="?")
     setter.add_argument("--reason", required=True, help="why; goes to the audit log")
     setter.add_argument("--tier", choices=("critical_plus", "critical", "sheddable_plus", "sheddable"))
-    setter.add_argument("--force", action="store_true", help="needed to shed a critical tier")
+    setter.add_argument(
+        "--force",
+        action="store_true",
+        help="needed to shed a core subsystem, to give one a non-core tier, or to let the controller shed one",
+    )
     setter.set_defaults(func=functools.partial(_set, parts))
     audit = cmds.add_parser("audit", help="the audit log, oldest first")
     audit.add_argument("--since", help="ISO time, epoch ms or an entry id")
-    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--limit", type=_limit, default=100, help="1 to 100000 entries (default 100)")
     audit.set_defaults(func=functools.partial(_audit, parts))

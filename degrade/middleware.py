@@ -1,9 +1,9 @@
 """The degradation middleware: on every request, a dict lookup on in-memory state, no Redis, no extra await.
 
 It maps the request to its subsystem by the first path segment, counts in-flight requests, times core
-requests for the controller, and for a shed subsystem either lets the matched route serve its fallback (the
-endpoint is marked with ``degrade.client.fallback`` and sees ``degrade.client.shed_name(request)``) or answers
-503 ``degraded`` itself. Every response of a shed subsystem carries ``X-Degraded: <name>``.
+requests for the controller (what counts and what not: ``degrade/signals.py``), and for a shed subsystem
+either lets the matched route serve its fallback (the endpoint is marked with ``degrade.client.fallback`` and
+sees ``degrade.client.shed_name(request)``) or answers 503 ``degraded`` itself. Every response of a shed subsystem carries ``X-Degraded: <name>``.
 
 It runs inside the kit's request middleware and reads the status of a core answer where that one's send
 wrapper notes it (``kit.middleware.STATUS_KEY``), rather than wrapping ``send`` a second time.
@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from degrade.board import Board
 from degrade.errors import Degraded
 from degrade.settings import DegradeSettings
-from degrade.signals import BUCKET_CAP, Signals
+from degrade.signals import BUCKET_CAP, BodyWait, Signals, status_of
+from kit.body import LimitedReceive
 from kit.errors import error_body
 from kit.middleware import STATUS_KEY
 from kit.responses import JSONResponse
@@ -66,26 +67,36 @@ class DegradeMiddleware:
             await self._shed(board, name, scope, receive, send)
             return
         signals.inflight += 1
+        # The kit bounds a body that may still arrive with its own receive; none: no body to wait for.
+        body = BodyWait(receive, signals) if type(receive) is LimitedReceive else None
         if name is None or name not in board.core:
             try:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive if body is None else body, send)
             finally:
                 signals.inflight -= 1
             return
         start = _clock()
+        status = 0
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive if body is None else body, send)
+        except BaseException as exc:
+            # Not rendered yet (the request middleware will): what it stands for, not a 500 for any of them.
+            status = status_of(exc)
+            raise
         finally:
             signals.inflight -= 1
-            # signals.record, inlined: this is the seckill purchase path.
-            signals.calls += 1
-            # No response started: an error that nothing rendered yet, a 500.
-            if scope.get(STATUS_KEY, 500) >= 500:
-                signals.errors += 1
-            if len(signals.latencies) < BUCKET_CAP:
-                signals.latencies.append(_clock() - start)
-            else:
-                signals.record_overflow(_clock() - start)
+            # signals.record, inlined: this is the seckill purchase path. Client errors are no sample.
+            if not status:
+                status = scope.get(STATUS_KEY, 500)
+            if not 400 <= status < 500:
+                signals.calls += 1
+                if status >= 500:
+                    signals.errors += 1
+                elapsed = _clock() - start - (0.0 if body is None else body.waited_s)
+                if len(signals.latencies) < BUCKET_CAP:
+                    signals.latencies.append(elapsed)
+                else:
+                    signals.record_overflow(elapsed)
 
     async def _shed(self, board: Board, name: str, scope: Scope, receive: Receive, send: Send) -> None:
         route = board.route_for(name, scope)

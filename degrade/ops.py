@@ -21,6 +21,27 @@ def unreachable(exc: RedisError) -> ServiceUnavailable:
     return ServiceUnavailable(f"the switch store (Redis) cannot be reached: {exc}", code="store_unreachable")
 
 
+def _refuse_without_force(board: Board, name: str, *, mode: str | None, tier: str | None) -> None:
+    """ForceRequired for a change that can take a core subsystem down: a shed by hand of a subsystem that is
+    core (now, after the change, or by default), a non-core tier for one that is core now or by default, and
+    any change that leaves a default-core subsystem where the controller may shed it (auto, non-core tier)."""
+    current, default = board.get(name, "tier"), board.subsystems[name].default_tier
+    target_tier = tier or current
+    target_mode = mode or board.get(name, "mode")
+    core_by_default = is_core(default)
+    why = ""
+    if mode == "shed" and (is_core(current) or is_core(target_tier) or core_by_default):
+        why = f"shedding {name} ({target_tier}, by default {default}) by hand takes the core of the site down"
+    elif tier is not None and not is_core(tier) and (is_core(current) or core_by_default):
+        why = (
+            f"tier {tier} lets the controller shed {name}, a core subsystem ({current}, by default {default})"
+        )
+    elif core_by_default and not is_core(target_tier) and target_mode == "auto":
+        why = f"mode auto with tier {target_tier} lets the controller shed {name} (by default {default})"
+    if why:
+        raise ForceRequired(f"{why}; repeat with force to do it anyway")
+
+
 async def set_switch(
     ctx: Context,
     board: Board,
@@ -38,14 +59,12 @@ async def set_switch(
         raise InvalidRequest("give a mode (open, shed or auto), a tier, or both")
     if not reason.strip():
         raise InvalidRequest("field 'reason' must say why (it goes to the audit log)")
-    target_tier = tier or board.get(name, "tier")
-    if mode == "shed" and is_core(target_tier) and not force:
-        raise ForceRequired(
-            f"{name} is {target_tier}: shedding it by hand takes the core of the site down; "
-            "repeat with force to do it anyway"
-        )
     changed = False
     try:
+        # Judged on the stored switches, not on this process's copy of them (up to a resync old).
+        board.replace(await store.load(ctx.redis))
+        if not force:
+            _refuse_without_force(board, name, mode=mode, tier=tier)
         # The tier first, so that a forced shed of a subsystem made core is judged on its new tier.
         for field, value in (("tier", tier), ("mode", mode)):
             if value is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,9 +14,10 @@ from starlette.responses import Response
 from degrade import store
 from degrade.board import Board
 from degrade.ops import set_switch, unreachable
-from degrade.service import Degrade
+from degrade.service import Degrade, admin_tokens
 from kit.context import context_of
 from kit.errors import Forbidden, InvalidRequest, Unauthorized
+from kit.params import query_int, query_str
 from kit.responses import JSONResponse
 from kit.routing import ApiRoute, route
 from kit.schema import read_body, rule
@@ -28,6 +29,9 @@ __all__ = ["Authorizer", "SwitchChange", "admin_token_check", "routes"]
 Authorizer = Callable[[Request], Awaitable[object]]
 
 _AUDIT_MAX = 1000
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SINCE_MAX = 64
+_WHO_MAX = 128
 
 
 @dataclass
@@ -35,22 +39,47 @@ class SwitchChange:
     reason: str = field(metadata=rule(min_length=1, max_length=500, description="why; goes to the audit log"))
     mode: Literal["open", "shed", "auto"] | None = None
     tier: Literal["critical_plus", "critical", "sheddable_plus", "sheddable"] | None = None
-    force: bool = field(default=False, metadata=rule(description="required to shed a critical tier by hand"))
+    force: bool = field(
+        default=False,
+        metadata=rule(
+            description="required to shed a core subsystem by hand, to give a core subsystem a non-core tier, "
+            "or to let the controller shed a subsystem that is core by default"
+        ),
+    )
 
 
 async def admin_token_check(request: Request) -> object:
-    """The fallback authorizer: only the PEAK_ADMIN_TOKEN bearer."""
-    expected = context_of(request).settings.admin_token
+    """The fallback authorizer: only an admin token bearer; who it is, is the token's name."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized()
-    if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
+    name = admin_tokens(context_of(request)).name_for(token)
+    if name is None:
         raise Forbidden("an admin credential is required")
-    return "admin-token"
+    return name
 
 
 def _who(principal: object) -> str:
-    return str(getattr(principal, "username", None) or principal)
+    """The person the audit names: an SSO admin's username, or the name of the admin token used."""
+    who = str(getattr(principal, "username", None) or principal)
+    return "".join(c for c in who if c.isprintable())[:_WHO_MAX] or "unknown"
+
+
+def _name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    if not _NAME.fullmatch(name):
+        raise InvalidRequest(
+            "path parameter 'name' must be a subsystem name: 1 to 64 of A-Z, a-z, 0-9, _ . -"
+        )
+    return name
+
+
+def _audit_query(request: Request) -> tuple[str | None, int]:
+    since = query_str(request, "since", max_length=_SINCE_MAX)
+    if since is not None and not since.isascii():
+        raise InvalidRequest("query parameter 'since' must be an ISO 8601 time, epoch ms or an entry id")
+    return since, query_int(request, "limit", default=100, low=1, high=_AUDIT_MAX)
 
 
 def routes(authorize: Authorizer) -> list[ApiRoute]:
@@ -64,21 +93,19 @@ def routes(authorize: Authorizer) -> list[ApiRoute]:
     async def put_switch(request: Request) -> Response:
         who = _who(await authorize(request))
         ctx = context_of(request)
+        name = _name(request)
         body = await read_body(request, SwitchChange)
         result = await set_switch(
-            ctx, ctx.get(Board), request.path_params["name"],
+            ctx, ctx.get(Board), name,
             mode=body.mode, tier=body.tier, reason=body.reason, who=who, force=body.force,
         )  # fmt: skip
         return JSONResponse(result)
 
     async def read_audit(request: Request) -> Response:
         await authorize(request)
-        since = request.query_params.get("since") or None
-        raw_limit = request.query_params.get("limit", "100")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _AUDIT_MAX:
-            raise InvalidRequest(f"limit must be a whole number from 1 to {_AUDIT_MAX}")
+        since, limit = _audit_query(request)
         try:
-            entries = await store.audit(context_of(request).redis, since=since, limit=int(raw_limit))
+            entries = await store.audit(context_of(request).redis, since=since, limit=limit)
         except RedisError as exc:
             raise unreachable(exc) from None
         return JSONResponse({"entries": entries, "next": entries[-1]["id"] if entries else since})

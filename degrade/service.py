@@ -26,11 +26,12 @@ from degrade.client import breakers
 from degrade.controller import Controller
 from degrade.settings import DegradeSettings
 from degrade.signals import Signals
+from kit.admins import AdminTokens
 from kit.component import Role
 from kit.context import Context
 from kit.redis import create_pubsub_client
 
-__all__ = ["Degrade", "degrade_service"]
+__all__ = ["Degrade", "admin_tokens", "degrade_service"]
 
 log = logging.getLogger("peak.degrade")
 
@@ -99,7 +100,7 @@ class Degrade:
                     while not self.stopping.is_set():
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_RETRY_S)
                         if message is not None and message.get("type") == "message":
-                            self.board.apply(orjson.loads(message["data"]))
+                            self._apply(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -108,6 +109,13 @@ class Degrade:
                 with contextlib.suppress(Exception):
                     await client.aclose()
             await self.pause(_RETRY_S)
+
+    def _apply(self, data: str) -> None:
+        try:
+            self.board.apply(orjson.loads(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Not a change set.lua published: ignored, rather than dropping the subscription for it.
+            log.warning("degrade: ignoring a malformed message on %s: %s", keys.CHANNEL, exc)
 
     async def _resync_loop(self) -> None:
         while await self.pause(self.settings.resync_s):
@@ -137,6 +145,15 @@ class Degrade:
                     log.warning("degrade: controller could not act: %s", exc)
 
 
+def admin_tokens(ctx: Context) -> AdminTokens:
+    """This process's admin tokens (PEAK_ADMIN_TOKENS, PEAK_ADMIN_TOKEN), parsed once per process."""
+    found = ctx.find(AdminTokens)
+    if found is None:
+        found = AdminTokens.from_settings(ctx.settings)
+        ctx.put(found)
+    return found
+
+
 @contextlib.asynccontextmanager
 async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     s = ctx.settings.of(DegradeSettings)
@@ -145,6 +162,8 @@ async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     ctx.put(board)
     ctx.put(signals)
     breakers(ctx)
+    # Parsed at start: a malformed PEAK_ADMIN_TOKENS stops the process here, not at the first admin call.
+    admin_tokens(ctx)
     service = Degrade(ctx, role, board, signals)
     ctx.put(service)
     await service.resync()

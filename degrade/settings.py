@@ -79,10 +79,14 @@ class DegradeSettings:
         "PEAK_DEGRADE_CPU_LOW", 0.7, "process CPU, fraction of one core: low mark", low=0, high=256
     )
     error_high: float = setting(
-        "PEAK_DEGRADE_ERROR_HIGH", 0.25, "5xx ratio of core routes: high mark", low=0.001, high=1
+        "PEAK_DEGRADE_ERROR_HIGH",
+        0.25,
+        "5xx ratio of core answers (4xx left out): high mark",
+        low=0.001,
+        high=1,
     )
     error_low: float = setting(
-        "PEAK_DEGRADE_ERROR_LOW", 0.05, "5xx ratio of core routes: low mark", low=0, high=1
+        "PEAK_DEGRADE_ERROR_LOW", 0.05, "5xx ratio of core answers (4xx left out): low mark", low=0, high=1
     )
     min_calls: int = setting(
         "PEAK_DEGRADE_MIN_CALLS",

@@ -2,10 +2,21 @@
 
 The request side only bumps counters and appends to a list (no lock, no await: one event loop per process);
 the sampler rolls the current bucket into a sliding window of buckets.
+
+Only what the server decides counts. A core answer is a latency sample and a call of the error ratio unless it
+is a 4xx: a client error (401, 404, 422, ...), a body cut off by the kit (408 too slow, 413 too large) or a
+client gone (499, a disconnect) says nothing about the core's health, and a flood of them must neither push
+the p99 or the ratio up (the controller would shed for an attacker) nor dilute them (it would miss a real
+overload). A 5xx is an error.
+
+Waiting for a request body is the client's time too: a slow client (slowloris) must not look like a busy
+server. While a request waits for its body it is not in flight, and the wait is not part of its latency
+(``BodyWait``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import random
@@ -13,10 +24,27 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["BUCKET_CAP", "Sample", "Signals"]
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive
+
+from kit.errors import ApiError
+from kit.middleware import CLIENT_GONE
+
+__all__ = ["BUCKET_CAP", "BodyWait", "Sample", "Signals", "status_of"]
 
 # Latencies kept per bucket; beyond this a bucket keeps a uniform sample, which is plenty for a p99.
 BUCKET_CAP = 4096
+
+
+def status_of(exc: BaseException) -> int:
+    """The status an exception escaping the app stands for: a kit error's own, 499 for a client gone (a
+    disconnect, a cancelled request), 500 for anything else (a failure of the server)."""
+    if isinstance(exc, ApiError | HTTPException):
+        return exc.status_code
+    if isinstance(exc, ClientDisconnect | asyncio.CancelledError):
+        return CLIENT_GONE
+    return 500
 
 
 @dataclass(frozen=True)
@@ -41,6 +69,8 @@ class Sample:
 class Signals:
     def __init__(self, window_buckets: int) -> None:
         self.inflight = 0
+        # Of those in flight: waiting for the client to send (the rest of) its body.
+        self.awaiting_body = 0
         self.latencies: list[float] = []
         self.calls = 0
         self.errors = 0
@@ -72,7 +102,7 @@ class Signals:
         self._cpu_at = (wall, cpu)
         self.last = Sample(
             at=time.time(),
-            inflight=self.inflight,
+            inflight=self.inflight - self.awaiting_body,
             p99_ms=p99 * 1000,
             lag_ms=max(0.0, lag_s) * 1000,
             cpu=spent,
@@ -80,3 +110,34 @@ class Signals:
             core_calls=calls,
         )
         return self.last
+
+
+class BodyWait:
+    """``receive`` of a request whose body may still be arriving: while the app waits for it, the request
+    counts as awaiting its body, and the time waited (``waited_s``) is taken off its latency sample."""
+
+    __slots__ = ("_done", "_receive", "_signals", "waited_s")
+
+    def __init__(self, receive: Receive, signals: Signals) -> None:
+        self._receive = receive
+        self._signals = signals
+        self._done = False
+        self.waited_s = 0.0
+
+    async def __call__(self) -> Message:
+        if self._done:
+            return await self._receive()
+        signals = self._signals
+        signals.awaiting_body += 1
+        start = time.perf_counter()
+        try:
+            message = await self._receive()
+        except BaseException:
+            self._done = True
+            raise
+        finally:
+            signals.awaiting_body -= 1
+            self.waited_s += time.perf_counter() - start
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._done = True
+        return message

@@ -19,7 +19,9 @@ from kit.redis import RedisClient
 
 __all__ = ["audit", "change", "heartbeat", "load", "note_pressure", "processes"]
 
-_STREAM_ID = re.compile(r"^\d{1,16}(-\d{1,20})?$")
+# ASCII digits only (``\d`` also matches "²" and other digits Redis refuses), and the whole string (``$`` would
+# let a trailing newline through). Milliseconds up to year 318857; a sequence below 2**63.
+_STREAM_ID = re.compile(r"([0-9]{1,16})(?:-([0-9]{1,19}))?", re.ASCII)
 
 
 async def load(redis: RedisClient) -> dict[str, str]:
@@ -41,18 +43,21 @@ async def change(ctx: Context, board: Board, request: SetRequest) -> Change:
 
 
 def _since_id(since: str) -> str:
-    """A stream id from what ``?since=`` accepts: a stream id, epoch milliseconds or an ISO 8601 time."""
-    if _STREAM_ID.match(since):
+    """A stream id from what ``?since=`` accepts: a stream id, epoch milliseconds or an ISO 8601 time; a
+    value Redis would refuse is a 422 here, never a Redis error."""
+    if _STREAM_ID.fullmatch(since):
         return since
     try:
         moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            raise InvalidRequest("since needs a time zone, e.g. 2026-11-26T14:00:00Z")
+        ms = int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             "since must be an ISO 8601 time (2026-11-26T14:00:00Z), epoch milliseconds or an audit entry id"
         ) from None
-    if moment.tzinfo is None:
-        raise InvalidRequest("since needs a time zone, e.g. 2026-11-26T14:00:00Z")
-    return str(int(moment.timestamp() * 1000))
+    # Before 1970 is before any entry.
+    return str(max(0, ms))
 
 
 async def audit(redis: RedisClient, *, since: str | None, limit: int) -> list[dict[str, Any]]:

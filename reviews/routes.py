@@ -13,6 +13,7 @@ import sso.client
 from degrade.client import degraded, fallback, shed_name
 from kit.context import context_of
 from kit.errors import Forbidden, InvalidRequest
+from kit.params import query_str
 from kit.responses import JSONResponse
 from kit.routing import ApiRoute, route
 from kit.schema import read_body, rule
@@ -20,7 +21,8 @@ from reviews import store
 
 __all__ = ["NewReview", "routes"]
 
-_CURSOR = re.compile(r"^[0-9]{1,18}$")
+# ASCII digits (``\d`` and ``str.isdigit`` take "²" too), inside bigint.
+_CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 @dataclass
@@ -55,7 +57,7 @@ def _sku(request: Request) -> str:
     sku = str(request.path_params["sku"])
     # The same rule as a flash sale's sku.
     if not 1 <= len(sku) <= 64 or not sku.isprintable():
-        raise InvalidRequest("sku must be 1 to 64 printable characters")
+        raise InvalidRequest("path parameter 'sku' must be 1 to 64 printable characters")
     return sku
 
 
@@ -63,9 +65,9 @@ def _sku(request: Request) -> str:
 async def list_reviews(request: Request) -> Response:
     ctx = context_of(request)
     sku = _sku(request)
-    cursor = request.query_params.get("cursor") or None
-    if cursor is not None and not _CURSOR.match(cursor):
-        raise InvalidRequest("cursor must be the next_cursor of a previous page")
+    cursor = query_str(request, "cursor", max_length=18)
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
+        raise InvalidRequest("query parameter 'cursor' must be the next_cursor of a previous page")
     shed = shed_name(request)
     if shed:
         # Only the first page is cached: later pages wait until reviews is back.

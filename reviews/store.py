@@ -46,7 +46,8 @@ async def page(ctx: Context, sku: str, *, before: int | None) -> dict[str, Any]:
         "next_cursor": str(rows[size - 1]["id"]) if len(rows) > size else None,
         "stale": False,
     }
-    if before is None:
+    if before is None and count:
+        # Only products with reviews: a crowd reading made-up skus must not fill Redis with empty summaries.
         await _cache(ctx, sku, body)
     return body
 

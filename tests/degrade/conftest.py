@@ -6,12 +6,13 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 import degrade.component
 from degrade.client import fallback, shed_name
 from kit.component import Component
+from kit.errors import ApiError
 from kit.responses import JSONResponse
 from kit.routing import route
 from kit.settings import Settings
@@ -28,7 +29,19 @@ async def _shop(request: Request) -> Response:
         await asyncio.sleep(delay)
     if request.query_params.get("fail"):
         return JSONResponse({"error": {"code": "boom", "message": "failed"}}, status_code=500)
-    return JSONResponse({"ok": True})
+    status = int(request.query_params.get("status", "200"))
+    if request.query_params.get("raise"):
+        # Raised, not rendered: it passes the degrade middleware as an exception.
+        raise ApiError("chosen by the test", status_code=status)
+    if request.query_params.get("gone"):
+        raise ClientDisconnect()
+    return JSONResponse({"ok": status < 400}, status_code=status)
+
+
+async def _shop_pay(request: Request) -> Response:
+    """A core handler that reads the whole body (the kit bounds it in size and in time)."""
+    body = await request.body()
+    return JSONResponse({"bytes": len(body)})
 
 
 @fallback
@@ -44,7 +57,13 @@ async def _extras_post(request: Request) -> Response:
 
 def shop_component() -> Component:
     """A core subsystem with a handler whose latency and status the test chooses."""
-    return Component(name="shop", routes=[route("/shop/buy", _shop, summary="buy", methods=["GET"])])
+    return Component(
+        name="shop",
+        routes=[
+            route("/shop/buy", _shop, summary="buy", methods=["GET"]),
+            route("/shop/pay", _shop_pay, summary="pay", methods=["POST"]),
+        ],
+    )
 
 
 def extras_component(name: str = "extras", tier: str = "sheddable") -> Component:
