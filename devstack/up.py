@@ -47,8 +47,9 @@ def _say(text: str) -> None:
     print(f"peak: {text}", flush=True)
 
 
-def _secret_key(data_dir: Path) -> str:
-    path = data_dir / "secret_key"
+def _secret(data_dir: Path, name: str) -> str:
+    """A random secret kept under the data folder (made on the first start), readable by this user only."""
+    path = data_dir / name
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -125,12 +126,17 @@ class LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = self._start_servers(self.settings)
         if settings.secret_key is None:
-            settings = replace(settings, secret_key=_secret_key(self.data_dir))
+            settings = replace(settings, secret_key=_secret(self.data_dir, "secret_key"))
+        # The payment provider's shared secret, so that `peak seckill pay` can sign callbacks out of the box.
+        payment_secret = settings.environ.get("PEAK_PAYMENT_SECRET") or _secret(
+            self.data_dir, "payment_secret"
+        )
         self.settings = settings
         self.env.update(
             PEAK_REDIS_URL=settings.require("redis_url"),
             PEAK_DATABASE_URL=settings.require("database_url"),
             PEAK_SECRET_KEY=settings.require("secret_key"),
+            PEAK_PAYMENT_SECRET=payment_secret,
         )
         self.say("applying migrations")
         self._migrate()
@@ -139,8 +145,12 @@ class LocalStack:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
         self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        (self.data_dir / ENV_FILE).write_text(
+        env_file = self.data_dir / ENV_FILE
+        env_file.touch(mode=0o600)
+        env_file.chmod(0o600)  # it holds the payment secret
+        env_file.write_text(
             f"PEAK_REDIS_URL={settings.redis_url}\nPEAK_DATABASE_URL={settings.database_url}\n"
+            f"PEAK_PAYMENT_SECRET={payment_secret}\n"
         )
         if self.instances == 1:
             self.servers.append(self._spawn(server_command(settings, self.factory)))

@@ -38,6 +38,11 @@ async def create_shoppers(
         username = f"{prefix}-{i}"
         async with gate:
             created = await http.post("/sso/users", json={"username": username, "password": PASSWORD})
+            if created.status_code == 429:
+                raise CommandError(
+                    f"the server refused to sign up shopper {username} ({created.text}): a load test signs up "
+                    "every shopper from this address; start the server with PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR=0"
+                )
             if created.status_code != 201:
                 raise CommandError(
                     f"could not create shopper {username}: {created.status_code} {created.text}"

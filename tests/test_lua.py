@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ async def test_every_packaged_script_loads(settings: Settings) -> None:
     redis = create_redis(settings.require("redis_url"))
     try:
         scripts = [script for part in components() for script in part.scripts]
-        assert len(scripts) == len(list(REPO.glob("*/lua/*.lua")))
+        assert len(scripts) == len(_scripts())
         await load_scripts(redis, scripts)
         for script in scripts:
             assert await redis.script_exists(script.sha) == [True], script.name
@@ -50,10 +51,21 @@ async def test_a_script_redis_names_otherwise_is_refused_by_name(settings: Setti
 
 
 def test_every_script_states_its_contract() -> None:
-    entries = sorted(REPO.glob("*/lua/*.lua"))
+    entries = _scripts()
     assert entries, "no Lua scripts found"
     for entry in entries:
         head = entry.read_text().split("\n\n")[0]
         assert re.search(r"^-- KEYS", head, re.M), f"{entry.name}: no KEYS contract at the top"
         assert re.search(r"^-- ARGV", head, re.M), f"{entry.name}: no ARGV contract at the top"
         assert re.search(r"^-- [Rr]eturns", head, re.M), f"{entry.name}: no return contract at the top"
+
+
+def test_every_fragment_says_it_is_one() -> None:
+    for entry in sorted(REPO.glob("*/lua/_*.lua")):
+        head = entry.read_text().split("\n\n")[0]
+        assert "Not a script of its own" in head, f"{entry.name}: a fragment must say what includes it"
+
+
+def _scripts() -> list[Path]:
+    """Every script file; a name starting with ``_`` is a fragment that scripts.py puts in front of others."""
+    return sorted(p for p in REPO.glob("*/lua/*.lua") if not p.name.startswith("_"))
