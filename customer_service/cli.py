@@ -9,18 +9,12 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 
 from customer_service import deadletters
-from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.commands import CommandError, cli_context, load_settings, run, say, whole_number
 from kit.component import Component
 
 __all__ = ["add_commands"]
 
 _SHOWN_CHARS = 80
-
-
-def _limit(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= 100_000):
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100000, not {raw!r}")
-    return int(raw)
 
 
 def _entry_id(raw: str) -> str:
@@ -85,7 +79,9 @@ def add_commands(
     dead = commands.add_parser(
         "dead-letters", help="list queued support messages PostgreSQL refused; retry or drop them"
     )
-    dead.add_argument("--limit", type=_limit, default=100, help="list at most this many (default 100)")
+    dead.add_argument(
+        "--limit", type=whole_number(1, 100_000), default=100, help="list at most this many (default 100)"
+    )
     group = dead.add_mutually_exclusive_group()
     group.add_argument("--retry", type=_entry_id, metavar="ID", help="put this dead letter back in the inbox")
     group.add_argument("--retry-all", action="store_true", help="put every dead letter back in the inbox")

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from degrade import store
 from degrade.board import Board
 from degrade.ops import set_switch
-from kit.commands import CommandError, cli_context, load_settings, run, say
+from kit.commands import CommandError, cli_context, load_settings, run, say, whole_number
 from kit.component import Component
 from kit.context import Context
 from kit.errors import ApiError
@@ -87,12 +87,6 @@ def _audit(parts: Parts, args: argparse.Namespace) -> int:
     return 0
 
 
-def _limit(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= 100_000):
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100000, not {raw!r}")
-    return int(raw)
-
-
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], parts: Parts) -> None:
     parser = sub.add_parser("degrade", help="switches of the degradation controller")
     cmds = parser.add_subparsers(dest="degrade_command", required=True, metavar="ACTION")
@@ -111,5 +105,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], parts
     setter.set_defaults(func=functools.partial(_set, parts))
     audit = cmds.add_parser("audit", help="the audit log, oldest first")
     audit.add_argument("--since", help="ISO time, epoch ms or an entry id")
-    audit.add_argument("--limit", type=_limit, default=100, help="1 to 100000 entries (default 100)")
+    audit.add_argument(
+        "--limit", type=whole_number(1, 100_000), default=100, help="1 to 100000 entries (default 100)"
+    )
     audit.set_defaults(func=functools.partial(_audit, parts))

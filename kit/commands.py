@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 from kit.component import Component, sections_of
 from kit.context import Context, open_context
+from kit.params import ascii_int
 from kit.settings import Settings
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "run",
     "say",
     "sections_of",
+    "whole_number",
 ]
 
 T = TypeVar("T")
@@ -76,3 +79,15 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def fail(text: str, code: int = 1) -> int:
     print(f"peak: {text}", file=sys.stderr, flush=True)
     return code
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a count from ``low`` to ``high`` in ASCII digits."""
+
+    def parse(raw: str) -> int:
+        value = ascii_int(raw)
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {raw!r}")
+        return value
+
+    return parse

@@ -13,18 +13,25 @@ from starlette.requests import Request
 from kit.errors import InvalidRequest, NotFound
 from kit.schema import has_control, instant
 
-__all__ = ["ID_SCHEMA", "path_int", "query_instant", "query_int", "query_str"]
+__all__ = ["ID_SCHEMA", "ascii_int", "path_int", "query_instant", "query_int", "query_str"]
 
 # The OpenAPI schema of an identifier ``path_int`` reads (``route(..., params={"event_id": ID_SCHEMA})``).
 ID_SCHEMA = {"type": "string", "pattern": "^[0-9]{1,18}$"}
 
 
+def ascii_int(raw: str, *, max_digits: int = 18) -> int | None:
+    """The number ``raw`` spells in ASCII digits (at most ``max_digits``: 18 stay inside bigint), else None."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= max_digits:
+        return int(raw)
+    return None
+
+
 def path_int(request: Request, name: str, *, max_digits: int = 18) -> int:
-    """A path parameter of ASCII digits (at most ``max_digits``: 18 stay inside bigint); 404 otherwise."""
-    raw = str(request.path_params[name])
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > max_digits:
+    """A path parameter of ASCII digits (at most ``max_digits``); 404 otherwise."""
+    value = ascii_int(str(request.path_params[name]), max_digits=max_digits)
+    if value is None:
         raise NotFound(f"no such {name.removesuffix('_id')}")
-    return int(raw)
+    return value
 
 
 def query_str(request: Request, name: str, *, max_length: int = 256) -> str | None:
@@ -45,9 +52,10 @@ def query_int(request: Request, name: str, *, default: int, low: int, high: int)
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or not low <= int(raw) <= high:
+    value = ascii_int(raw)
+    if value is None or not low <= value <= high:
         raise InvalidRequest(f"query parameter '{name}' must be a whole number from {low} to {high}")
-    return int(raw)
+    return value
 
 
 def query_instant(request: Request, name: str) -> dt.datetime | None:

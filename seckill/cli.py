@@ -14,6 +14,7 @@ import orjson
 from kit.commands import CommandError, cli_context, load_settings, run, say
 from kit.component import Component
 from kit.errors import ApiError
+from kit.params import ascii_int
 from seckill import deadletters, payments, reconcile, refs, signature
 from seckill.errors import OrderNotFound
 from seckill.events import MAX_PRICE, event_id_of, iso
@@ -35,11 +36,12 @@ def _event_arg(raw: str) -> int:
 
 
 def _amount_arg(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_PRICE:
+    value = ascii_int(raw)
+    if value is None or value > MAX_PRICE:
         raise argparse.ArgumentTypeError(
             f"an amount is a whole number of cents up to {MAX_PRICE}, got {raw!r}"
         )
-    return int(raw)
+    return value
 
 
 def add_commands(

@@ -9,6 +9,7 @@ from typing import Any
 
 from kit.context import Context
 from kit.errors import InvalidRequest
+from kit.params import ascii_int
 from kit.schema import rule
 from seckill import keys, refs, scripts
 from seckill.buckets import MAX_BUCKETS, split
@@ -70,9 +71,10 @@ class EventPatch:
 
 def event_id_of(raw: str) -> int:
     """An event id from a path: ASCII digits only ("²".isdigit() is true, and int() refuses it)."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_ID_DIGITS:
+    value = ascii_int(raw, max_digits=_MAX_ID_DIGITS)
+    if value is None:
         raise EventNotFound(raw[: _MAX_ID_DIGITS + 2])
-    return int(raw)
+    return value
 
 
 def _ms(value: dt.datetime) -> int:

@@ -8,12 +8,14 @@ is left out of both, so a one-bucket event is named as it was before buckets exi
 
 from __future__ import annotations
 
+from kit.params import ascii_int
+
 __all__ = ["dead_letter_ref", "parse_dead_letter_ref", "parse_stream_member", "stream_member"]
 
 
 def _number(text: str) -> bool:
     """ASCII digits, short enough for a bigint ("²".isdigit() is true, and int() refuses it)."""
-    return text.isascii() and text.isdigit() and len(text) <= 18
+    return ascii_int(text) is not None
 
 
 def _entry_id(text: str) -> bool:
