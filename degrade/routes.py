@@ -14,7 +14,8 @@ from starlette.responses import Response
 from degrade import store
 from degrade.board import Board
 from degrade.ops import set_switch, unreachable
-from degrade.service import Degrade, admin_tokens
+from degrade.service import Degrade
+from kit.admins import AdminTokens
 from kit.context import context_of
 from kit.errors import Forbidden, InvalidRequest, Unauthorized
 from kit.params import query_int, query_str
@@ -54,7 +55,7 @@ async def admin_token_check(request: Request) -> object:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized()
-    name = admin_tokens(context_of(request)).name_for(token)
+    name = AdminTokens.of(context_of(request)).name_for(token)
     if name is None:
         raise Forbidden("an admin credential is required")
     return name

@@ -31,7 +31,7 @@ from kit.component import Role
 from kit.context import Context
 from kit.redis import create_pubsub_client
 
-__all__ = ["Degrade", "admin_tokens", "degrade_service"]
+__all__ = ["Degrade", "degrade_service"]
 
 log = logging.getLogger("peak.degrade")
 
@@ -145,15 +145,6 @@ class Degrade:
                     log.warning("degrade: controller could not act: %s", exc)
 
 
-def admin_tokens(ctx: Context) -> AdminTokens:
-    """This process's admin tokens (PEAK_ADMIN_TOKENS, PEAK_ADMIN_TOKEN), parsed once per process."""
-    found = ctx.find(AdminTokens)
-    if found is None:
-        found = AdminTokens.from_settings(ctx.settings)
-        ctx.put(found)
-    return found
-
-
 @contextlib.asynccontextmanager
 async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     s = ctx.settings.of(DegradeSettings)
@@ -163,7 +154,7 @@ async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     ctx.put(signals)
     breakers(ctx)
     # Parsed at start: a malformed PEAK_ADMIN_TOKENS stops the process here, not at the first admin call.
-    admin_tokens(ctx)
+    AdminTokens.of(ctx)
     service = Degrade(ctx, role, board, signals)
     ctx.put(service)
     await service.resync()

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from kit.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from kit.context import Context
 
 __all__ = ["LEGACY_NAME", "AdminTokens"]
 
@@ -36,6 +40,15 @@ class AdminTokens:
         if settings.admin_token:
             tokens[LEGACY_NAME] = settings.admin_token
         return cls(tokens)
+
+    @classmethod
+    def of(cls, ctx: Context) -> AdminTokens:
+        """The process's admin tokens, parsed from its settings on first use and kept in its context."""
+        found = ctx.find(cls)
+        if found is None:
+            found = cls.from_settings(ctx.settings)
+            ctx.put(found)
+        return found
 
     @property
     def names(self) -> frozenset[str]:

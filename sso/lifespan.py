@@ -52,7 +52,7 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
     )
     ctx.put(validator)
     # Read once: a malformed PEAK_ADMIN_TOKENS stops the process here, naming the variable.
-    ctx.put(AdminTokens.from_settings(settings))
+    AdminTokens.of(ctx)
     if role != "api":
         async with validator.running():
             yield

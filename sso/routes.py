@@ -128,11 +128,7 @@ def _session(info: SessionInfo, caller: Caller) -> dict[str, object]:
 
 def _admin_names(ctx: Context) -> frozenset[str]:
     """The admin tokens' names, parsed once per process (shared with whoever else put them in the context)."""
-    tokens = ctx.find(AdminTokens)
-    if tokens is None:
-        tokens = AdminTokens.from_settings(ctx.settings)
-        ctx.put(tokens)
-    return tokens.names
+    return AdminTokens.of(ctx).names
 
 
 def _device_tokens(request: Request) -> list[str]:

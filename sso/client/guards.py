@@ -18,7 +18,7 @@ from kit.routing import raw_header
 from sso.client.principal import Principal, admin_principal
 from sso.client.validator import TokenValidator
 
-__all__ = ["BearerAuthBackend", "admin_tokens", "authenticate", "bearer_token", "require_admin"]
+__all__ = ["BearerAuthBackend", "authenticate", "bearer_token", "require_admin"]
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
@@ -39,18 +39,8 @@ async def authenticate(request: HTTPConnection, *, strict: bool = False) -> Prin
     return await context_of(request).get(TokenValidator).validate(token, strict=strict)
 
 
-def admin_tokens(conn: HTTPConnection) -> AdminTokens:
-    """The process's admin tokens, read from the settings on first use (SSO's start puts them in place)."""
-    ctx = context_of(conn)
-    tokens = ctx.find(AdminTokens)
-    if tokens is None:
-        tokens = AdminTokens.from_settings(ctx.settings)
-        ctx.put(tokens)
-    return tokens
-
-
 def _admin_token_name(conn: HTTPConnection, token: str) -> str | None:
-    return admin_tokens(conn).name_for(token)
+    return AdminTokens.of(context_of(conn)).name_for(token)
 
 
 async def require_admin(request: HTTPConnection) -> Principal:
