@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import overload
 
 import asyncpg
+from redis.exceptions import ClusterDownError, MasterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
@@ -17,6 +18,8 @@ from starlette.responses import Response
 from kit.responses import JSONResponse
 
 __all__ = [
+    "POSTGRES_OUTAGES",
+    "REDIS_OUTAGES",
     "STORE_OUTAGES",
     "ApiError",
     "BodyTooLarge",
@@ -140,18 +143,30 @@ class ServiceUnavailable(ApiError):
         super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
-# Redis or PostgreSQL unreachable (refused, reset, timed out, restarting): the client may retry; it is no bug
-# of ours, so no 500 (which the degradation controller would also count against the core as a failure of
-# the route, while the store's own health is what /readyz reports).
-STORE_OUTAGES: tuple[type[BaseException], ...] = (
+# PostgreSQL out of reach, refusing connections for now (starting, shutting down, too many clients, its pool
+# exhausted) or a connection broken mid-statement: no request or message is to blame.
+POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+# Redis out of reach, loading its data, or in a failover (a replica that does not take writes yet, a cluster
+# without a primary for a slot).
+REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+    MasterDownError,
 )
+# Either: the client may retry; it is no bug of ours, so a 503, not a 500 (which the degradation controller
+# would also count against the route, while the store's own health is what /readyz reports).
+STORE_OUTAGES = POSTGRES_OUTAGES + REDIS_OUTAGES
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from kit.context import context_of
-from kit.errors import InvalidRequest, ServiceUnavailable, error_body
+from kit.errors import InvalidRequest, error_body
 from kit.responses import JSONBytes, JSONResponse, dumps
 from kit.routing import ApiRoute, raw_header, route
 from kit.schema import read_body
@@ -25,26 +20,6 @@ from sso.client import authenticate, require_admin
 
 __all__ = ["routes"]
 
-log = logging.getLogger("peak.seckill")
-
-_OUTAGES = (RedisError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _outage_is_503(endpoint: Endpoint) -> Endpoint:
-    """Redis or PostgreSQL out of reach is the server's trouble for a moment: 503 with Retry-After, not 500."""
-
-    @functools.wraps(endpoint)
-    async def guarded(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except _OUTAGES as exc:
-            log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-            raise ServiceUnavailable("the flash sale is briefly unavailable; try again") from None
-
-    return guarded
-
-
 _IDEMPOTENCY_MAX = 200
 # Shared by every sold-out answer: Response.__call__ only reads it, and the middlewares copy the header list
 # before adding theirs.
@@ -54,14 +29,12 @@ _SOLD_OUT_RESPONSE = JSONBytes(
 _QUEUED_BODY = b'{"order_id":"%s","status":"queued","event_id":%d,"replayed":%s}'
 
 
-@_outage_is_503
 async def create_event(request: Request) -> Response:
     await require_admin(request)
     body = await read_body(request, events.NewEvent)
     return JSONResponse(await events.create_event(context_of(request), body), status_code=201)
 
 
-@_outage_is_503
 async def patch_event(request: Request) -> Response:
     await require_admin(request)
     event_id = events.event_id_of(request.path_params["event_id"])
@@ -69,13 +42,11 @@ async def patch_event(request: Request) -> Response:
     return JSONResponse(await events.add_stock_or_move_end(context_of(request), event_id, body))
 
 
-@_outage_is_503
 async def show_event(request: Request) -> Response:
     event_id = events.event_id_of(request.path_params["event_id"])
     return JSONResponse(await events.view_event(context_of(request), event_id))
 
 
-@_outage_is_503
 async def event_stats(request: Request) -> Response:
     await require_admin(request)
     event_id = events.event_id_of(request.path_params["event_id"])
@@ -83,7 +54,6 @@ async def event_stats(request: Request) -> Response:
     return JSONResponse(await reconcile.stats(ctx, event_id))
 
 
-@_outage_is_503
 async def purchase(request: Request) -> Response:
     principal = await authenticate(request)
     event_id = events.event_id_of(request.path_params["event_id"])
@@ -108,21 +78,18 @@ async def purchase(request: Request) -> Response:
     return JSONBytes(body, status_code=202)
 
 
-@_outage_is_503
 async def show_order(request: Request) -> Response:
     principal = await authenticate(request)
     ctx = context_of(request)
     return JSONResponse(await orders.get_order(ctx, request.path_params["order_id"], principal.user_id))
 
 
-@_outage_is_503
 async def pay(request: Request) -> Response:
     # Only the payment provider's signed callback marks an order paid; a shopper's word never does.
     await authenticate(request)
     raise PaidByProvider()
 
 
-@_outage_is_503
 async def payment_callback(request: Request) -> Response:
     """The payment provider's notification: no SSO credential, the body's signature is the credential."""
     ctx = context_of(request)
@@ -132,7 +99,6 @@ async def payment_callback(request: Request) -> Response:
     return JSONResponse(await payments.settle(ctx, notice))
 
 
-@_outage_is_503
 async def cancel(request: Request) -> Response:
     principal = await authenticate(request, strict=True)
     ctx = context_of(request)

@@ -21,6 +21,7 @@ import asyncpg
 from redis.exceptions import ResponseError
 
 from kit.context import Context
+from kit.errors import POSTGRES_OUTAGES
 from seckill import keys, scripts
 from seckill.events import registered_streams
 from seckill.messages import ORDER_ID, USER_ID, insert_orders
@@ -38,14 +39,8 @@ _FOLLOW_AFTER_END_MS = 60_000
 _LINGER_S = 0.05
 _REASON_MAX = 500
 _COLLISION = "another order holds the same (event, user, seq)"
-# PostgreSQL out of reach, refusing connections for now, or a connection broken mid-statement: no message is
-# to blame. Each outage costs an entry at most the one delivery it was being written in: claiming (which counts a
-# delivery) waits until PostgreSQL answers again.
-_OUTAGES = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError, asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)  # fmt: skip
+# A PostgreSQL outage (kit.errors.POSTGRES_OUTAGES) blames no message. Each outage costs an entry at most the one
+# delivery it was being written in: claiming (which counts a delivery) waits until PostgreSQL answers again.
 # Refusals of a message's own data (a field PostgreSQL cannot read, a column's bound or check): every
 # delivery would fail the same way, so it is dead-lettered at once instead of after PEAK_SECKILL_MAX_DELIVERIES.
 _LASTING = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -213,7 +208,7 @@ class OrderWriter:
         try:
             async with self.ctx.db.acquire() as conn:
                 return await insert_orders(conn, event_id, [fields for _, fields in messages]), {}
-        except _OUTAGES as exc:
+        except POSTGRES_OUTAGES as exc:
             raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             if len(messages) == 1:
@@ -239,7 +234,7 @@ class OrderWriter:
         counts a delivery, and enough of them would dead-letter every order waiting for it)."""
         try:
             await self.ctx.db.fetchval("SELECT 1")
-        except _OUTAGES as exc:
+        except POSTGRES_OUTAGES as exc:
             raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
 
     async def claim(self, event_id: int, bucket: int = 0) -> int:

@@ -18,7 +18,7 @@ from typing import TypeVar
 import asyncpg
 
 from kit.db import Pool
-from kit.errors import ServiceUnavailable
+from kit.errors import POSTGRES_OUTAGES, ServiceUnavailable
 from sso.errors import UsernameTaken
 
 __all__ = ["Account", "Accounts", "canonical_username", "username_key"]
@@ -27,9 +27,6 @@ T = TypeVar("T")
 
 _COLUMNS = "id::text AS id, username, password_hash, roles, disabled_at IS NOT NULL AS disabled"
 _USERNAME = re.compile(r"[A-Za-z0-9._@+-]{3,64}")
-# PostgreSQL gone or its pool exhausted: the client may retry, it did nothing wrong.
-_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)  # fmt: skip
 
 
 def canonical_username(raw: str) -> str | None:
@@ -48,7 +45,7 @@ def username_key(name: str) -> str:
 async def _reachable(call: Awaitable[T]) -> T:
     try:
         return await call
-    except _UNREACHABLE:
+    except POSTGRES_OUTAGES:
         raise ServiceUnavailable(
             "the account store is unavailable; try again shortly", retry_after_s=2
         ) from None
