@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from kit.component import Component, Role
 from kit.context import Context
 from seckill import cli, routes, scripts, timeouts, worker
+from seckill.news import News
 from seckill.payments import PaymentGate
 from seckill.reservation import Reserver
 from seckill.settings import SeckillSettings
@@ -20,18 +21,22 @@ __all__ = ["component"]
 
 @contextlib.asynccontextmanager
 async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
+    news = News()
     sold_out = SoldOutMemory()
+    sold_out.hear(news)
     reserver = Reserver(ctx, sold_out)
+    ctx.put(news)
     ctx.put(sold_out)
     ctx.put(reserver)
     ctx.put(PaymentGate(ctx.settings.of(SeckillSettings)))
     tasks = []
     if role == "api":
-        tasks = [asyncio.create_task(sold_out.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]
+        tasks = [asyncio.create_task(news.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]
     try:
         yield
     finally:
         await reserver.drain()
+        news.close()
         sold_out.close()
         for task in tasks:
             task.cancel()

@@ -8,20 +8,16 @@ dead listener never keeps an event sold out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from kit.context import Context
-from kit.redis import create_pubsub_client
 from seckill import keys
+from seckill.news import News
 from seckill.settings import SeckillSettings
 
 __all__ = ["SoldOutMemory"]
 
 log = logging.getLogger("peak.seckill")
-
-_RECONNECT_S = 0.5
-_POLL_S = 0.25
 
 
 class SoldOutMemory:
@@ -56,26 +52,13 @@ class SoldOutMemory:
         self._events.discard(event_id)
         self._buckets.pop(event_id, None)
 
-    async def listen(self, ctx: Context) -> None:
-        """Forget events named on the stock-back channel; after a reconnect forget everything (messages missed)."""
-        client = create_pubsub_client(ctx.settings.require("redis_url"))
-        try:
-            while not self._closed:
-                try:
-                    async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                        await pubsub.subscribe(keys.STOCK_BACK_CHANNEL)
-                        self._events.clear()
-                        # redis-py may swallow a cancellation inside get_message, so a flag ends the loop too.
-                        while not self._closed:
-                            message = await pubsub.get_message(timeout=_POLL_S)
-                            if message is not None and str(message["data"]).isdigit():
-                                self.forget(int(message["data"]))
-                except Exception as exc:
-                    log.warning("stock-back listener failed (%s); reconnecting", exc)
-                    await asyncio.sleep(_RECONNECT_S)
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+    def hear(self, news: News) -> None:
+        """Forget events named on the stock-back channel; after a (re)subscription forget everything."""
+        news.on(keys.STOCK_BACK_CHANNEL, self._heard, self._events.clear)
+
+    def _heard(self, data: str) -> None:
+        if data.isdigit():
+            self.forget(int(data))
 
     def close(self) -> None:
         self._closed = True
