@@ -22,6 +22,7 @@ from degrade.signals import BUCKET_CAP, BodyWait, Signals, status_of
 from kit.body import LimitedReceive
 from kit.errors import error_body
 from kit.middleware import STATUS_KEY
+from kit.parking import PARKED_S_KEY, PARKING_KEY
 from kit.responses import JSONResponse
 
 __all__ = ["SHED_KEY", "DegradeMiddleware"]
@@ -67,6 +68,7 @@ class DegradeMiddleware:
             await self._shed(board, name, scope, receive, send)
             return
         signals.inflight += 1
+        scope[PARKING_KEY] = signals
         # The kit bounds a body that may still arrive with its own receive; none: no body to wait for.
         body = BodyWait(receive, signals) if type(receive) is LimitedReceive else None
         if name is None or name not in board.core:
@@ -92,7 +94,9 @@ class DegradeMiddleware:
                 signals.calls += 1
                 if status >= 500:
                     signals.errors += 1
-                elapsed = _clock() - start - (0.0 if body is None else body.waited_s)
+                elapsed = (
+                    _clock() - start - (0.0 if body is None else body.waited_s) - scope.get(PARKED_S_KEY, 0.0)
+                )
                 if len(signals.latencies) < BUCKET_CAP:
                     signals.latencies.append(elapsed)
                 else:

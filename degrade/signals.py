@@ -11,7 +11,8 @@ overload). A 5xx is an error.
 
 Waiting for a request body is the client's time too: a slow client (slowloris) must not look like a busy
 server. While a request waits for its body it is not in flight, and the wait is not part of its latency
-(``BodyWait``).
+(``BodyWait``). A request parked on purpose (``kit.parking``: a long poll waiting for news) is neither in
+flight nor slow while it waits.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Signals:
         self.inflight = 0
         # Of those in flight: waiting for the client to send (the rest of) its body.
         self.awaiting_body = 0
+        # Requests parked on purpose (kit.parking: a long poll); Signals is their ``Parking``.
+        self.parked = 0
         self.latencies: list[float] = []
         self.calls = 0
         self.errors = 0
@@ -102,7 +105,7 @@ class Signals:
         self._cpu_at = (wall, cpu)
         self.last = Sample(
             at=time.time(),
-            inflight=self.inflight - self.awaiting_body,
+            inflight=self.inflight - self.awaiting_body - self.parked,
             p99_ms=p99 * 1000,
             lag_ms=max(0.0, lag_s) * 1000,
             cpu=spent,

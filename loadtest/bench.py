@@ -27,7 +27,15 @@ from devstack.up import LocalStack
 from kit.commands import CommandError
 from kit.settings import Settings
 from loadtest.apps import BASELINE_FACTORY
-from loadtest.extras import SHEDDING_MARKS, measure_degrade_cost, measure_queued, measure_shedding
+from loadtest.crowd import measure_crowd, raise_open_files
+from loadtest.extras import (
+    SHEDDING_MARKS,
+    measure_degrade_cost,
+    measure_order_queued,
+    measure_queued,
+    measure_shedding,
+)
+from loadtest.logcost import measure_access_log_cost
 from loadtest.measure import Result, measure
 from loadtest.options import BenchOptions
 from loadtest.paths import CLUSTER_PATHS, CLUSTER_SUFFIX, EXTRAS, PATHS, Seed, seed_stack
@@ -40,6 +48,7 @@ __all__ = ["run_bench"]
 
 def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> int:
     chosen = _chosen(options)
+    raise_open_files(say)  # before the stack starts: its servers inherit the limit, as wrk does
     with tempfile.TemporaryDirectory(prefix="peak-bench-") as tmp:
         folder = Path(tmp)
         admin_token = os.environ.get("PEAK_ADMIN_TOKEN") or secrets.token_urlsafe(24)
@@ -94,6 +103,8 @@ def _private_stack(
         PEAK_SECRET_KEY="",
         PEAK_DATA_DIR=str(folder / "stack"),
         PEAK_ACCESS_LOG="0",
+        # Tickets are fetched before each run; an hour keeps any run's inside their lifetime.
+        PEAK_SECKILL_TICKET_TTL_S="3600",
         # Shoppers here are wrk connections: many requests per user per second by design.
         PEAK_SECKILL_USER_RATE_PER_S="1000000",
         PEAK_SECKILL_IP_RATE_PER_S="10000000",
@@ -153,6 +164,15 @@ def _measure_stack(
     if "shedding" in chosen:
         say(f"measuring shedding: {EXTRAS['shedding']} ({options.duration_s:g} s each)")
         extras["shedding"] = measure_shedding(seed, folder, options, say)
+    if "purchase_2048" in chosen:
+        say(f"measuring purchase_2048: {EXTRAS['purchase_2048']} ({options.duration_s:g} s, 4 turns)")
+        extras["purchase_2048"] = measure_crowd(seed, folder, options, say)
+    if "access_log_cost" in chosen:
+        if stack is None:
+            say("skipping access_log_cost: it starts a second API server on the private stack (no --url)")
+        else:
+            say(f"measuring access_log_cost: {EXTRAS['access_log_cost']} ({options.duration_s:g} s, 4 turns)")
+            extras["access_log_cost"] = measure_access_log_cost(stack, seed, folder, options, say)
     if "login" in names:
         say(
             f"measuring login: {PATHS['login'].what} ({options.duration_s:g} s, {options.connections} connections)"
@@ -189,10 +209,13 @@ def _measure_path(
             "skipping naive: the server does not serve it (start it with `granian --factory loadtest.apps:baseline_app`)"
         )
         return None
-    if name == "purchase_queued" and stack is None:
-        say("skipping purchase_queued: it pauses the order workers, so it needs the private stack")
+    if name in ("purchase_queued", "order_queued") and stack is None:
+        say(f"skipping {name}: it pauses the order workers, so it needs the private stack")
         return None
     say(f"measuring {name}: {path.what} ({options.duration_s:g} s, {options.connections} connections)")
+    if name == "order_queued":
+        assert stack is not None
+        return measure_order_queued(stack, seed, folder, options)
     if name == "purchase_queued":
         assert stack is not None
         result, drain = measure_queued(stack, seed, folder, options, say)
@@ -236,7 +259,7 @@ def measure_on_cluster(
         seed.events["buckets"] = str(
             create_event(
                 stack.base_url, admin_token, stock=50_000_000, per_user_limit=10_000, payment_timeout_s=3600,
-                buckets=options.buckets,
+                buckets=options.buckets, ticket_required=False,
             )["id"]
         )  # fmt: skip
 

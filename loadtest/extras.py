@@ -1,5 +1,6 @@
 """The measurements beyond one wrk run of a path: purchases with the order workers paused (and the backlog's
-drain), the degradation middleware's own cost, and purchases while reviews are flooded (load shedding).
+drain), polls of orders still queued, the degradation middleware's own cost, and purchases while reviews are
+flooded (load shedding).
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ from typing import Any
 import httpx
 
 from devstack.up import LocalStack
+from kit.commands import CommandError
 from loadtest import inproc
 from loadtest.apps import without_degrade_middleware
 from loadtest.measure import Result, measure
 from loadtest.options import BenchOptions
 from loadtest.paths import PATHS, Seed
-from loadtest.seed import bearer
+from loadtest.seed import bearer, buy_one_each, order_status
 from loadtest.wrk_runner import Line, parse_wrk, start_wrk, write_lines, wrk_output
 from peak.app import components, create_app
 
-__all__ = ["SHEDDING_MARKS", "measure_degrade_cost", "measure_queued", "measure_shedding"]
+__all__ = [
+    "SHEDDING_MARKS",
+    "measure_degrade_cost",
+    "measure_order_queued",
+    "measure_queued",
+    "measure_shedding",
+]
 
 
 # The controller's marks for the private stack: a core p99 above 25 ms for two half-second samples sheds.
@@ -73,6 +81,25 @@ def measure_queued(
         f"({drain['orders_per_s']:,.0f} orders/s with {len(stack.workers)} worker process(es))"
     )
     return result, drain
+
+
+def measure_order_queued(stack: LocalStack, seed: Seed, folder: Path, options: BenchOptions) -> Result:
+    """Owners polling orders that are still queued: the order workers stopped (SIGSTOP), one new order per
+    shopper, polled for the run, then the workers resumed (they write the orders during the next path's
+    settling: a few hundred orders)."""
+    for worker in stack.workers:
+        os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        seed.orders["queued"] = buy_one_each(seed.base_url, seed.tokens, seed.events["polled"])
+        result = measure(PATHS["order_queued"], seed, folder, options, stack=stack)
+        # Still queued at the end, so every poll of the run read a queued order.
+        status = order_status(seed.base_url, seed.tokens[-1], seed.orders["queued"][-1])
+        if status != "queued":
+            raise CommandError(f"an order polled as queued was {status!r} by the end of the run")
+        return result
+    finally:
+        for worker in stack.workers:
+            os.killpg(worker.pid, signal.SIGCONT)
 
 
 def measure_degrade_cost(stack: LocalStack, floor_us: float, say: Callable[[str], None]) -> dict[str, Any]:

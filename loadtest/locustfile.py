@@ -2,8 +2,14 @@
 
 Run through `peak loadtest` (which seeds the data and checks the results), or by hand:
 ``PEAK_LOADTEST_SEED=seed.json locust -f loadtest/locustfile.py --host URL``.
-The seed file (written by `peak loadtest`) names the shoppers' credentials, the sale event, the SKU with
-reviews, the introspection client and the admin token.
+The seed file (written by `peak loadtest`) names the shoppers' credentials, the sale event (which starts a
+fifth of the way into the run: the countdown first), the SKU with reviews, the introspection client, the admin
+token and, when the server has one, the payment provider's secret.
+
+A shopper is a client author's reference: it polls the event view with the ETag it last got (304 while
+nothing changes) until the sale starts, keeps its session alive by refreshing at ~80 % of ``expires_in`` (with
+jitter), fetches its purchase ticket once the sale has started, buys with it (waiting ``Retry-After`` seconds
+on 409 ``not_admitted``), long-polls its order until it is written, and pays through the provider's callback.
 """
 
 from __future__ import annotations
@@ -18,37 +24,39 @@ import random
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
 
 from locust import FastHttpUser, LoadTestShape, between, task
 
-from sso.client import TokenValidator, jwks_from_url
+from seckill.signature import HEADER as SIGNATURE_HEADER
+from seckill.signature import sign
+from sso.client import Principal, TokenValidator, jwks_from_url
 
 _SEED: dict[str, Any] = json.loads(open(os.environ["PEAK_LOADTEST_SEED"]).read())  # noqa: SIM115
 _ACCOUNTS = itertools.cycle(_SEED["usernames"])
 _ACCOUNTS_LOCK = threading.Lock()
 _PASSWORD: str = _SEED["password"]
 _EVENT: str = _SEED["event_id"]
+_PRICE: int = int(_SEED.get("price", 0))
 _SKU: str = _SEED["sku"]
 _ADMIN = {"Authorization": f"Bearer {_SEED['admin_token']}"}
 _BASIC = "Basic " + base64.b64encode(f"{_SEED['client_id']}:{_SEED['client_secret']}".encode()).decode()
+_PAYMENT_SECRET: str = _SEED.get("payment_secret", "")
+# The keep-alive period: 80 % of the access token's lifetime, or this when shorter (a run of 40 s would
+# otherwise never refresh).
+_KEEPALIVE_S = float(os.environ.get("PEAK_LOADTEST_KEEPALIVE_S", "0") or 0)
+# The long poll's wait (the server allows up to 30 s).
+_WAIT_S = 25
 _SHARED_TOKENS: list[str] = []
+
+T = TypeVar("T")
 
 
 def _next_account() -> str:
     with _ACCOUNTS_LOCK:
         return str(next(_ACCOUNTS))
-
-
-def _login(user: FastHttpUser) -> str:
-    """Log a seeded shopper in; its access token, or "" (the failure is already reported)."""
-    with user.client.post(
-        "/sso/login",
-        json={"username": _next_account(), "password": _PASSWORD},
-        catch_response=True,
-        name="/sso/login",
-    ) as r:
-        return str(r.json()["access_token"]) if _check(r, 200) else ""
 
 
 def _check(response: Any, *expected: int) -> bool:
@@ -67,70 +75,206 @@ def _check(response: Any, *expected: int) -> bool:
     return False
 
 
+def _code(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _retry_after_s(response: Any, default: float = 1.0) -> float:
+    try:
+        return min(30.0, max(0.0, float(response.headers.get("Retry-After") or default)))
+    except ValueError:
+        return default
+
+
+def _seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _login(user: FastHttpUser) -> dict[str, Any]:
+    """Log a seeded shopper in; its tokens, or {} (the failure is already reported)."""
+    with user.client.post(
+        "/sso/login",
+        json={"username": _next_account(), "password": _PASSWORD},
+        catch_response=True,
+        name="/sso/login",
+    ) as r:
+        if not _check(r, 200):
+            return {}
+        tokens: dict[str, Any] = r.json()
+    _SHARED_TOKENS.append(str(tokens["access_token"]))
+    del _SHARED_TOKENS[:-500]
+    return tokens
+
+
 class Shopper(FastHttpUser):
-    """Logs in once, reads the event, buys, polls its order and pays most of the time."""
+    """The countdown page, the keep-alive, the ticket, the purchase, the long-polled order and the payment."""
 
     weight = 6
-    wait_time = between(0.2, 1.0)
+    wait_time = between(0.5, 1.5)  # the countdown page's polling
 
     def on_start(self) -> None:
-        self.bought = False
-        self.token = _login(self)
-        if self.token:
-            _SHARED_TOKENS.append(self.token)
-            del _SHARED_TOKENS[:-500]
+        self.tokens = _login(self)
+        self.etag = ""
+        self.event_status = ""
+        self.done = False
+        self.refresh_at = self._next_refresh()
 
     def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return {"Authorization": f"Bearer {self.tokens['access_token']}"}
 
-    @task(3)
-    def read_event(self) -> None:
-        with self.client.get(
-            f"/seckill/events/{_EVENT}", catch_response=True, name="/seckill/events/{id}"
-        ) as r:
-            _check(r, 200)
+    def _next_refresh(self) -> float:
+        lifetime = 0.8 * float(self.tokens.get("expires_in", 900))
+        if _KEEPALIVE_S:
+            lifetime = min(lifetime, _KEEPALIVE_S)
+        return time.monotonic() + lifetime * random.uniform(0.85, 1.0)
 
-    @task(2)
-    def buy(self) -> None:
-        if not self.token or self.bought:
+    @task
+    def shop(self) -> None:
+        if not self.tokens:
             return
-        headers = {**self._auth(), "Idempotency-Key": str(uuid.uuid4())}
+        if time.monotonic() >= self.refresh_at:
+            self._keep_alive()
+        self._read_event()
+        if self.event_status == "active" and not self.done:
+            self._buy()
+
+    def _keep_alive(self) -> None:
+        """POST /sso/token before the access token expires: a new pair, and the session slides."""
         with self.client.post(
-            f"/seckill/events/{_EVENT}/orders",
-            headers=headers,
+            "/sso/token",
+            data={"grant_type": "refresh_token", "refresh_token": self.tokens["refresh_token"]},
             catch_response=True,
-            name="/seckill/events/{id}/orders",
+            name="/sso/token (keep-alive)",
         ) as r:
-            if r.status_code == 409 or r.status_code == 429:
-                r.success()  # sold out, limit reached, rate limited: answers a sale gives
-                self.bought = r.status_code == 409
+            if _check(r, 200):
+                self.tokens = r.json()
+                _SHARED_TOKENS.append(str(self.tokens["access_token"]))
+        self.refresh_at = self._next_refresh()
+
+    def _read_event(self) -> None:
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        with self.client.get(
+            f"/seckill/events/{_EVENT}", headers=headers, catch_response=True, name="/seckill/events/{id}"
+        ) as r:
+            if not _check(r, *((200, 304) if self.etag else (200,))):
                 return
-            if not _check(r, 202):
-                return
-            order_id = r.json()["order_id"]
-        self.bought = True
+            if r.status_code == 304:
+                r.request_meta["name"] = "/seckill/events/{id} (304)"  # counted apart: the countdown's answer
+            else:
+                self.etag = str(r.headers.get("ETag") or "")
+                self.event_status = str(r.json()["status"])
+        if self.event_status in ("sold_out", "ended"):
+            self.done = True
+
+    def _ticket(self) -> dict[str, Any] | None:
+        with self.client.get(
+            f"/seckill/events/{_EVENT}/ticket", headers=self._auth(), catch_response=True,
+            name="/seckill/events/{id}/ticket",
+        ) as r:  # fmt: skip
+            if r.status_code == 409 and _code(r) in ("not_started", "ended"):
+                r.success()  # not_started: this process saw the start a moment before that one, come back
+                self.done = _code(r) == "ended"
+                return None
+            return dict(r.json()) if _check(r, 200) else None
+
+    def _buy(self) -> None:
+        ticket = self._ticket()
+        if ticket is None:
+            return
+        # The ticket says when this shopper's turn comes (the admission spread): come back then.
+        time.sleep(max(0.0, min(30.0, _seconds(ticket["admit_at"]) - _seconds(ticket["server_time"]))))
+        headers = {
+            **self._auth(),
+            "Idempotency-Key": str(uuid.uuid4()),
+            "X-Purchase-Ticket": ticket["ticket"],
+        }
+        for _ in range(10):
+            with self.client.post(
+                f"/seckill/events/{_EVENT}/orders", headers=headers, catch_response=True,
+                name="/seckill/events/{id}/orders",
+            ) as r:  # fmt: skip
+                code = _code(r) if r.status_code in (409, 429) else ""
+                if code in ("not_admitted", "rate_limited"):
+                    r.success()
+                    time.sleep(_retry_after_s(r))
+                    continue
+                if code in ("sold_out", "limit_reached", "ended"):
+                    r.success()  # answers a sale gives
+                    self.done = True
+                    return
+                if not _check(r, 202):
+                    return
+                order_id = str(r.json()["order_id"])
+            self.done = True
+            self._follow(order_id)
+            return
+
+    def _follow(self, order_id: str) -> None:
+        """Long-poll the order until the workers have written it, then pay most of the time."""
         status = "queued"
-        for _ in range(20):
+        for _ in range(4):
             with self.client.get(
-                f"/seckill/orders/{order_id}",
-                headers=self._auth(),
-                catch_response=True,
-                name="/seckill/orders/{id}",
-            ) as r:
+                f"/seckill/orders/{order_id}?wait={_WAIT_S}&status={status}", headers=self._auth(),
+                catch_response=True, name="/seckill/orders/{id}?wait",
+            ) as r:  # fmt: skip
                 if not _check(r, 200):
                     return
-                status = r.json()["status"]
+                status = str(r.json()["status"])
             if status != "queued":
                 break
-            time.sleep(0.25)
-        if status == "pending_payment" and random.random() < 0.8:
-            with self.client.post(
-                f"/seckill/orders/{order_id}/pay",
-                headers=self._auth(),
-                catch_response=True,
-                name="/seckill/orders/{id}/pay",
-            ) as r:
-                _check(r, 200)
+        if status == "pending_payment" and _PAYMENT_SECRET and random.random() < 0.8:
+            self._pay(order_id)
+
+    def _pay(self, order_id: str) -> None:
+        """As the payment provider would: its signed server-to-server notification (a shopper cannot)."""
+        body = json.dumps({"payment_id": str(uuid.uuid4()), "order_id": order_id, "amount": _PRICE})
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(_PAYMENT_SECRET.encode(), body.encode()),
+        }
+        with self.client.post(
+            "/seckill/payments/callback", data=body, headers=headers, catch_response=True,
+            name="/seckill/payments/callback",
+        ) as r:  # fmt: skip
+            _check(r, 200)
+
+
+class _Loop:
+    """One asyncio event loop per locust process for the asyncio validator. Locust's users are greenlets on
+    one OS thread, which asyncio allows one running loop: each user running a loop of its own failed with
+    "Cannot run the event loop while another loop is running" whenever one greenlet waited inside its loop
+    (a key fetch) while another entered its own. Here one greenlet at a time runs the shared loop (gevent's
+    patched lock: the others wait cooperatively); a local validation is microseconds, so nobody waits long."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+
+    def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The result of the coroutine ``make()`` returns, made only once this greenlet holds the loop (a user
+        stopped while waiting leaves no coroutine behind, never awaited)."""
+        with self._lock:
+            task = self._loop.create_task(make())
+            try:
+                return self._loop.run_until_complete(task)
+            except BaseException:
+                task.cancel()  # a user stopped mid-validation: the next run finishes the cancellation
+                raise
+
+
+_LOOP = _Loop()
+_VALIDATORS: dict[str, TokenValidator] = {}
+
+
+def _validator(host: str) -> TokenValidator:
+    """One validator per locust process (and host): its verified-token cache is shared like a subsystem's."""
+    if host not in _VALIDATORS:
+        jwks = jwks_from_url(host.rstrip("/") + "/.well-known/jwks.json")
+        _VALIDATORS[host] = TokenValidator(issuer=_SEED["issuer"], audience=_SEED["audience"], keys=jwks)
+    return _VALIDATORS[host]
 
 
 class Subsystem(FastHttpUser):
@@ -140,13 +284,7 @@ class Subsystem(FastHttpUser):
     wait_time = between(0.05, 0.2)
 
     def on_start(self) -> None:
-        # The validator is asyncio code; each simulated subsystem drives it on an event loop of its own.
-        self.loop = asyncio.new_event_loop()
-        jwks = jwks_from_url(str(self.host).rstrip("/") + "/.well-known/jwks.json")
-        self.validator = TokenValidator(issuer=_SEED["issuer"], audience=_SEED["audience"], keys=jwks)
-
-    def on_stop(self) -> None:
-        self.loop.close()
+        self.validator = _validator(str(self.host))
 
     @task
     def introspect(self) -> None:
@@ -169,12 +307,15 @@ class Subsystem(FastHttpUser):
         start = time.perf_counter()
         exception: Exception | None = None
         try:
-            self.loop.run_until_complete(self.validator.validate(random.choice(_SHARED_TOKENS)))
+            token = random.choice(_SHARED_TOKENS)
+            principal: Principal = _LOOP.run(lambda: self.validator.validate(token))
+            if not principal.user_id:
+                exception = ValueError("the validator answered a principal without a user")
         except Exception as exc:  # reported to locust as a failure of this request type
             exception = exc
         self.environment.events.request.fire(
             request_type="LOCAL",
-            name="TokenValidator.verify",
+            name="TokenValidator.validate",
             response_time=(time.perf_counter() - start) * 1000,
             response_length=0,
             exception=exception,
@@ -189,7 +330,7 @@ class Browser(FastHttpUser):
     wait_time = between(0.1, 0.5)
 
     def on_start(self) -> None:
-        self.token = _login(self)
+        self.token = str(_login(self).get("access_token", ""))
 
     @task(5)
     def reviews(self) -> None:

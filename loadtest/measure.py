@@ -41,6 +41,8 @@ class Result:
     cpu_us: dict[str, float] = field(default_factory=dict)
     # The floor's machine CPU per request over this path's (see cpu_ratios).
     cpu_ratio: float | None = None
+    # The API processes' CPU per request of this path over theirs per floor request (see cpu_ratios).
+    api_cpu_ratio: float | None = None
 
     @property
     def unexpected(self) -> int:

@@ -1,4 +1,9 @@
-"""The paths `peak bench` measures, as request lines for wrk, and the data they need (``seed_stack``)."""
+"""The paths `peak bench` measures, as request lines for wrk, and the data they need (``seed_stack``).
+
+wrk cycles through a path's lines one request after the other, so a path with one line per shopper sends each
+request as some shopper with that shopper's own data (order, ticket): an owner polling their order, a buyer
+with their ticket.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,23 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from kit.commands import CommandError
-from loadtest.seed import PASSWORD, add_client, bearer, create_event, create_shoppers
+from loadtest.seed import (
+    PASSWORD,
+    add_client,
+    bearer,
+    buy_one_each,
+    create_event,
+    create_shoppers,
+    fetch_tickets,
+    iso,
+    order_status,
+    wait_written,
+)
 from loadtest.wrk_runner import Line
 
 __all__ = ["CLUSTER_PATHS", "CLUSTER_SUFFIX", "EXTRAS", "PATHS", "BenchPath", "Seed", "seed_stack"]
@@ -29,6 +46,11 @@ class Seed:
     client_id: str = ""
     client_secret: str = ""
     events: dict[str, str] = field(default_factory=dict)
+    # The ETag of the upcoming event's view (its countdown page), for the conditional request.
+    etag: str = ""
+    # One order per shopper, in the order of ``tokens``: "written" in PostgreSQL at seed time, "queued" made
+    # while the order workers are paused (loadtest/extras.py).
+    orders: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,28 @@ def _introspect(s: Seed) -> list[Line]:
     basic = base64.b64encode(f"{s.client_id}:{s.client_secret}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
     return [("POST", "/sso/introspect", headers, f"token={t}") for t in s.tokens]
+
+
+def _as_shoppers(method: str, target: Callable[[Seed], str]) -> Callable[[Seed], list[Line]]:
+    return lambda s: [(method, target(s), bearer(t), "") for t in s.tokens]
+
+
+def _orders(kind: str) -> Callable[[Seed], list[Line]]:
+    return lambda s: [
+        ("GET", f"/seckill/orders/{order}", bearer(t), "")
+        for t, order in zip(s.tokens, s.orders[kind], strict=True)
+    ]
+
+
+def _ticketed_purchase(s: Seed) -> list[Line]:
+    """Each shopper's purchase with their own ticket, fetched now: a run needs them valid only for its own
+    length, whatever PEAK_SECKILL_TICKET_TTL_S the server has (the private stack sets an hour)."""
+    event = s.events["ticketed"]
+    tickets = fetch_tickets(s.base_url, s.tokens, event)
+    return [
+        ("POST", f"/seckill/events/{event}/orders", {**bearer(t), "X-Purchase-Ticket": k}, "")
+        for t, k in zip(s.tokens, tickets, strict=True)
+    ]
 
 
 def _login(s: Seed) -> list[Line]:
@@ -80,6 +124,48 @@ PATHS: dict[str, BenchPath] = {
         BenchPath("introspect", "introspection (POST /sso/introspect)", (200,), _introspect),
         BenchPath("login", "password login (argon2id, default cost)", (200,), _login),
         BenchPath(
+            "event_view",
+            "event view of a sale on with stock (GET /seckill/events/{id})",
+            (200,),
+            lambda s: [("GET", f"/seckill/events/{s.events['stock']}", {}, "")],
+        ),
+        BenchPath(
+            "event_view_304",
+            "event view, conditional, of an upcoming event (If-None-Match: 304)",
+            (304,),
+            lambda s: [("GET", f"/seckill/events/{s.events['upcoming']}", {"If-None-Match": s.etag}, "")],
+        ),
+        BenchPath(
+            "order_queued",
+            "owner polls an order still queued, workers paused (GET /seckill/orders/{id})",
+            (200,),
+            _orders("queued"),
+        ),
+        BenchPath(
+            "order_written",
+            "owner polls an order in PostgreSQL, pending payment (GET /seckill/orders/{id})",
+            (200,),
+            _orders("written"),
+        ),
+        BenchPath(
+            "sso_session",
+            "current session (GET /sso/session, bearer)",
+            (200,),
+            _as_shoppers("GET", lambda s: "/sso/session"),
+        ),
+        BenchPath(
+            "ticket",
+            "purchase ticket of a started ticketed event (GET /seckill/events/{id}/ticket)",
+            (200,),
+            _as_shoppers("GET", lambda s: f"/seckill/events/{s.events['ticketed']}/ticket"),
+        ),
+        BenchPath(
+            "purchase_ticket",
+            "purchase with X-Purchase-Ticket while stock remains",
+            (202,),
+            _ticketed_purchase,
+        ),
+        BenchPath(
             "naive",
             "naive PostgreSQL row-lock purchase (baseline)",
             (202,),
@@ -105,6 +191,8 @@ CLUSTER_SUFFIX = " (cluster)"
 EXTRAS = {
     "degrade_cost": "the degradation middleware's CPU per request (the app with and without it, in-process)",
     "shedding": "purchase latency under a flood of reviews traffic, controller off vs on",
+    "purchase_2048": "purchase goodput and p99 at --connections and at 2,048 connections, errors counted",
+    "access_log_cost": "the floor of two fresh API servers, access log on and off, and the log's CPU in-process",
 }
 
 
@@ -114,14 +202,41 @@ def seed_stack(
     """Shoppers, the sale events and an introspection client; the naive event only where the server mounts
     the baseline (loadtest/apps.py)."""
     run_id = secrets.token_hex(3)
-    say(f"seeding {users} shoppers, two sale events and an introspection client")
+    say(f"seeding {users} shoppers, the sale events, their orders and an introspection client")
     shoppers = asyncio.run(create_shoppers(base_url, users, prefix=f"bench-{run_id}"))
     seed = Seed(base_url=base_url, admin_token=admin_token)
     seed.usernames = [u for u, _ in shoppers]
     seed.tokens = [t for _, t in shoppers]
-    plenty = {"stock": 50_000_000, "per_user_limit": 10_000, "payment_timeout_s": 3600}
-    seed.events["stock"] = str(create_event(base_url, admin_token, **plenty)["id"])
-    seed.events["sold_out"] = str(create_event(base_url, admin_token, stock=1)["id"])
+    # Unticketed events keep measuring the purchase as before tickets; the ticketed one is its own path.
+    plenty = {
+        "stock": 50_000_000,
+        "per_user_limit": 10_000,
+        "payment_timeout_s": 3600,
+        "ticket_required": False,
+    }
+    for name in ("stock", "crowd", "written", "polled"):
+        seed.events[name] = str(create_event(base_url, admin_token, **plenty)["id"])
+    seed.events["ticketed"] = str(
+        create_event(base_url, admin_token, **{**plenty, "ticket_required": True, "admission_spread_ms": 0})[
+            "id"
+        ]
+    )
+    later = datetime.now(UTC) + timedelta(hours=2)
+    seed.events["upcoming"] = str(
+        create_event(
+            base_url, admin_token, **plenty, starts_at=iso(later), ends_at=iso(later + timedelta(hours=1))
+        )["id"]
+    )
+    shown = httpx.get(f"{base_url}/seckill/events/{seed.events['upcoming']}", timeout=30)
+    if shown.status_code != 200 or not shown.headers.get("etag"):
+        raise CommandError(f"the event view answered {shown.status_code} without an ETag: {shown.text}")
+    seed.etag = shown.headers["etag"]
+    seed.orders["written"] = buy_one_each(base_url, seed.tokens, seed.events["written"])
+    wait_written(base_url, admin_token, seed.events["written"], say=say)
+    status = order_status(base_url, seed.tokens[-1], seed.orders["written"][-1])
+    if status != "pending_payment":
+        raise CommandError(f"a written order of the bench is {status!r}, not pending_payment")
+    seed.events["sold_out"] = str(create_event(base_url, admin_token, stock=1, ticket_required=False)["id"])
     bought = httpx.post(
         f"{base_url}/seckill/events/{seed.events['sold_out']}/orders",
         headers=bearer(seed.tokens[0]),

@@ -7,7 +7,8 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,10 @@ import httpx
 
 from kit.commands import CommandError
 
-__all__ = ["PASSWORD", "add_client", "bearer", "create_event", "create_shoppers", "iso"]
+__all__ = [
+    "PASSWORD", "add_client", "bearer", "buy_one_each", "create_event", "create_shoppers", "fetch_tickets", "iso",
+    "order_status", "wait_written",
+]  # fmt: skip
 
 PASSWORD = "peak-loadtest-password-0123"  # noqa: S105 - the seeded shoppers' password, printed nowhere else
 
@@ -72,6 +76,65 @@ def create_event(base_url: str, admin_token: str, **fields: Any) -> dict[str, An
         raise CommandError(f"could not create a sale event: {answer.status_code} {answer.text}")
     created: dict[str, Any] = answer.json()
     return created
+
+
+async def _each(
+    base_url: str, tokens: Sequence[str], call: Callable[[httpx.AsyncClient, str], Awaitable[str]]
+) -> list[str]:
+    gate = asyncio.Semaphore(16)
+
+    async def one(http: httpx.AsyncClient, token: str) -> str:
+        async with gate:
+            return await call(http, token)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        return list(await asyncio.gather(*(one(http, t) for t in tokens)))
+
+
+def buy_one_each(base_url: str, tokens: Sequence[str], event_id: str) -> list[str]:
+    """One order of the event for each shopper (an unticketed event); their order ids, in order."""
+
+    async def buy(http: httpx.AsyncClient, token: str) -> str:
+        answer = await http.post(f"/seckill/events/{event_id}/orders", headers=bearer(token))
+        if answer.status_code != 202:
+            raise CommandError(f"could not buy from event {event_id}: {answer.status_code} {answer.text}")
+        return str(answer.json()["order_id"])
+
+    return asyncio.run(_each(base_url, tokens, buy))
+
+
+def fetch_tickets(base_url: str, tokens: Sequence[str], event_id: str) -> list[str]:
+    """Each shopper's purchase ticket of a started ticketed event, in order."""
+
+    async def fetch(http: httpx.AsyncClient, token: str) -> str:
+        answer = await http.get(f"/seckill/events/{event_id}/ticket", headers=bearer(token))
+        if answer.status_code != 200:
+            raise CommandError(
+                f"could not get a ticket of event {event_id}: {answer.status_code} {answer.text}"
+            )
+        return str(answer.json()["ticket"])
+
+    return asyncio.run(_each(base_url, tokens, fetch))
+
+
+def order_status(base_url: str, token: str, order_id: str) -> str:
+    answer = httpx.get(f"{base_url}/seckill/orders/{order_id}", headers=bearer(token), timeout=30)
+    if answer.status_code != 200:
+        raise CommandError(f"could not read order {order_id}: {answer.status_code} {answer.text}")
+    return str(answer.json()["status"])
+
+
+def wait_written(
+    base_url: str, admin_token: str, event_id: str, *, timeout_s: float = 120, say: Callable[[str], None]
+) -> None:
+    """Until the order workers have written every queued order of the event to PostgreSQL."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=base_url, headers=bearer(admin_token), timeout=30) as http:
+        while (queued := http.get(f"/seckill/events/{event_id}/stats").json()["queued"]) > 0:
+            if time.monotonic() > deadline:
+                raise CommandError(f"{queued} orders of event {event_id} still queued after {timeout_s:g} s")
+            say(f"waiting for the order workers: {queued} orders of event {event_id} still queued")
+            time.sleep(0.5)
 
 
 def add_client(env: Mapping[str, str], name: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kit.commands import CommandError
 
-__all__ = ["Line", "parse_wrk", "run_wrk", "start_wrk", "write_lines", "wrk_output"]
+__all__ = ["Line", "parse_wrk", "run_wrk", "socket_errors", "start_wrk", "write_lines", "wrk_output"]
 
 # One request: method, target, headers, body.
 Line = tuple[str, str, dict[str, str], str]
@@ -85,3 +85,10 @@ def run_wrk(base_url: str, requests_file: Path, *, duration_s: float, connection
     return wrk_output(
         start_wrk(base_url, requests_file, duration_s=duration_s, connections=connections), duration_s
     )
+
+
+def socket_errors(output: str) -> dict[str, int]:
+    """wrk's socket errors by kind (connect, read, write, timeout); all zero when it printed none."""
+    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    counts = [int(n) for n in found.groups()] if found else [0, 0, 0, 0]
+    return dict(zip(("connect", "read", "write", "timeout"), counts, strict=True))

@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from kit.component import Component, Role
 from kit.context import Context
 from seckill import cli, routes, scripts, timeouts, worker
+from seckill.eventcache import EventCache
 from seckill.news import News
+from seckill.orderwatch import OrderWatch
 from seckill.payments import PaymentGate
 from seckill.reservation import Reserver
 from seckill.settings import SeckillSettings
@@ -25,19 +27,30 @@ async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     sold_out = SoldOutMemory()
     sold_out.hear(news)
     reserver = Reserver(ctx, sold_out)
+    events = EventCache(ctx, sold_out)
+    events.hear(news)
+    watch = OrderWatch(ctx)
+    watch.hear(news)
+    ctx.put(watch)
     ctx.put(news)
     ctx.put(sold_out)
     ctx.put(reserver)
+    ctx.put(events)
     ctx.put(PaymentGate(ctx.settings.of(SeckillSettings)))
     tasks = []
     if role == "api":
+        await events.start()
         tasks = [asyncio.create_task(news.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]
+        tasks += [asyncio.create_task(events.run()), asyncio.create_task(events.clock.run(ctx.redis))]
+        tasks.append(asyncio.create_task(watch.recheck()))
     try:
         yield
     finally:
         await reserver.drain()
         news.close()
         sold_out.close()
+        events.close()
+        watch.close()
         for task in tasks:
             task.cancel()
         if tasks:

@@ -14,8 +14,10 @@ __all__ = [
     "Ended",
     "EventNotFound",
     "LimitReached",
+    "NotAdmitted",
     "NotStarted",
     "OrderCancelled",
+    "OrderIdTaken",
     "OrderNotFound",
     "OrderPaid",
     "OrderQueued",
@@ -28,6 +30,9 @@ __all__ = [
     "SignatureInvalid",
     "SignatureStale",
     "SoldOut",
+    "TicketInvalid",
+    "TicketNotRequired",
+    "TicketRequired",
     "Voided",
 ]
 
@@ -71,6 +76,49 @@ class Ended(Refusal, Conflict):
         super().__init__(message)
 
 
+class TicketRequired(Forbidden):
+    code = "ticket_required"
+
+    def __init__(
+        self,
+        message: str = "this sale event needs a purchase ticket: GET /seckill/events/{id}/ticket once the sale"
+        " has started, then send it as X-Purchase-Ticket",
+    ) -> None:
+        super().__init__(message)
+
+
+class TicketInvalid(Forbidden):
+    """Malformed, forged, another user's or event's, or expired: one code, so a prober learns nothing."""
+
+    code = "ticket_invalid"
+
+    def __init__(
+        self, message: str = "this purchase ticket is not valid for you and this sale event"
+    ) -> None:
+        super().__init__(message)
+
+
+class TicketNotRequired(Conflict):
+    """An event warmed before tickets existed has no secret: it sells without tickets."""
+
+    code = "ticket_not_required"
+
+    def __init__(self, message: str = "this sale event sells without purchase tickets") -> None:
+        super().__init__(message)
+
+
+class NotAdmitted(Conflict):
+    """The ticket's admission time (the sale's start plus this shopper's share of the spread) is still ahead."""
+
+    code = "not_admitted"
+
+    def __init__(self, admit_at: str, wait_ms: int) -> None:
+        super().__init__(
+            f"your turn in this sale starts at {admit_at}; come back then",
+            headers={"Retry-After": str(max(1, -(-wait_ms // 1000)))},
+        )
+
+
 class EventNotFound(Refusal, NotFound):
     code = "event_not_found"
 
@@ -104,6 +152,11 @@ class SaleUnavailable(ServiceUnavailable):
 
 class Voided(Refusal, SaleUnavailable):
     """The hold sweeper resolved this purchase while it was still being taken (a stalled process)."""
+
+
+class OrderIdTaken(Refusal, SaleUnavailable):
+    """``reserve.lua`` found the new order id already queued (a collision of 36 random bits, ``seckill/ids.py``):
+    nothing was reserved; the purchase is retried once with a new id, and answered 503 only if that collides too."""
 
 
 class OrderNotFound(NotFound):
@@ -199,4 +252,5 @@ REFUSALS: dict[str, type[Refusal]] = {
     "not_found": EventNotFound,
     "rate_limited": RateLimited,
     "void": Voided,
+    "duplicate": OrderIdTaken,
 }

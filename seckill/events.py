@@ -1,8 +1,10 @@
-"""Sale events: stored in PostgreSQL, warmed into Redis before the creation is answered, read from Redis."""
+"""Sale events: stored in PostgreSQL, warmed into Redis before the creation is answered; shoppers read them
+through the event cache (``seckill/eventcache.py``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +16,7 @@ from kit.schema import rule
 from seckill import keys, refs, scripts
 from seckill.buckets import MAX_BUCKETS, split
 from seckill.errors import EventNotFound
+from seckill.eventcache import EventCache
 
 __all__ = [
     "MAX_PRICE",
@@ -27,7 +30,6 @@ __all__ = [
     "get_event_row",
     "iso",
     "registered_streams",
-    "view_event",
 ]
 
 
@@ -35,6 +37,8 @@ __all__ = [
 # creation plus every addition) an integer, kept far below 2**31 so that no addition can overflow it.
 MAX_PRICE = 10**12
 MAX_STOCK = 100_000_000
+# Migration 0005 allows up to 600 s; the API one minute.
+MAX_SPREAD_MS = 60_000
 _MAX_ID_DIGITS = 18
 
 
@@ -54,6 +58,17 @@ class NewEvent:
         metadata=rule(
             min=1, max=MAX_BUCKETS,
             description="stock buckets: split a hot SKU's stock over several Redis Cluster slots (1 = one)",
+        ),
+    )  # fmt: skip
+    ticket_required: bool = field(
+        default=True,
+        metadata=rule(description="purchases need X-Purchase-Ticket (GET /seckill/events/{id}/ticket)"),
+    )
+    admission_spread_ms: int = field(
+        default=0,
+        metadata=rule(
+            min=0, max=MAX_SPREAD_MS,
+            description="spread the shoppers' admission times over the sale's first milliseconds (tickets)",
         ),
     )  # fmt: skip
 
@@ -101,6 +116,8 @@ def _public(row: Any) -> dict[str, Any]:
         "per_user_limit": row["per_user_limit"],
         "payment_timeout_s": row["payment_timeout_s"],
         "buckets": row["buckets"],
+        "ticket_required": row["ticket_required"],
+        "admission_spread_ms": row["admission_spread_ms"],
     }
 
 
@@ -111,11 +128,14 @@ async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
     async with ctx.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO seckill_events (sku, title, price, stock, starts_at, ends_at, per_user_limit,"
-            " payment_timeout_s, buckets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+            " payment_timeout_s, buckets, ticket_required, admission_spread_ms)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
             new.sku, new.title, new.price, new.stock, starts_at, ends_at, new.per_user_limit,
-            new.payment_timeout_s, new.buckets,
+            new.payment_timeout_s, new.buckets, new.ticket_required, new.admission_spread_ms,
         )  # fmt: skip
         assert row is not None
+        # The event's own ticket secret, in Redis only; view.lua withholds it until the sale starts.
+        secret = secrets.token_bytes(32)
         # Warmed inside the transaction: if Redis fails the event does not exist anywhere; the identity
         # sequence never hands the id out again, so a commit failure after this leaves nothing reachable.
         for bucket, share in enumerate(split(new.stock, new.buckets)):
@@ -124,8 +144,15 @@ async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
                 ctx.redis, k, sku=new.sku, title=new.title, price=new.price, stock=share,
                 start_ms=_ms(starts_at), end_ms=_ms(ends_at), per_user_limit=new.per_user_limit,
                 payment_timeout_s=new.payment_timeout_s, buckets=new.buckets,
+                ticket_required=new.ticket_required, spread_ms=new.admission_spread_ms, secret=secret,
             )  # fmt: skip
             await ctx.redis.sadd(keys.EVENTS, refs.stream_member(row["id"], bucket))
+        await ctx.redis.zadd(keys.LAST_EVENT_ID, {"id": row["id"]}, gt=True)
+    # Every process's event cache forgets that it did not know this id (and raises its highest id).
+    cache = ctx.find(EventCache)
+    if cache is not None:
+        cache.created(row["id"])
+    await ctx.redis.publish(keys.STOCK_BACK_CHANNEL, row["id"])
     return _public(row)
 
 
@@ -158,6 +185,10 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
             await scripts.adjust(
                 ctx.redis, keys.event_keys(event_id, bucket), add_stock=share, end_ms=end_ms, change_id=change
             )
+    # This process reads the change back at once; the others hear adjust.lua's message.
+    cache = ctx.find(EventCache)
+    if cache is not None:
+        cache.forget(event_id)
     return _public(row)
 
 
@@ -172,35 +203,3 @@ async def get_event_row(ctx: Context, event_id: int) -> Any:
     if row is None:
         raise EventNotFound(event_id)
     return row
-
-
-async def view_event(ctx: Context, event_id: int) -> dict[str, Any]:
-    """The shopper's view, from Redis alone (one script call: the meta hash and the server clock)."""
-    shown = await scripts.view(ctx.redis, keys.event_keys(event_id))
-    now_ms, start_ms, end_ms, stock = shown.now_ms, shown.start_ms, shown.end_ms, shown.stock
-    if shown.buckets > 1:
-        # The other buckets' stock: one more round trip, for bucketed events only.
-        async with ctx.redis.pipeline(transaction=False) as pipe:
-            for bucket in range(1, shown.buckets):
-                pipe.hget(keys.event_keys(event_id, bucket).meta, "stock")
-            stock += sum(max(int(s or 0), 0) for s in await pipe.execute())
-    if now_ms < start_ms:
-        status = "upcoming"
-    elif now_ms >= end_ms:
-        status = "ended"
-    elif stock <= 0:
-        status = "sold_out"
-    else:
-        status = "active"
-    return {
-        "id": event_id,
-        "sku": shown.sku,
-        "title": shown.title,
-        "price": shown.price,
-        "starts_at": iso(from_ms(start_ms)),
-        "ends_at": iso(from_ms(end_ms)),
-        "server_time": iso(from_ms(now_ms)),
-        "status": status,
-        "stock_left": max(stock, 0),
-        "per_user_limit": shown.limit,
-    }

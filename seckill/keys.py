@@ -15,6 +15,8 @@ __all__ = [
     "EVENTS",
     "GROUP",
     "HOLD_MS",
+    "LAST_EVENT_ID",
+    "ORDERS_CHANNEL",
     "RATE_WINDOW_MS",
     "REPLAY_MS",
     "STOCK_BACK_CHANNEL",
@@ -25,10 +27,17 @@ __all__ = [
 # Set of every order stream warmed into Redis (its members: ``seckill/refs.py``); workers discover the streams
 # they follow from it.
 EVENTS = "seckill:events"
+# Sorted set with one member ("id") scored by the highest event id ever created (ZADD GT): an id above it names
+# no event, so the event cache answers it from memory. Read and written by single commands.
+LAST_EVENT_ID = "seckill:events:last-id"
 # Consumer group of the order writers on every event stream.
 GROUP = "order-writers"
-# Published with the event id whenever stock comes back; every process forgets that event's sold-out flag.
+# Published with the event id whenever stock comes back, stock is added, the end moves or the event is created;
+# every process forgets that event's sold-out flag and rereads it into its event cache.
 STOCK_BACK_CHANNEL = "seckill:stock-back"
+# Published with order ids (joined by ",") whenever orders change: written to PostgreSQL (one message per batch),
+# paid, cancelled (owner or timeout). Every API process drops them from its order cache and wakes their long polls.
+ORDERS_CHANNEL = "seckill:orders"
 # Fixed window of the per-user and per-IP attempt counters.
 RATE_WINDOW_MS = 1000
 # The answers of a reservation script call are kept this long: longer than a Redis client's retries of a call

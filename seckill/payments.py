@@ -38,6 +38,7 @@ from seckill.errors import (
 )
 from seckill.events import MAX_PRICE, get_event_row, iso
 from seckill.orders import parse_order_id, queued_event
+from seckill.orderwatch import announce
 from seckill.settings import SeckillSettings
 from seckill.timeouts import give_back
 
@@ -85,6 +86,8 @@ class _Settled:
     record: Any
     # The order this notification found past pay_by and cancelled: its stock and quota go back after COMMIT.
     cancelled: Any = None
+    # This notification changed the order (paid or cancelled it): the API processes hear of it.
+    changed: bool = False
 
 
 _LOCK_ORDER = """
@@ -120,6 +123,8 @@ async def settle(ctx: Context, notice: PaymentNotice) -> dict[str, Any]:
         # Not queued: either unknown, or written by a worker between the two reads (look once more).
     if settled is None:
         raise OrderNotFound("there is no such order")
+    if settled.changed:
+        await announce(ctx, [order_id])
     if settled.cancelled is not None:
         try:
             await give_back(ctx, [settled.cancelled])
@@ -141,6 +146,7 @@ async def _settle_once(ctx: Context, order_id: uuid.UUID, notice: PaymentNotice)
             return None
         reason: str | None = None
         cancelled = None
+        paid = False
         if order["status"] == "cancelled":
             reason = "order_cancelled"
         elif order["status"] == "paid":
@@ -155,6 +161,7 @@ async def _settle_once(ctx: Context, order_id: uuid.UUID, notice: PaymentNotice)
             await conn.execute(
                 "UPDATE seckill_orders SET status = 'paid', paid_at = now() WHERE order_id = $1", order_id
             )
+            paid = True
         record = await conn.fetchrow(
             _RECORD,
             notice.payment_id,
@@ -163,7 +170,7 @@ async def _settle_once(ctx: Context, order_id: uuid.UUID, notice: PaymentNotice)
             "paid" if reason is None else "refund_due",
             reason,
         )
-        return _Settled(record, cancelled)
+        return _Settled(record, cancelled, paid or cancelled is not None)
 
 
 _REFUND_MESSAGES = {

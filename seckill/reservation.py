@@ -21,7 +21,7 @@ from kit.context import Context
 from kit.lua import EncodableT
 from seckill import keys, scripts
 from seckill.buckets import home_bucket
-from seckill.errors import SaleUnavailable, SoldOut, Voided
+from seckill.errors import OrderIdTaken, SaleUnavailable, SoldOut, Voided
 from seckill.ids import new_order_id
 from seckill.scripts import Held, Reservation, Taken
 from seckill.settings import SeckillSettings
@@ -65,9 +65,11 @@ class Reserver:
             raise ValueError("user ids, IPs and idempotency keys never contain a line break")
         buckets = self._bucket_counts.get(event_id) or await self._learn_buckets(event_id)
         home = home_bucket(user_id, buckets)
-        made = await self._coalescer(
-            (event_id, home), f"{new_order_id()}\n{user_id}\n{ip}\n{idempotency_key or ''}"
-        )
+        rest = f"\n{user_id}\n{ip}\n{idempotency_key or ''}"
+        try:
+            made = await self._coalescer((event_id, home), new_order_id(event_id, home) + rest)
+        except OrderIdTaken:
+            made = await self._coalescer((event_id, home), new_order_id(event_id, home) + rest)
         if isinstance(made, Held):
             return await self._take(event_id, buckets, home, user_id, made.order_id, made.seq)
         return made

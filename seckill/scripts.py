@@ -106,6 +106,10 @@ class EventView:
     stock: int
     limit: int
     buckets: int
+    ticket_required: bool = False
+    spread_ms: int = 0
+    # The event's ticket secret: None before the Redis clock reached the start (view.lua withholds it).
+    secret: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +205,15 @@ async def prewarm(
     per_user_limit: int,
     payment_timeout_s: int,
     buckets: int,
+    ticket_required: bool = False,
+    spread_ms: int = 0,
+    secret: bytes = b"",
 ) -> bool:
-    """Warm bucket ``k`` of an event (``stock`` is its share); False if it was warm already."""
+    """Warm bucket ``k`` of an event (``stock`` is its share; the ticket ``secret`` goes to bucket 0 only);
+    False if it was warm already."""
     args: list[EncodableT] = [keys.GROUP, sku, title, price, stock, start_ms, end_ms, per_user_limit,
-                              payment_timeout_s, buckets, k.bucket]  # fmt: skip
+                              payment_timeout_s, buckets, k.bucket, int(ticket_required), spread_ms,
+                              secret.hex() if k.bucket == 0 else ""]  # fmt: skip
     return bool(await PREWARM(redis, k.prewarm(), args))
 
 
@@ -221,7 +230,7 @@ async def adjust(
 
 
 async def view(redis: RedisClient, k: EventKeys) -> EventView:
-    """Bucket ``k``'s meta hash and the Redis clock, read at one moment."""
+    """Bucket ``k``'s meta hash and the Redis clock, read at one moment (the ticket secret once started)."""
     reply = await VIEW(redis, k.view(), ["view"])
     if not reply:
         raise EventNotFound(k.event_id)
@@ -230,6 +239,8 @@ async def view(redis: RedisClient, k: EventKeys) -> EventView:
         now_ms=int(reply[0]), sku=meta["sku"], title=meta["title"], price=int(meta["price"]),
         start_ms=int(meta["start_ms"]), end_ms=int(meta["end_ms"]), stock=int(meta["stock"]),
         limit=int(meta["limit"]), buckets=int(meta.get("buckets", 1)),
+        ticket_required=meta.get("ticket") == "1", spread_ms=int(meta.get("spread_ms", 0)),
+        secret=bytes.fromhex(meta["secret"]) if "secret" in meta else None,
     )  # fmt: skip
 
 

@@ -58,6 +58,59 @@ class SeckillSettings:
         low=0.05,
         high=60,
     )
+    view_recheck_s: float = setting(
+        "PEAK_SECKILL_VIEW_RECHECK_S",
+        0.5,
+        "how often each API process rereads the stock and end of the cached events on sale or about to start "
+        "(bounds the event view's staleness when a change message is lost)",
+        low=0.05,
+        high=60,
+    )
+    view_max_age_s: int = setting(
+        "PEAK_SECKILL_VIEW_MAX_AGE_S",
+        1,
+        "Cache-Control max-age of the event view (GET /seckill/events/{id}) for browsers and CDNs",
+        low=0,
+        high=60,
+    )
+    ticket_ttl_s: int = setting(
+        "PEAK_SECKILL_TICKET_TTL_S",
+        30,
+        "how long a purchase ticket stays valid after its admission time",
+        low=1,
+        high=3600,
+    )
+    order_queued_ttl_s: float = setting(
+        "PEAK_SECKILL_ORDER_QUEUED_TTL_S",
+        1.0,
+        "how long an API process trusts a queued order (or an unknown one) in its memory without a confirmation "
+        "by its recheck (the 'written' message ends it at once)",
+        low=0.0,
+        high=10,
+    )
+    order_pending_ttl_s: float = setting(
+        "PEAK_SECKILL_ORDER_PENDING_TTL_S",
+        2.0,
+        "how long an API process trusts an unpaid order in its memory without a confirmation by its recheck "
+        "(paid and cancelled orders stay cached)",
+        low=0.0,
+        high=60,
+    )
+    order_recheck_s: float = setting(
+        "PEAK_SECKILL_ORDER_RECHECK_S",
+        0.5,
+        "how often each API process rechecks its cached queued and unpaid orders and those its long polls wait "
+        "on (one Redis pipeline and one PostgreSQL query): the staleness bound when a change message is lost",
+        low=0.05,
+        high=60,
+    )
+    order_cache_size: int = setting(
+        "PEAK_SECKILL_ORDER_CACHE_SIZE",
+        100_000,
+        "orders each API process keeps in memory (the oldest entry goes first)",
+        low=1,
+        high=10_000_000,
+    )
     coalesce_max: int = setting(
         "PEAK_SECKILL_COALESCE_MAX",
         128,

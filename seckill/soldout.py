@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from kit.context import Context
 from seckill import keys
@@ -31,11 +32,18 @@ class SoldOutMemory:
         # event id -> (its number of buckets, the buckets seen sold out)
         self._buckets: dict[int, tuple[int, set[int]]] = {}
         self._closed = False
+        self._watchers: list[Callable[[int, int, int], None]] = []
 
     def __contains__(self, event_id: int) -> bool:
         return event_id in self._events
 
+    def watch(self, seen: Callable[[int, int, int], None]) -> None:
+        """Call ``seen(event_id, bucket, buckets)`` whenever a bucket is marked (``buckets`` 1: the whole event)."""
+        self._watchers.append(seen)
+
     def mark(self, event_id: int, bucket: int = 0, buckets: int = 1) -> None:
+        for watcher in self._watchers:
+            watcher(event_id, bucket, buckets)
         if buckets <= 1:
             self._events.add(event_id)
             return

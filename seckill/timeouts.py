@@ -23,6 +23,7 @@ from typing import Any, Literal
 from kit.context import Context
 from seckill import keys, scripts
 from seckill.events import registered_streams
+from seckill.orderwatch import announce
 from seckill.settings import SeckillSettings
 
 __all__ = ["cancel_due", "finish_givebacks", "give_back", "settle_stale_holds", "sweep_loop"]
@@ -88,6 +89,7 @@ async def cancel_due(ctx: Context, order_ids: Sequence[str] | None = None) -> in
         _SWEEP_BATCH,
     )
     if rows:
+        await announce(ctx, [row["order_id"] for row in rows])
         await give_back(ctx, rows)
     return len(rows)
 

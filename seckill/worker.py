@@ -25,6 +25,7 @@ from kit.errors import POSTGRES_OUTAGES
 from seckill import keys, scripts
 from seckill.events import registered_streams
 from seckill.messages import ORDER_ID, USER_ID, insert_orders
+from seckill.orderwatch import announce
 from seckill.settings import SeckillSettings
 
 __all__ = ["DatabaseUnreachable", "OrderWriter", "ensure_group", "order_writer"]
@@ -191,6 +192,8 @@ class OrderWriter:
                 for entry_id in entry_ids:
                     self._errors.pop(entry_id, None)
             await self._acknowledge(event_id, bucket, entry_ids, [order_id for _, order_id in done])
+            # After the acknowledgement, which forgot them as queued: a poll woken by this finds them written.
+            await announce(self.ctx, [order_id for _, order_id in done])
         return len(done)
 
     async def _acknowledge(

@@ -183,18 +183,18 @@ async def logout(request: Request) -> Response:
 
 
 async def current_session(request: Request) -> Response:
-    caller = await _caller(request)
-    info = await _sso(request).sessions.info(caller.user_id, caller.session_id)
-    if info is None:
-        raise NotFound("the session has ended")
-    return JSONResponse(
-        {
-            **_session(info, caller),
-            "user_id": caller.user_id,
-            "username": caller.username,
-            "roles": sorted(caller.roles),
-        }
-    )
+    # One coalesced round trip checks, slides and reads the session (bearer token or cookie).
+    bearer = bearer_token(request)
+    cookie = request.cookies.get(COOKIE) if bearer is None else None
+    roles, s = await _sso(request).current_session(bearer, cookie)
+    # Field by field: dataclasses.asdict took a third of the endpoint's CPU.
+    body = {
+        "id": s.id, "created_at": s.created_at, "last_seen_at": s.last_seen_at,
+        "idle_expires_at": s.idle_expires_at, "absolute_expires_at": s.absolute_expires_at, "ip": s.ip,
+        "user_agent": s.user_agent, "current": True, "user_id": s.user_id, "username": s.username,
+        "roles": sorted(roles),
+    }  # fmt: skip
+    return JSONResponse(body)
 
 
 async def list_sessions(request: Request) -> Response:
@@ -303,10 +303,12 @@ _CHANGE_ERRORS = {**_AUTH_ERRORS, 403: ["csrf"]}
 
 def routes() -> list[BaseRoute]:
     either = ["bearer", "cookie"]
-    # Starlette tries routes in order: the hot paths (strict validation, introspection) come first.
+    # Starlette tries routes in order: the hot paths (strict validation, the session read, introspection) first.
     return [
         route("/sso/userinfo", userinfo, summary="who the bearer token belongs to (strict check, slides the session)",
               responses={200: _USERINFO_OUT}, errors=_AUTH_ERRORS, auth=["bearer"]),
+        route("/sso/session", current_session, summary="the current session and when it expires (one round trip)",
+              responses={200: SessionOut}, errors=_AUTH_ERRORS, auth=either),
         route("/sso/introspect", introspect, methods=["POST"], summary="RFC 7662 token introspection",
               body=TokenForm, form=True, responses={200: _INTROSPECTION_OUT},
               errors={401: ["invalid_client"], 503: ["unavailable"]}, auth=["basic"]),
@@ -325,8 +327,6 @@ def routes() -> list[BaseRoute]:
               errors={400: ["unsupported_grant_type"], 401: ["invalid_grant"], 429: ["too_many_refreshes"]}),
         route("/sso/logout", logout, methods=["POST"], summary="end the current session",
               responses={204: None}, errors=_CHANGE_ERRORS, auth=either),
-        route("/sso/session", current_session, summary="the current session and when it expires",
-              responses={200: SessionOut}, errors={**_AUTH_ERRORS, 404: ["not_found"]}, auth=either),
         route("/sso/sessions", list_sessions, summary="the caller's sessions",
               responses={200: _SESSIONS_OUT}, errors=_AUTH_ERRORS, auth=either),
         route("/sso/sessions", end_all_sessions, methods=["DELETE"], summary="log out everywhere",

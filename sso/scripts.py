@@ -28,9 +28,11 @@ from sso.errors import (
 
 __all__ = [
     "ALL",
+    "SESSION_READ",
     "SESSION_TOUCH",
     "AccountVerdict",
     "CookieSession",
+    "CurrentSession",
     "ListedSession",
     "OpenedSession",
     "Rotation",
@@ -45,8 +47,10 @@ __all__ = [
     "network_gate",
     "network_give_back",
     "open_session",
+    "read_session",
     "revoke_token",
     "rotate_refresh",
+    "session_read",
     "signup",
     "token_touch",
     "touch_by_cookie",
@@ -62,6 +66,7 @@ def _announcing(name: str) -> Script:
 
 SESSION_OPEN = _announcing("session_open")
 SESSION_TOUCH = Script.of("sso", "session_touch")
+SESSION_READ = Script.of("sso", "session_read")
 SESSION_LIST = Script.of("sso", "session_list")
 SESSION_END = _announcing("session_end")
 SESSION_REVOKE = _announcing("session_revoke")
@@ -72,8 +77,8 @@ THROTTLE_NETWORK = Script.of("sso", "throttle_network")
 SIGNUP = Script.of("sso", "signup")
 
 # What the component hands the kit to load at start.
-ALL = (SESSION_OPEN, SESSION_TOUCH, SESSION_LIST, SESSION_END, SESSION_REVOKE, SESSION_ACCOUNT, REFRESH,
-       THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP)  # fmt: skip
+ALL = (SESSION_OPEN, SESSION_TOUCH, SESSION_READ, SESSION_LIST, SESSION_END, SESSION_REVOKE, SESSION_ACCOUNT,
+       REFRESH, THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP)  # fmt: skip
 # What every announcing script is told: how long journal entries stay (ms), and the channel.
 _ANNOUNCE = (keys.REVOKED_JOURNAL_KEEP_S * 1000, keys.CHANGES_CHANNEL)
 
@@ -92,6 +97,22 @@ class ListedSession(NamedTuple):
     ip: str
     user_agent: str
     idle_left_ms: int
+
+
+class CurrentSession(NamedTuple):
+    """A session as SESSION_READ answers it, just slid; times in seconds, roles as Redis keeps them."""
+
+    user_id: str
+    username: str
+    roles: str
+    version: int
+    created_at: int
+    last_seen_at: int
+    idle_expires_at: int
+    absolute_expires_at: int
+    ip: str
+    user_agent: str
+    id: str
 
 
 class OpenedSession(NamedTuple):
@@ -175,6 +196,27 @@ async def touch_by_cookie(
         _raise_for_touch(int(reply))
     _, owner, username, roles = reply
     return CookieSession(str(owner), str(username), frozenset(str(roles).split()))
+
+
+def session_read(
+    user_id: str, session_id: str, *, token_id: str, cookie_digest: str, now_ms: int, idle_ms: int
+) -> Call:
+    """SESSION_READ for an access token's session (``token_id``) or a cookie's (``cookie_digest``)."""
+    session = keys.session(user_id, session_id)
+    if cookie_digest:
+        return [session], [now_ms, idle_ms, cookie_digest]
+    return [session, keys.revoked_token(user_id, token_id)], [now_ms, idle_ms, ""]
+
+
+def read_session(reply: Any, session_id: str) -> CurrentSession:
+    """The live session, now slid; SessionEnded (ended or expired), TokenRevoked or InvalidCookie otherwise."""
+    if type(reply) is not list or len(reply) != 10:
+        _raise_for_touch(int(reply) if type(reply) is int else 0)
+        raise SessionEnded()  # an unknown answer: refuse rather than guess
+    owner, username, roles, version, created, seen, idle_end, absolute, ip, agent = reply
+    return CurrentSession(
+        owner, username, roles, version, created, seen, idle_end, absolute, ip, agent, session_id
+    )
 
 
 async def list_sessions(redis: RedisClient, user_id: str) -> list[ListedSession]:

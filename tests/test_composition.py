@@ -39,7 +39,7 @@ async def test_an_sso_admin_runs_the_other_subsystems_admin_endpoints(
 
     event = {
         "sku": "composed-1", "title": "t", "price": 100, "stock": 3,
-        "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2999-01-01T00:00:00Z",
+        "starts_at": "2020-01-01T00:00:00Z", "ends_at": "2999-01-01T00:00:00Z", "ticket_required": False,
     }  # fmt: skip
     assert (await client.post("/seckill/events", json=event, headers=shopper)).status_code == 403
     created = await client.post("/seckill/events", json=event, headers=admin)

@@ -98,7 +98,7 @@ def target(servers: Servers) -> Iterator[Target]:
         found.call("POST", "/sso/users", json=SHOPPER)
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         event = {"sku": "fuzz-sku", "title": "fuzz", "price": 100, "stock": 1000,
-                 "starts_at": "2020-01-01T00:00:00Z", "ends_at": NOW_PLUS}  # fmt: skip
+                 "starts_at": "2020-01-01T00:00:00Z", "ends_at": NOW_PLUS, "ticket_required": False}  # fmt: skip
         found.ids["event_id"] = str(found.call("POST", "/seckill/events", json=event, headers=admin)["id"])
         shopper = {"Authorization": f"Bearer {found.shopper_token()}"}
         order = found.call("POST", f"/seckill/events/{found.ids['event_id']}/orders", headers=shopper)

@@ -2,6 +2,8 @@
 -- ARGV[1] stock to add (0 for none), ARGV[2] new end ms ("" to keep), ARGV[3] stock-back channel, ARGV[4] event id,
 -- ARGV[5] change id (unique per admin change)
 -- Returns {stock left, stock total}, or false if the event is not in Redis
+-- Publishes the event id on the stock-back channel when stock is added or the end moves (every process's
+-- sold-out memory and event view cache hear it).
 
 -- A change id already applied changes nothing: a client that retries a call whose answer was lost must not
 -- add the stock twice.
@@ -18,6 +20,9 @@ if redis.call('HSETNX', KEYS[2], ARGV[5], 1) == 1 then
   end
   if ARGV[2] ~= '' then
     redis.call('HSET', KEYS[1], 'end_ms', ARGV[2])
+    if add <= 0 then
+      redis.call('PUBLISH', ARGV[3], ARGV[4])
+    end
   end
 end
 return {tonumber(redis.call('HGET', KEYS[1], 'stock')), tonumber(redis.call('HGET', KEYS[1], 'total'))}

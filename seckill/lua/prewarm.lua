@@ -1,10 +1,12 @@
 -- KEYS[1] event meta hash, KEYS[2] order stream
 -- ARGV[1] consumer group, ARGV[2] sku, ARGV[3] title, ARGV[4] price (cents), ARGV[5] stock, ARGV[6] start ms,
 -- ARGV[7] end ms, ARGV[8] per-user limit, ARGV[9] payment timeout s, ARGV[10] the event's number of stock buckets,
--- ARGV[11] this bucket's number (ARGV[5] is this bucket's share of the stock)
--- Returns 1 when the event was warmed, 0 when it already was (nothing changed)
+-- ARGV[11] this bucket's number (ARGV[5] is this bucket's share of the stock), ARGV[12] 1 if purchases need a
+-- ticket, else 0, ARGV[13] admission spread ms, ARGV[14] the event's ticket secret (hex; "" for buckets > 0)
+-- Returns 1 when the event was warmed, 0 when it already was (nothing changed): a retried call is safe.
 
--- Never overwrites a warm event: resetting stock during a sale would sell it twice.
+-- Never overwrites a warm event: resetting stock during a sale would sell it twice, and a new secret would
+-- void the tickets handed out.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
@@ -14,6 +16,12 @@ redis.call('HSET', KEYS[1], 'sku', ARGV[2], 'title', ARGV[3], 'price', ARGV[4], 
   'timeout_s', ARGV[9])
 if tonumber(ARGV[10]) > 1 then
   redis.call('HSET', KEYS[1], 'buckets', ARGV[10], 'bucket', ARGV[11])
+end
+if ARGV[12] == '1' or ARGV[13] ~= '0' then
+  redis.call('HSET', KEYS[1], 'ticket', ARGV[12], 'spread_ms', ARGV[13])
+end
+if ARGV[14] ~= '' then
+  redis.call('HSET', KEYS[1], 'secret', ARGV[14])
 end
 local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
 if not ok and not string.find(tostring(err), 'BUSYGROUP') then

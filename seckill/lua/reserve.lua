@@ -8,7 +8,9 @@
 -- then one argument per purchase, ARGV[6+i] = "order id\nuser id\nclient IP\nidempotency key" (key may be "")
 -- Returns one reply per purchase, in order: {"ok", order id, stock left} | {"replay", order id} |
 -- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"} |
--- {"hold", order id, seq} (bucketed event, this bucket sold out: the user's count is taken, see seckill/buckets.py)
+-- {"hold", order id, seq} (bucketed event, this bucket sold out: the user's count is taken, see seckill/buckets.py) |
+-- {"duplicate"} (this order id is already queued or held here: only the rate counters counted it; the caller
+-- retries with a new id)
 
 -- Checks run in this order: rate, idempotency replay, window, the user's limit BEFORE the stock, then the stock.
 -- A reservation and its queued order message are written together by this one script, never one without the other.
@@ -100,11 +102,21 @@ local function attempt(i)
   if stock <= 0 then
     -- This is the user's home bucket: the purchase is counted here, the stock is taken from another bucket.
     local seq = redis.call('HINCRBY', seqs, user, '1')
-    redis.call('HSET', holds, order_id, user .. '\n' .. key .. '\n' .. now_text .. '\n' .. seq)
+    if redis.call('HSETNX', holds, order_id, user .. '\n' .. key .. '\n' .. now_text .. '\n' .. seq) == 0 then
+      redis.call('HINCRBY', seqs, user, '-1')
+      redis.call('HINCRBY', users, user, '-1')
+      return {'duplicate'}
+    end
     if idem_field then
       redis.call('HSET', idem, idem_field, order_id)
     end
     return {'hold', order_id, seq}
+  end
+  -- An order id is unique (seckill/ids.py) but checked anyway, at no extra call: HSETNX instead of HSET. The
+  -- user's count is the only thing written before it, and it is given back.
+  if redis.call('HSETNX', queued, order_id, user) == 0 then
+    redis.call('HINCRBY', users, user, '-1')
+    return {'duplicate'}
   end
   stock = stock - 1
   reserved = reserved + 1
@@ -117,7 +129,6 @@ local function attempt(i)
   else
     redis.call('XADD', stream, '*', 'o', order_id, 'u', user, 'q', seq, 'r', rsv, 't', now_text)
   end
-  redis.call('HSET', queued, order_id, user)
   if idem_field then
     redis.call('HSET', idem, idem_field, order_id)
   end

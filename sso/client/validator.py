@@ -129,10 +129,7 @@ class TokenValidator:
         principal = self._cache.get(token)
         now = time.time()
         if principal is None or principal.expires_at + self._leeway_s <= now:
-            principal = await self._verify(token)
-            if len(self._cache) >= self._cache_size:
-                self._shrink_cache(now)
-            self._cache[token] = principal
+            principal = await self._verify_and_cache(token, now)
         if principal.session_id in self._ended_sessions or principal.token_id in self._revoked_tokens:
             raise Unauthorized("the session of this token has ended")
         if strict:
@@ -140,6 +137,34 @@ class TokenValidator:
         changed = self._changed_accounts
         if changed and principal.user_id in changed and principal.version < changed[principal.user_id][0]:
             raise Unauthorized("the account changed after this token was issued; refresh it")
+        return principal
+
+    async def verified(self, token: str) -> Principal:
+        """The principal of an access token as far as this process can tell without Redis (signature, claims,
+        the revocations announced), for a caller that checks the session in Redis itself in its own script, as
+        the strict check does (GET /sso/session); it reports what Redis refused with ``refused``. No account
+        change is applied here: Redis answers the roles now. Unauthorized otherwise."""
+        principal = self._cache.get(token)
+        now = time.time()
+        if principal is None or principal.expires_at + self._leeway_s <= now:
+            principal = await self._verify_and_cache(token, now)
+        if principal.session_id in self._ended_sessions or principal.token_id in self._revoked_tokens:
+            raise Unauthorized("the session of this token has ended")
+        return principal
+
+    def refused(self, principal: Principal, error: Exception) -> None:
+        """Redis said the session of ``principal`` ended (SessionEnded) or its token was revoked
+        (TokenRevoked): this process refuses it from now on without asking again."""
+        if isinstance(error, SessionEnded):
+            self._ended_sessions[principal.session_id] = principal.expires_at + self._leeway_s
+        elif isinstance(error, TokenRevoked):
+            self._revoked_tokens[principal.token_id] = principal.expires_at + self._leeway_s
+
+    async def _verify_and_cache(self, token: str, now: float) -> Principal:
+        principal = await self._verify(token)
+        if len(self._cache) >= self._cache_size:
+            self._shrink_cache(now)
+        self._cache[token] = principal
         return principal
 
     async def _verify(self, token: str) -> Principal:

@@ -102,6 +102,7 @@ async def _event(http: httpx.AsyncClient, base: str, *, stock: int, limit: int =
         "starts_at": (now - dt.timedelta(minutes=1)).isoformat(),
         "ends_at": (now + dt.timedelta(hours=1)).isoformat(),
         "per_user_limit": limit,
+        "ticket_required": False,
     }
     made = await http.post(f"{base}/seckill/events", json=body, headers=ADMIN)
     assert made.status_code == 201, made.text

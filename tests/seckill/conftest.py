@@ -58,13 +58,15 @@ async def new_event(
     payment_timeout_s: int = 900,
     sku: str = "SKU-1",
     buckets: int = 1,
+    ticket_required: bool = False,
+    admission_spread_ms: int = 0,
 ) -> int:
     made = await events.create_event(
         ctx,
         events.NewEvent(
             sku=sku, title="Phone", price=PRICE, stock=stock, starts_at=at_s(starts_in_s),
             ends_at=at_s(starts_in_s + lasts_s), per_user_limit=limit, payment_timeout_s=payment_timeout_s,
-            buckets=buckets,
+            buckets=buckets, ticket_required=ticket_required, admission_spread_ms=admission_spread_ms,
         ),
     )  # fmt: skip
     return int(made["id"])
@@ -134,9 +136,10 @@ async def _shopper(client: httpx.AsyncClient, name: str) -> dict[str, str]:
 
 
 async def http_event(client: httpx.AsyncClient, **fields: Any) -> int:
+    """An event made through the API; untickted unless ``ticket_required=True`` (the API's default is true)."""
     body = {
         "sku": "SKU-1", "title": "Phone", "price": PRICE, "stock": 10, "starts_at": in_s(-60),
-        "ends_at": in_s(3600), **fields,
+        "ends_at": in_s(3600), "ticket_required": False, **fields,
     }  # fmt: skip
     made = await client.post("/seckill/events", json=body, headers=ADMIN)
     assert made.status_code == 201, made.text

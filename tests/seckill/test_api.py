@@ -24,6 +24,7 @@ async def test_admin_creates_patches_and_reads_stats(shop: httpx.AsyncClient) ->
         "stock": 1,
         "starts_at": in_s(-5),
         "ends_at": in_s(60),
+        "ticket_required": False,
     }
     assert _code(await shop.post("/seckill/events", json=body)) == (401, "unauthenticated")
     assert _code(await shop.post("/seckill/events", json=body, headers=alice)) == (403, "forbidden")
