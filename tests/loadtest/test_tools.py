@@ -43,13 +43,18 @@ def test_wrk_output_is_read() -> None:
     assert statuses == {202: 12000, 409: 345}
 
 
+# The paths of round 1, measured here in rounds; the paths and extras issue 16 added are measured once each by
+# tests/loadtest/test_bench_paths.py (measuring them here too doubled this test's time).
+_ROUNDED = ("purchase", "purchase_queued", "sold_out", "validate_strict", "introspect", "login", "naive")
+
+
 @pytest.mark.slow
 def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = run_peak(
         # 20 shoppers: each may buy 10,000 times, and two rounds of both purchase paths sell ~60,000.
         "bench", "--duration", "1", "--connections", "8", "--users", "20", "--workers", "1", "--rounds", "2",
-        "--json", str(out),
+        "--json", str(out), "--paths", ",".join([*_ROUNDED, "degrade_cost", "shedding"]),
         env={"PEAK_DATA_DIR": str(tmp_path / "unused"), "PEAK_PORT": str(free_port())},
         timeout_s=400,
     )  # fmt: skip
@@ -57,10 +62,7 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
     assert "AUDIT PASS" in result.stdout and "round 2 of 2" in result.stdout
     report = json.loads(out.read_text())
     measured = {r["path"]: r for r in report["results"]}
-    assert set(measured) == {
-        "floor", "purchase", "purchase_queued", "sold_out", "validate_strict", "introspect", "login", "naive",
-        "event_view", "event_view_304", "order_queued", "order_written", "sso_session", "ticket", "purchase_ticket",
-    }  # fmt: skip
+    assert set(measured) == {"floor", *_ROUNDED}
     for drain in report["extras"]["order_drain"]:  # one per round
         assert drain["backlog"] == drain["written"] > 0
     assert len(report["extras"]["order_drain"]) == 2
