@@ -30,6 +30,8 @@ log = logging.getLogger("peak.sso")
 # Used refresh tokens a session remembers for reuse detection. At the default rate limit (10 a minute) an
 # older one is at least 3 minutes old; presenting it is refused (invalid_grant) but no longer ends the session.
 USED_KEPT = 32
+# Sessions whose fixed fields a process keeps for GET /sso/session (about 1 KiB each).
+_FIXED_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class Sessions:
         # and a forged one must not get the answer of the real one sent in the same batch.
         self._read_by_token = ScriptBatcher(redis, scripts.SESSION_READ, same_keys_same_answer=True)
         self._read_by_cookie = ScriptBatcher(redis, scripts.SESSION_READ)
+        # Session id -> its last read: created_at, absolute_expires_at, ip and user agent never change after
+        # the login, so a later read by token needs only the strict check's own touch (``slid``).
+        self._fixed: dict[str, CurrentSession] = {}
 
     async def open(
         self, *, user_id: str, username: str, roles: Sequence[str], ip: str, user_agent: str
@@ -134,7 +139,23 @@ class Sessions:
         keys_, args = scripts.session_read(
             user_id, session_id, token_id=token_id, cookie_digest="", now_ms=now_ms, idle_ms=self._idle_ms
         )
-        return scripts.read_session(await self._read_by_token(keys_, args), session_id)
+        current = scripts.read_session(await self._read_by_token(keys_, args), session_id)
+        if len(self._fixed) >= _FIXED_KEPT:
+            for old in list(self._fixed)[: _FIXED_KEPT // 10]:  # the oldest tenth: read again when seen
+                del self._fixed[old]
+        self._fixed[session_id] = current
+        return current
+
+    def known(self, session_id: str) -> CurrentSession | None:
+        """The session's last read by ``current_by_token`` in this process, if any."""
+        return self._fixed.get(session_id)
+
+    def slid(self, known: CurrentSession, now_ms: int) -> CurrentSession:
+        """``known`` as a touch at ``now_ms`` leaves it (the strict check slid it): what SESSION_READ answers."""
+        return known._replace(
+            last_seen_at=now_ms // 1000,
+            idle_expires_at=min((now_ms + self._idle_ms) // 1000, known.absolute_expires_at),
+        )
 
     async def current_by_cookie(self, value: str) -> CurrentSession:
         """The session a cookie belongs to, slid, in one (coalesced) round trip; InvalidCookie or

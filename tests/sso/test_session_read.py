@@ -17,7 +17,8 @@ from sso.client import TokenValidator
 from sso.service import Sso
 from sso.sessions import Sessions
 from sso.settings import SsoSettings
-from tests.sso.conftest import App, bearer, error_code, login, register, signed_in, sso_app
+from tests.conftest import Servers
+from tests.sso.conftest import App, bearer, cli, error_code, login, register, signed_in, sso_app
 
 # Commands the test app sends on its own meanwhile (the revocation journal poll, the cluster client's slot
 # map) or that the test sends.
@@ -99,6 +100,42 @@ async def test_the_answer_is_the_session_just_slid(app: App) -> None:
     assert session["user_agent"] == "python-httpx/" + httpx.__version__  # the login's, not this request's
     assert set(session) == {"id", "created_at", "last_seen_at", "idle_expires_at", "absolute_expires_at", "ip",
                             "user_agent", "current", "user_id", "username", "roles"}  # fmt: skip
+
+
+async def test_a_repeated_read_by_token_answers_what_a_fresh_read_would(servers: Servers, app: App) -> None:
+    """After a session's first read its fixed fields come from memory and the strict check's touch slides it:
+    the answer is the one SESSION_READ gives (the cookie path always reads it), roles included."""
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    cookie = app.http.cookies["peak_sid"]
+    app.http.cookies.clear()
+    first = (await app.http.get("/sso/session", headers=bearer(tokens))).json()
+    assert app.ctx.get(Sso).sessions.known(tokens["session_id"]) is not None
+    await asyncio.sleep(1.1)
+    again = (await app.http.get("/sso/session", headers=bearer(tokens))).json()
+    fresh = (await app.http.get("/sso/session", headers=_cookie(cookie))).json()
+    moving = ("last_seen_at", "idle_expires_at")
+    assert (
+        {k: v for k, v in again.items() if k not in moving}
+        == {k: v for k, v in fresh.items() if k not in moving}
+        == {k: v for k, v in first.items() if k not in moving}
+    )
+    assert (
+        again["last_seen_at"] > first["last_seen_at"]
+        and abs(again["last_seen_at"] - fresh["last_seen_at"]) <= 1
+    )
+    assert again["idle_expires_at"] - again["last_seen_at"] in (899, 900, 901)
+    # An account change after the token was issued: the roles now, as the strict check answers them.
+    cli(servers, "grant", "alice", "admin")
+    await asyncio.sleep(0.1)
+    assert (await app.http.get("/sso/session", headers=bearer(tokens))).json()["roles"] == [
+        "admin",
+        "shopper",
+    ]
+    # Ended elsewhere: refused, like a first read.
+    await app.http.post("/sso/logout", headers=bearer(tokens))
+    ended = await app.http.get("/sso/session", headers=bearer(tokens))
+    assert ended.status_code == 401, ended.text
 
 
 async def test_idle_expiry_never_passes_the_absolute_end(make_settings: Callable[..., Settings]) -> None:
