@@ -57,16 +57,21 @@ __all__ = [
 ]
 
 
-def _announcing(name: str) -> Script:
-    """A script that announces what it ends or changes: ``_announce.lua`` (its ``announce()``) first."""
-    prelude = resources.files("sso").joinpath("lua", "_announce.lua").read_text(encoding="utf-8")
+def _after(fragment: str, name: str) -> Script:
+    """A script with a shared Lua fragment (``lua/_<fragment>.lua``, its function) first."""
+    prelude = resources.files("sso").joinpath("lua", f"_{fragment}.lua").read_text(encoding="utf-8")
     script = Script.of("sso", name)
     return Script(script.name, prelude + script.source)
 
 
+def _announcing(name: str) -> Script:
+    """A script that announces what it ends or changes: ``_announce.lua`` (its ``announce()``) first."""
+    return _after("announce", name)
+
+
 SESSION_OPEN = _announcing("session_open")
-SESSION_TOUCH = Script.of("sso", "session_touch")
-SESSION_READ = Script.of("sso", "session_read")
+SESSION_TOUCH = _after("slide", "session_touch")
+SESSION_READ = _after("slide", "session_read")
 SESSION_LIST = Script.of("sso", "session_list")
 SESSION_END = _announcing("session_end")
 SESSION_REVOKE = _announcing("session_revoke")

@@ -9,26 +9,12 @@
 -- of 1; with a cookie, a live answer is {1, user id, username, roles}
 -- Safe to run twice: it only slides the session.
 
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-  return -1
+-- Checked and slid by _slide.lua's slide().
+
+local session = slide('user_id', 'username', 'roles', 'version')
+if type(session) == 'number' then
+  return session
 end
-local now = tonumber(ARGV[1])
-local session = redis.call('HMGET', KEYS[1], 'absolute_expires_at', 'cookie', 'user_id', 'username', 'roles',
-  'version')
-if not session[1] then
-  return 0
-end
-local absolute = tonumber(session[1])
-if now >= absolute then
-  -- No announcement needed: no access token of the session outlives its absolute end (their exp is capped).
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-if ARGV[3] ~= '' and session[2] ~= ARGV[3] then
-  return -2
-end
-redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), absolute - now))
 if ARGV[3] ~= '' then
   return {1, session[3], session[4], session[5]}
 end

@@ -1,0 +1,32 @@
+-- Not a script of its own: sso/scripts.py puts this in front of session_touch.lua and session_read.lua, the
+-- strict check and the session read, so that both check and slide a session the same way.
+-- slide(...) with KEYS[1] the session's hash, KEYS[2] (optional) the revoked-marker of the access token
+-- presented, ARGV[1] now (ms), ARGV[2] idle timeout (ms), ARGV[3] hash of the session cookie to match ("" for
+-- a token); the arguments are the fields to read besides absolute_expires_at and cookie.
+-- Returns a verdict (0 ended or expired, -1 token revoked, -2 cookie does not match) or, for a live session
+-- now slid: {absolute_expires_at, cookie, fields...} and the idle time given (ms).
+-- Only slides the session: safe to run twice.
+
+local function slide(...)
+  if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+    return -1
+  end
+  local now = tonumber(ARGV[1])
+  local s = redis.call('HMGET', KEYS[1], 'absolute_expires_at', 'cookie', ...)
+  if not s[1] then
+    return 0
+  end
+  local absolute = tonumber(s[1])
+  if now >= absolute then
+    -- No announcement needed: no access token of the session outlives its absolute end (their exp is capped).
+    redis.call('DEL', KEYS[1])
+    return 0
+  end
+  if ARGV[3] ~= '' and s[2] ~= ARGV[3] then
+    return -2
+  end
+  local idle = math.min(tonumber(ARGV[2]), absolute - now)
+  redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], idle)
+  return s, idle
+end
