@@ -210,7 +210,7 @@ class Sso:
         """The caller's roles now and its session, slid, in one coalesced round trip (the strict check's,
         reading the session's fields too): the same verdicts as ``caller``."""
         if bearer is not None:
-            principal = await self.validator.verified(bearer)
+            principal = await self.validator.validate(bearer, account_changes=False)
             known = self.sessions.known(principal.session_id)
             if known is not None:
                 # Read before: its fixed fields are in memory, and the strict check's own coalesced touch

@@ -124,8 +124,12 @@ class TokenValidator:
 
     # -- validation --------------------------------------------------------------------------------
 
-    async def validate(self, token: str, *, strict: bool = False) -> Principal:
-        """The principal of a valid access token, or Unauthorized. Strict also checks and slides the session."""
+    async def validate(self, token: str, *, strict: bool = False, account_changes: bool = True) -> Principal:
+        """The principal of a valid access token, or Unauthorized. Strict also checks and slides the session.
+
+        ``account_changes=False`` is for a caller that checks the session in Redis itself, in its own script,
+        as the strict check does (GET /sso/session): the announced account changes are not applied (Redis
+        answers the roles now), and what Redis refuses is reported with ``refused``."""
         principal = self._cache.get(token)
         now = time.time()
         if principal is None or principal.expires_at + self._leeway_s <= now:
@@ -135,21 +139,13 @@ class TokenValidator:
         if strict:
             return await self._check_session(principal, now)
         changed = self._changed_accounts
-        if changed and principal.user_id in changed and principal.version < changed[principal.user_id][0]:
+        if (
+            account_changes
+            and changed
+            and principal.user_id in changed
+            and principal.version < changed[principal.user_id][0]
+        ):
             raise Unauthorized("the account changed after this token was issued; refresh it")
-        return principal
-
-    async def verified(self, token: str) -> Principal:
-        """The principal of an access token as far as this process can tell without Redis (signature, claims,
-        the revocations announced), for a caller that checks the session in Redis itself in its own script, as
-        the strict check does (GET /sso/session); it reports what Redis refused with ``refused``. No account
-        change is applied here: Redis answers the roles now. Unauthorized otherwise."""
-        principal = self._cache.get(token)
-        now = time.time()
-        if principal is None or principal.expires_at + self._leeway_s <= now:
-            principal = await self._verify_and_cache(token, now)
-        if principal.session_id in self._ended_sessions or principal.token_id in self._revoked_tokens:
-            raise Unauthorized("the session of this token has ended")
         return principal
 
     def refused(self, principal: Principal, error: Exception) -> None:
