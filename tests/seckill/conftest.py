@@ -18,7 +18,7 @@ from kit.context import Context, open_context
 from kit.errors import ApiError
 from kit.settings import Settings
 from peak.app import create_app
-from seckill import events, keys, reconcile, scripts
+from seckill import events, keys, messages, reconcile, scripts
 from seckill.reservation import Reserver
 from seckill.settings import SeckillSettings
 from seckill.signature import HEADER, sign
@@ -212,3 +212,16 @@ async def call_reserve(
     k = keys.event_keys(event_id, bucket)
     head = scripts.reserve_args(ctx.settings.of(SeckillSettings), k)
     return list(await scripts.reserve(ctx.redis, k, head, ["\n".join(p) for p in purchases]))
+
+
+async def write_silently(ctx: Context, event_id: int, order_ids: list[str]) -> None:
+    """Store queued orders and forget them as queued as the order writer does, but publish nothing (a lost
+    'written' message)."""
+    writer = OrderWriter(ctx)
+    reply: Any = await ctx.redis.xreadgroup(
+        keys.GROUP, writer.consumer, {keys.event_keys(event_id).stream: ">"}, count=100_000
+    )
+    entries = [e for e in reply[0][1] if e[1]["o"] in order_ids]
+    async with ctx.db.acquire() as conn:
+        assert await messages.insert_orders(conn, event_id, [f for _, f in entries]) == set(order_ids)
+    await scripts.ack(ctx.redis, keys.event_keys(event_id), [e for e, _ in entries], order_ids)

@@ -36,6 +36,7 @@ from tests.seckill.conftest import (
     provider_pays,
     seckill_context,
     shoppers,
+    write_silently,
 )
 
 
@@ -389,21 +390,6 @@ async def test_a_tampered_cursor_or_limit_is_422(shop: httpx.AsyncClient) -> Non
         assert fine.status_code == 200 and fine.json() == {"orders": [], "next": None}
 
 
-async def _write_silently(ctx: Context, event_id: int, order_ids: list[str]) -> None:
-    """Store a queued order and forget it as queued as the order writer does, but publish nothing (a lost
-    'written' message)."""
-    from seckill import messages, scripts
-
-    writer = OrderWriter(ctx)
-    reply: Any = await ctx.redis.xreadgroup(
-        keys.GROUP, writer.consumer, {keys.event_keys(event_id).stream: ">"}, count=100_000
-    )
-    entries = [e for e in reply[0][1] if e[1]["o"] in order_ids]
-    async with ctx.db.acquire() as conn:
-        assert await messages.insert_orders(conn, event_id, [f for _, f in entries]) == set(order_ids)
-    await scripts.ack(ctx.redis, keys.event_keys(event_id), [e for e, _ in entries], order_ids)
-
-
 async def test_a_lost_message_delays_a_poll_by_the_entry_lifetime_and_a_long_poll_by_the_recheck(
     ctx: Context, make_settings: MakeSettings
 ) -> None:
@@ -415,7 +401,7 @@ async def test_a_lost_message_delays_a_poll_by_the_entry_lifetime_and_a_long_pol
     await asyncio.sleep(0.2)
     async with seckill_context(make_settings()) as other:
         started = time.monotonic()
-        await _write_silently(other, event_id, [a, b])
+        await write_silently(other, event_id, [a, b])
         # The recheck of cached orders (every PEAK_SECKILL_ORDER_RECHECK_S = 0.5 s) finds it written.
         while (await watch.get(a, "alice")).status == "queued":
             assert time.monotonic() - started < 0.5 + 1.0, "a lost message kept the order queued"

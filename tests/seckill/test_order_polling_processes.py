@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +17,16 @@ import pytest
 from devstack.processes import free_port
 from kit.context import Context
 from kit.settings import Settings
-from seckill import keys, messages, scripts
-from seckill.worker import OrderWriter
 from tests.conftest import Servers
-from tests.seckill.conftest import SALE_ENV, drain, http_event, provider_pays, seckill_context, shoppers
+from tests.seckill.conftest import (
+    SALE_ENV,
+    drain,
+    http_event,
+    provider_pays,
+    seckill_context,
+    shoppers,
+    write_silently,
+)
 from tests.support import kill_group, start_peak, wait_http
 
 pytestmark = pytest.mark.slow
@@ -66,18 +71,6 @@ async def _until_status(
         assert time.monotonic() - started < bound_s, f"still {status} after {bound_s} s"
         await asyncio.sleep(0.02)
     return time.monotonic() - started
-
-
-async def _write_silently(ctx: Context, event_id: int, order_ids: list[str]) -> None:
-    """Store queued orders as the order writer does but publish nothing: a lost 'written' message."""
-    writer = OrderWriter(ctx)
-    reply: Any = await ctx.redis.xreadgroup(
-        keys.GROUP, writer.consumer, {keys.event_keys(event_id).stream: ">"}, count=100_000
-    )
-    entries = [e for e in reply[0][1] if e[1]["o"] in order_ids]
-    async with ctx.db.acquire() as conn:
-        assert await messages.insert_orders(conn, event_id, [f for _, f in entries]) == set(order_ids)
-    await scripts.ack(ctx.redis, keys.event_keys(event_id), [e for e, _ in entries], order_ids)
 
 
 async def test_changes_reach_the_other_process_at_once_and_lost_messages_within_the_bounds(
@@ -136,7 +129,7 @@ async def _changes_and_lost_messages(shop: httpx.AsyncClient, other: httpx.Async
     )
     await asyncio.sleep(0.3)
     started = time.monotonic()
-    await _write_silently(ctx, event_id, late)
+    await write_silently(ctx, event_id, late)
     took = await _until_status(other, late[0], users[3], "pending_payment", RECHECK_S + MARGIN_S)
     answered = await long_poll
     waited = time.monotonic() - started
