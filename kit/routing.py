@@ -172,6 +172,7 @@ class SegmentRouter(Router):
             else:
                 self._by_segment.setdefault(segment, list(everywhere)).append(r)
         self._everywhere = everywhere
+        self._exact = _exact_paths(self._by_segment)
         methods: dict[str, set[str]] = {}
         for r in routes:
             if isinstance(r, ApiRoute):
@@ -182,7 +183,13 @@ class SegmentRouter(Router):
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            candidates = self._by_segment.get(_first_segment(get_route_path(scope)), self._everywhere)
+            path = get_route_path(scope)
+            exact = self._exact.get((path, scope["method"]))
+            candidates = (
+                (exact,)
+                if exact is not None
+                else self._by_segment.get(_first_segment(path), self._everywhere)
+            )
             for candidate in candidates:
                 match, child_scope = candidate.matches(scope)
                 if match is Match.FULL:
@@ -198,6 +205,24 @@ class SegmentRouter(Router):
             await error_response(HTTPException(404))(scope, receive, send)
             return
         await super().not_found(scope, receive, send)
+
+
+def _exact_paths(by_segment: dict[str, list[BaseRoute]]) -> dict[tuple[str, str], BaseRoute]:
+    """(path, method) -> route, for paths without parameters: the route Starlette's loop would pick first, so
+    a request for one is matched against one regex, not every route before it in its segment."""
+    exact: dict[tuple[str, str], BaseRoute] = {}
+    for candidates in by_segment.values():
+        for r in candidates:
+            if not isinstance(r, Route) or "{" in r.path:
+                continue
+            for method in r.methods or ():
+                for c in candidates:  # the first route, in order, whose regex takes the path and the method
+                    if not isinstance(c, Route):
+                        break
+                    if c.path_regex.match(r.path) and (c.methods is None or method in c.methods):
+                        exact.setdefault((r.path, method), c)
+                        break
+    return exact
 
 
 def _first_segment(path: str) -> str:
