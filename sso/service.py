@@ -210,13 +210,14 @@ class Sso:
         """The caller's roles now and its session, slid, in one coalesced round trip (the strict check's,
         reading the session's fields too): the same verdicts as ``caller``."""
         if bearer is not None:
-            principal = await self.validator.validate(bearer, account_changes=False)
-            known = self.sessions.known(principal.session_id)
+            seen = self.validator.cached(bearer)
+            known = self.sessions.known(seen.session_id) if seen is not None else None
             if known is not None:
                 # Read before: its fixed fields are in memory, and the strict check's own coalesced touch
                 # (the same round trip, verdicts and roles as GET /sso/userinfo) slides it.
                 principal = await self.validator.validate(bearer, strict=True)
                 return principal.roles, self.sessions.slid(known, int(time.time() * 1000))
+            principal = await self.validator.validate(bearer, account_changes=False)
             try:
                 current = await self.sessions.current_by_token(
                     principal.user_id, principal.session_id, principal.token_id

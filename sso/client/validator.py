@@ -148,6 +148,10 @@ class TokenValidator:
             raise Unauthorized("the account changed after this token was issued; refresh it")
         return principal
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal this process verified ``token`` as, unchecked (expiry, revocation): ``validate`` decides."""
+        return self._cache.get(token)
+
     def refused(self, principal: Principal, error: Exception) -> None:
         """Redis said the session of ``principal`` ended (SessionEnded) or its token was revoked
         (TokenRevoked): this process refuses it from now on without asking again."""
