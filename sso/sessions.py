@@ -81,6 +81,8 @@ class Sessions:
     ) -> None:
         self._redis = redis
         self._idle_ms = settings.idle_timeout_s * 1000
+        # A touch this soon after the last slide leaves the session as it is (lua/_slide.lua's rule).
+        self._slide_step_ms = min(1000, self._idle_ms // 10)
         self._absolute_ms = settings.absolute_timeout_s * 1000
         self._max = settings.max_sessions
         self._rotation_key = rotation_key
@@ -151,10 +153,12 @@ class Sessions:
         return self._fixed.get(session_id)
 
     def slid(self, known: CurrentSession, now_ms: int) -> CurrentSession:
-        """``known`` as a touch at ``now_ms`` leaves it (the strict check slid it): what SESSION_READ answers."""
+        """``known`` as a touch at ``now_ms`` leaves it (the strict check slid it): what SESSION_READ answers.
+        The touch leaves a session slid under a second before as it is (lua/_slide.lua), so the idle end
+        given is the earliest it can be."""
         return known._replace(
             last_seen_at=now_ms // 1000,
-            idle_expires_at=min((now_ms + self._idle_ms) // 1000, known.absolute_expires_at),
+            idle_expires_at=min((now_ms - self._slide_step_ms + self._idle_ms) // 1000, known.absolute_expires_at),
         )
 
     async def current_by_cookie(self, value: str) -> CurrentSession:

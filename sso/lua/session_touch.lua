@@ -7,7 +7,7 @@
 -- Returns 1 (live, now slid), 0 (ended or expired), -1 (this token was revoked), -2 (cookie does not match);
 -- for a token issued before its account's roles last changed, the session's roles now (a string) instead
 -- of 1; with a cookie, a live answer is {1, user id, username, roles}
--- Safe to run twice: it only slides the session.
+-- Retry: safe; it only slides the session (to the same last_seen_at).
 
 -- Checked and slid by _slide.lua's slide().
 
@@ -16,9 +16,9 @@ if type(session) == 'number' then
   return session
 end
 if ARGV[3] ~= '' then
-  return {1, session[3], session[4], session[5]}
+  return {1, session[4], session[5], session[6]}
 end
-if tonumber(session[6] or '0') > tonumber(ARGV[4]) then
-  return session[5]
+if tonumber(session[7] or '0') > tonumber(ARGV[4]) then
+  return session[6]
 end
 return 1
