@@ -158,7 +158,9 @@ class Sessions:
         given is the earliest it can be."""
         return known._replace(
             last_seen_at=now_ms // 1000,
-            idle_expires_at=min((now_ms - self._slide_step_ms + self._idle_ms) // 1000, known.absolute_expires_at),
+            idle_expires_at=min(
+                (now_ms - self._slide_step_ms + self._idle_ms) // 1000, known.absolute_expires_at
+            ),
         )
 
     async def current_by_cookie(self, value: str) -> CurrentSession:
