@@ -8,7 +8,8 @@ Nothing jams either: a batch that PostgreSQL refuses for its data (a NUL in a te
 take) is retried one message at a time, and each message it still refuses goes to the dead letters
 (``customer_service/lua/dead_letter.lua``) with the reason, so the entries behind it are stored. An entry that
 cannot even be read as a message goes there too. PostgreSQL or Redis being unreachable is no reason to give up
-on a message: the loop waits and tries the same entries again. Entries are read as bytes, so that one which
+on a message: the loop pauses (kit/outage.py: a growing pause, one warning per outage) and tries the same
+entries again; nothing new is read or claimed meanwhile. Entries are read as bytes, so that one which
 is not UTF-8 (written by something else than this package) is dead-lettered instead of failing every read.
 """
 
@@ -28,6 +29,7 @@ from customer_service import keys, scripts, store
 from customer_service.settings import CustomerServiceSettings
 from degrade.client import is_shed
 from kit.context import Context
+from kit.outage import Outage, store_outage
 
 __all__ = ["drain_once", "move_queued_messages", "unstorable"]
 
@@ -35,7 +37,6 @@ log = logging.getLogger("peak.customer_service")
 
 _BATCH = 200
 _SHED_POLL_S = 0.5
-_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 _RAW = {NEVER_DECODE: True}
 _REASON_MAX = 500
 # SQLSTATE classes of a refusal that the same row meets on every try: data exceptions (22: NUL in text, a
@@ -168,7 +169,10 @@ async def drain_once(ctx: Context, consumer: str, *, block_ms: int | None = None
 
 async def move_queued_messages(ctx: Context) -> None:
     consumer = f"{socket.gethostname()}:{os.getpid()}"
-    failures = 0
+    outage = Outage(
+        log, "customer_service inbox mover", "messages sent meanwhile wait in the Redis inbox; none is"
+        " dead-lettered for it", cap_s=ctx.settings.outage_retry_max_s,
+    )  # fmt: skip
     while True:
         if is_shed(ctx, "customer_service"):
             # Shed means: keep PostgreSQL free for the core; the messages wait safely in the stream.
@@ -176,15 +180,13 @@ async def move_queued_messages(ctx: Context) -> None:
             continue
         try:
             moved = await drain_once(ctx, consumer, block_ms=1000)
-        except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            # The entries stay pending and are tried again; one line per outage, not a traceback a second.
-            if not failures:
-                log.warning("customer_service: cannot move queued messages now, retrying: %s", exc)
-            await asyncio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
-            failures += 1
+        except Exception as exc:
+            if not store_outage(exc) and not isinstance(exc, (RedisError, asyncpg.PostgresError)):
+                raise  # a fault of ours: the supervisor logs it and starts the loop again
+            # The entries stay pending and are tried again (another refusal by PostgreSQL or Redis than an
+            # outage too: the same entries, the same pause, rather than a traceback a second).
+            await outage.wait(exc)
             continue
-        if failures:
-            log.info("customer_service: moving queued messages again")
-            failures = 0
+        outage.over()
         if moved:
             log.info("customer_service: moved %d queued messages into PostgreSQL", moved)

@@ -64,7 +64,12 @@ async def open_context(
     async with contextlib.AsyncExitStack() as stack:
         redis = create_redis(redis_url, pool_size=settings.redis_pool_size)
         stack.push_async_callback(redis.aclose)
-        db = await create_pool(database_url, size=settings.db_pool_size)
+        bound_s = settings.db_acquire_timeout_s
+        # Only a request waits on the pool against a clock (kit/db.py); every process connects within it.
+        db = await create_pool(
+            database_url, size=settings.db_pool_size, connect_timeout_s=bound_s,
+            acquire_timeout_s=bound_s if role == "api" else None,
+        )  # fmt: skip
         stack.push_async_callback(db.close)
         await load_scripts(redis, [script for c in components for script in c.scripts])
         ctx = Context(settings, redis, db, components, role)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kit import migrations
-from kit.context import context_of
+from kit.context import Context, context_of
 from kit.metrics import metrics_endpoint
 from kit.openapi import openapi_document
 from kit.redis import ping
@@ -22,12 +23,27 @@ from kit.routing import ApiRoute, route
 
 __all__ = ["routes"]
 
-_CHECK_TIMEOUT_S = 2.0
+# Both stores are checked at once, each for at most this long: /readyz answers within about a second even
+# with one of them unreachable in a way that answers nothing (a dropped route, a stopped host).
+_CHECK_TIMEOUT_S = 1.0
 log = logging.getLogger("peak")
 
 
 class _MigrationsPending(Exception):
     pass
+
+
+class _LastStates(dict[str, str]):
+    """What this process's /readyz last found for each store: a change is logged, a repeat is not (a balancer
+    probes every second or so, all through an outage)."""
+
+
+def _last_states(ctx: Context) -> _LastStates:
+    found = ctx.find(_LastStates)
+    if found is None:
+        found = _LastStates()
+        ctx.put(found)
+    return found
 
 
 async def healthz(request: Request) -> Response:
@@ -46,26 +62,35 @@ async def readyz(request: Request) -> Response:
         await ping(ctx.redis)
 
     async def db_check() -> None:
-        async with ctx.db.acquire() as conn:
+        async with ctx.db.acquire(timeout=_CHECK_TIMEOUT_S) as conn:
             missing = await migrations.pending(conn, migrations.discover(ctx.components))
         if missing:
             names = ", ".join(f"{m.component}/{m.name}" for m in missing)
             raise _MigrationsPending(f"migrations not applied: {names}; run `peak migrate`")
 
-    for name, check in (("redis", redis_check), ("postgres", db_check)):
+    last = _last_states(ctx)
+
+    async def check_one(name: str, check: Callable[[], Awaitable[None]]) -> None:
+        why = ""
         try:
             await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
             checks[name] = "ok"
         except _MigrationsPending as exc:
-            checks[name] = "migrations pending"
-            log.warning("readyz: %s", exc)
+            checks[name], why = "migrations pending", str(exc)
         except TimeoutError:
-            checks[name] = "timeout"
-            log.warning("readyz: %s did not answer within %g s", name, _CHECK_TIMEOUT_S)
+            checks[name], why = "timeout", f"{name} did not answer within {_CHECK_TIMEOUT_S:g} s"
         except Exception as exc:  # any failure is the answer here, not an error
             # The exception names hosts, ports and users: the log may have it, an anonymous client not.
-            checks[name] = "unreachable"
-            log.warning("readyz: %s unreachable: %s: %s", name, type(exc).__name__, exc)
+            checks[name], why = "unreachable", f"{name} unreachable: {type(exc).__name__}: {exc}"
+        if last.get(name, "ok") != checks[name]:
+            if why:
+                log.warning("readyz: %s", why)
+            else:
+                log.info("readyz: %s answers again", name)
+        last[name] = checks[name]
+
+    await asyncio.gather(check_one("redis", redis_check), check_one("postgres", db_check))
+    checks = {name: checks[name] for name in ("redis", "postgres")}
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         body: dict[str, Any] = {

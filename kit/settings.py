@@ -67,6 +67,23 @@ class Settings:
     db_pool_size: int = setting(
         "PEAK_DB_POOL_SIZE", 10, "PostgreSQL connections per process", low=1, high=1000
     )
+    db_acquire_timeout_s: float = setting(
+        "PEAK_DB_ACQUIRE_TIMEOUT_S",
+        2.0,
+        "longest wait of a request for a PostgreSQL connection (a free one from the pool, or a new one "
+        "connected; any process's connect timeout): while PostgreSQL is down or saturated, a request that "
+        "needs it answers 503 `unavailable` within about this",
+        low=0.1,
+        high=60,
+    )
+    outage_retry_max_s: float = setting(
+        "PEAK_OUTAGE_RETRY_MAX_S",
+        5.0,
+        "longest pause of a background loop between tries while PostgreSQL or Redis is unreachable (the "
+        "pause doubles from 0.1 s up to this); also how late a loop may resume once the store is back",
+        low=0.1,
+        high=300,
+    )
     log_json: bool = setting("PEAK_LOG_JSON", False, "one JSON object per log line")
     log_level: str = setting(
         "PEAK_LOG_LEVEL", "info", "log level", choices=("debug", "info", "warning", "error")

@@ -9,6 +9,13 @@ its quota to its user's home bucket (two idempotent calls when those differ; mar
 
 The sweeper also settles the holds of bucketed events that their buying process left unresolved (it died
 between the calls, or lost Redis for a moment): see ``seckill/buckets.py``.
+
+A give-back whose event Redis no longer knows (its keys deleted, expired, or lost with Redis's data) can never
+be applied: it is set aside (``giveback = 'set_aside'``, migration 0008), reported (an error the first time an
+event has one, ``set_aside_givebacks`` for a listing), and the give-backs behind it go on. Should the event come
+back to Redis (restored, re-created), the sweeper finds it within ``_RESUME_EVERY_S`` and its set-aside
+give-backs are applied then, once (``resume_set_aside``). While PostgreSQL or
+Redis is out of reach the sweeper pauses (kit/outage.py) and resumes by itself; what was due is cancelled then.
 """
 
 from __future__ import annotations
@@ -21,18 +28,41 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from kit.context import Context
+from kit.outage import Outage, store_outage
 from seckill import keys, scripts
 from seckill.events import registered_streams
 from seckill.orderwatch import announce
 from seckill.settings import SeckillSettings
 
-__all__ = ["cancel_due", "finish_givebacks", "give_back", "settle_stale_holds", "sweep_loop"]
+__all__ = [
+    "cancel_due",
+    "finish_givebacks",
+    "give_back",
+    "resume_set_aside",
+    "set_aside_givebacks",
+    "settle_stale_holds",
+    "sweep_loop",
+]
 
 log = logging.getLogger("peak.seckill")
 
 _SWEEP_BATCH = 500
 # A give-back younger than this is probably being applied right now by whoever cancelled the order.
 _GIVEBACK_GRACE_S = 2.0
+# How often the sweeper looks whether an event with set-aside give-backs is known to Redis again.
+_RESUME_EVERY_S = 10.0
+_DONE = (
+    "UPDATE seckill_orders SET giveback = 'done' WHERE order_id = ANY($1::uuid[]) AND giveback = 'pending'"
+)
+_SET_ASIDE = """
+WITH before AS (
+    SELECT count(*) AS n FROM seckill_orders WHERE event_id = $2 AND giveback = 'set_aside'
+), moved AS (
+    UPDATE seckill_orders SET giveback = 'set_aside' WHERE order_id = ANY($1::uuid[]) AND giveback = 'pending'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT n FROM before) AS before
+"""
 
 
 async def give_back(ctx: Context, rows: Iterable[Any]) -> int:
@@ -49,26 +79,78 @@ async def give_back(ctx: Context, rows: Iterable[Any]) -> int:
             else:
                 calls[(row["bucket"], "stock")].append(row)
                 calls[(row["home"], "quota")].append(row)
-        missing = False
+        missing: set[Any] = set()
+        gone: list[int] = []
         for (bucket, what), some in calls.items():
             k = keys.event_keys(event_id, bucket)
             result = await scripts.give_back(
                 ctx.redis, k, what, [(str(row["order_id"]), row["user_id"]) for row in some]
             )
             if result is None:
-                log.error(
-                    "event %d/%d is not in Redis; %d give-backs wait for it", event_id, bucket, len(some)
-                )
-                missing = True
+                missing.update(row["order_id"] for row in some)
+                gone.append(bucket)
             elif what != "quota":
                 applied += result
+        done = [row["order_id"] for row in orders if row["order_id"] not in missing]
+        if done:
+            await ctx.db.execute(_DONE, done)
         if missing:
-            continue
-        await ctx.db.execute(
-            "UPDATE seckill_orders SET giveback = 'done' WHERE order_id = ANY($1::uuid[]) AND giveback = 'pending'",
-            [row["order_id"] for row in orders],
-        )
+            await _set_aside(ctx, event_id, sorted(set(gone)), list(missing))
     return applied
+
+
+async def _set_aside(ctx: Context, event_id: int, buckets: list[int], order_ids: list[Any]) -> None:
+    """Give-backs that can never be applied, out of the way of the ones behind them; an error the first time."""
+    row = await ctx.db.fetchrow(_SET_ASIDE, order_ids, event_id)
+    if row is None or not row["moved"]:
+        return
+    where = ", ".join(map(str, buckets))
+    if row["before"]:
+        log.warning("%d more give-backs of event %d set aside (not in Redis)", row["moved"], event_id)
+        return
+    log.error(
+        "%d give-backs of event %d set aside: Redis does not know the event (bucket %s: deleted, expired or lost"
+        " with Redis's data), so their stock and quota cannot be given back there. The orders stay cancelled;"
+        " the give-backs behind them go on. If the event comes back to Redis (restored from a backup,"
+        " re-created), they are applied then, once, by themselves; meanwhile they are the rows of event %d with"
+        " giveback = 'set_aside' in seckill_orders",
+        row["moved"], event_id, where, event_id,
+    )  # fmt: skip
+
+
+async def resume_set_aside(ctx: Context) -> int:
+    """Set-aside give-backs of the events Redis knows again (every bucket): pending again, so that the next
+    sweep applies them (once: giveback.lua records each order). Returns how many."""
+    events = await ctx.db.fetch(
+        "SELECT a.event_id, coalesce(e.buckets, 1) AS buckets FROM (SELECT DISTINCT event_id FROM seckill_orders"
+        " WHERE giveback = 'set_aside') a LEFT JOIN seckill_events e ON e.id = a.event_id"
+    )
+    resumed = 0
+    for event in events:
+        event_id = int(event["event_id"])
+        metas = [keys.event_keys(event_id, b).meta for b in range(int(event["buckets"]))]
+        if await ctx.redis.exists(*metas) != len(metas):
+            continue
+        status = await ctx.db.execute(
+            "UPDATE seckill_orders SET giveback = 'pending' WHERE event_id = $1 AND giveback = 'set_aside'",
+            event_id,
+        )
+        count = int(status.rsplit(" ", 1)[1])
+        resumed += count
+        log.warning(
+            "%d set-aside give-backs of event %d resumed: Redis knows the event again", count, event_id
+        )
+    return resumed
+
+
+async def set_aside_givebacks(ctx: Context, event_ids: Sequence[int] | None = None) -> dict[int, int]:
+    """How many give-backs of each event (of those given, or of every event) are set aside."""
+    rows = await ctx.db.fetch(
+        "SELECT event_id, count(*) AS n FROM seckill_orders WHERE giveback = 'set_aside'"
+        " AND ($1::bigint[] IS NULL OR event_id = ANY($1::bigint[])) GROUP BY event_id ORDER BY event_id",
+        None if event_ids is None else list(event_ids),
+    )
+    return {int(r["event_id"]): int(r["n"]) for r in rows}
 
 
 async def cancel_due(ctx: Context, order_ids: Sequence[str] | None = None) -> int:
@@ -95,14 +177,27 @@ async def cancel_due(ctx: Context, order_ids: Sequence[str] | None = None) -> in
 
 
 async def finish_givebacks(ctx: Context, *, grace_s: float = _GIVEBACK_GRACE_S) -> int:
-    """Apply give-backs left pending by a process that died after cancelling (idempotent, so safe to race)."""
+    """Apply give-backs left pending by a process that died after cancelling (idempotent, so safe to race).
+    One event failing does not hold back the others: its failure is raised after they are done."""
     rows = await ctx.db.fetch(
         "SELECT order_id, event_id, user_id, bucket, home FROM seckill_orders WHERE giveback = 'pending'"
         " AND cancelled_at <= now() - make_interval(secs => $1) ORDER BY cancelled_at LIMIT $2",
         grace_s,
         _SWEEP_BATCH,
     )
-    return await give_back(ctx, rows) if rows else 0
+    by_event: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_event[row["event_id"]].append(row)
+    applied = 0
+    failure: Exception | None = None
+    for some in by_event.values():
+        try:
+            applied += await give_back(ctx, some)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return applied
 
 
 async def settle_stale_holds(ctx: Context, *, older_than_ms: int = keys.HOLD_MS) -> int:
@@ -132,9 +227,24 @@ async def settle_stale_holds(ctx: Context, *, older_than_ms: int = keys.HOLD_MS)
 async def sweep_loop(ctx: Context) -> None:
     """`peak worker` loop: cancel what is due, finish interrupted give-backs, settle stale holds, sleep."""
     interval_s = ctx.settings.of(SeckillSettings).sweep_interval_s
+    outage = Outage(
+        log, "payment-timeout sweeper", "unpaid orders past their time are cancelled (and their stock given back)"
+        " once it answers; nothing is lost", cap_s=ctx.settings.outage_retry_max_s,
+    )  # fmt: skip
+    resume_at = 0.0
     while True:
-        while await cancel_due(ctx) == _SWEEP_BATCH:
-            pass
-        await finish_givebacks(ctx)
-        await settle_stale_holds(ctx)
+        try:
+            while await cancel_due(ctx) == _SWEEP_BATCH:
+                pass
+            if time.monotonic() >= resume_at:
+                await resume_set_aside(ctx)
+                resume_at = time.monotonic() + _RESUME_EVERY_S
+            await finish_givebacks(ctx)
+            await settle_stale_holds(ctx)
+        except Exception as exc:
+            if not store_outage(exc):
+                raise  # a fault of ours: the supervisor logs it and starts the loop again
+            await outage.wait(exc)
+            continue
+        outage.over()
         await asyncio.sleep(interval_s)

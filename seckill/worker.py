@@ -5,6 +5,12 @@ task per stream found in the registry. Entries left pending by
 a dead consumer are reclaimed with XAUTOCLAIM once idle for PEAK_SECKILL_CLAIM_IDLE_MS; an entry delivered more
 than PEAK_SECKILL_MAX_DELIVERIES times moves to the event's dead-letter stream. Entries are deleted from the
 stream only once acknowledged, never before.
+
+Only a failure of the message itself counts as a delivery. While PostgreSQL is out of reach (down, restarting,
+a connection cut mid-batch, no connection within PEAK_DB_ACQUIRE_TIMEOUT_S) the writer reclaims nothing, reads
+nothing new, and takes back the delivery its interrupted batch counted (XCLAIM RETRYCOUNT): an outage of any
+length brings no order closer to the dead letters. It waits with a growing pause (kit/outage.py) and resumes
+by itself.
 """
 
 from __future__ import annotations
@@ -14,14 +20,17 @@ import logging
 import os
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 from redis.exceptions import ResponseError
+from redis.typing import StreamIdT
 
 from kit.context import Context
-from kit.errors import POSTGRES_OUTAGES
+from kit.db import postgres_outage
+from kit.outage import Outage, store_outage
 from seckill import keys, scripts
 from seckill.events import registered_streams
 from seckill.messages import ORDER_ID, USER_ID, insert_orders
@@ -40,8 +49,8 @@ _FOLLOW_AFTER_END_MS = 60_000
 _LINGER_S = 0.05
 _REASON_MAX = 500
 _COLLISION = "another order holds the same (event, user, seq)"
-# A PostgreSQL outage (kit.errors.POSTGRES_OUTAGES) blames no message. Each outage costs an entry at most the one
-# delivery it was being written in: claiming (which counts a delivery) waits until PostgreSQL answers again.
+# A PostgreSQL outage (kit.db.postgres_outage) blames no message: claiming (which counts a delivery) waits until
+# PostgreSQL answers again, and the delivery an interrupted batch counted is taken back.
 # Refusals of a message's own data (a field PostgreSQL cannot read, a column's bound or check): every
 # delivery would fail the same way, so it is dead-lettered at once instead of after PEAK_SECKILL_MAX_DELIVERIES.
 _LASTING = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -69,11 +78,26 @@ class OrderWriter:
         self._tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
         # The last failure of each entry, so a dead letter says why it died.
         self._errors: dict[str, str] = {}
+        # Shared by the streams' tasks: one warning per outage, not one per stream and try.
+        self.outage = Outage(
+            log, "order writer", "orders wait in their Redis streams (purchases go on); none is reclaimed, "
+            "counted as a delivery or dead-lettered meanwhile", cap_s=ctx.settings.outage_retry_max_s,
+        )  # fmt: skip
 
     async def run(self) -> None:
         try:
             while True:
-                for stream, live in (await self.live_streams()).items():
+                try:
+                    found = await self.live_streams()
+                except Exception as exc:
+                    if not store_outage(exc):
+                        raise
+                    # Redis is gone: keep the streams' tasks (and this consumer's name) and look again.
+                    await self.outage.wait(exc)
+                    continue
+                if not self._tasks:
+                    self.outage.over()
+                for stream, live in found.items():
                     task = self._tasks.get(stream)
                     if live and (task is None or task.done()):
                         self._tasks[stream] = asyncio.create_task(self._follow(*stream))
@@ -108,35 +132,40 @@ class OrderWriter:
         return live
 
     async def _follow(self, event_id: int, bucket: int) -> None:
-        await ensure_group(self.ctx, event_id, bucket)
         claim_every_s = max(0.1, self._settings.claim_idle_ms / 2000)
         next_claim = 0.0
+        grouped = False
         while True:
             try:
+                if not grouped:
+                    await ensure_group(self.ctx, event_id, bucket)
+                    grouped = True
                 if time.monotonic() >= next_claim:
                     await self.claim(event_id, bucket)
                     next_claim = time.monotonic() + claim_every_s
                 read, _ = await self._step(event_id, bucket, _READ_BLOCK_MS)
+                # Both stores answered this round (after an outage, the round starts with a claim).
+                self.outage.over()
                 if 0 < read < self._settings.batch_size:
                     # Orders are trickling in: let a batch gather. Fewer, larger transactions cost
                     # PostgreSQL and this process far less per order while the sale is hot.
                     await asyncio.sleep(_LINGER_S)
             except asyncio.CancelledError:
                 raise
-            except DatabaseUnreachable as exc:
-                # Everything read stays pending; claimed again once PostgreSQL answers.
-                log.warning("order writer for stream %d/%d waits for PostgreSQL: %s", event_id, bucket, exc)
-                await asyncio.sleep(1.0)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream or its group vanished (Redis restarted empty): make them again and go on.
-                log.warning("order stream %d/%d has no consumer group; creating it", event_id, bucket)
-                await ensure_group(self.ctx, event_id, bucket)
-            except Exception:
-                # Whatever was read stays pending and is reclaimed; keep following the stream.
-                log.exception("order writer for stream %d/%d failed; going on", event_id, bucket)
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if isinstance(exc, DatabaseUnreachable) or store_outage(exc):
+                    # Everything read stays pending. The next try is a claim, which first asks PostgreSQL
+                    # whether it answers: nothing new is read meanwhile.
+                    next_claim = 0.0
+                    await self.outage.wait(exc.__cause__ or exc)
+                elif isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    # The stream or its group vanished (Redis restarted empty): make them again and go on.
+                    log.warning("order stream %d/%d has no consumer group; creating it", event_id, bucket)
+                    grouped = False
+                else:
+                    # Whatever was read stays pending and is reclaimed; keep following the stream.
+                    log.exception("order writer for stream %d/%d failed; going on", event_id, bucket)
+                    await asyncio.sleep(1.0)
 
     async def step(self, event_id: int, *, bucket: int = 0, block_ms: int | None = None) -> int:
         """Read new entries once (waiting up to block_ms) and write them; returns orders acknowledged."""
@@ -164,7 +193,8 @@ class OrderWriter:
         """Store a batch and acknowledge what is stored; returns how many orders were acknowledged. An order
         that can never be stored (its own data is refused) is dead-lettered at once; one that failed for a
         reason that may pass stays pending, for a later delivery. With PostgreSQL out of reach nothing is
-        tried one by one: DatabaseUnreachable, and every entry stays pending."""
+        tried one by one: DatabaseUnreachable, every entry stays pending, and the delivery this attempt counted
+        is taken back."""
         messages: list[tuple[str, dict[str, str]]] = []
         gone: list[str] = []
         for entry_id, fields in entries:
@@ -175,7 +205,11 @@ class OrderWriter:
             else:
                 reason = f"malformed order message: {fields!r}"[:_REASON_MAX]
                 await self.dead_letter(event_id, entry_id, reason, 1, bucket=bucket)
-        stored, failed = await self._store(event_id, messages)
+        try:
+            stored, failed = await self._store(event_id, messages)
+        except DatabaseUnreachable:
+            await self._uncount(event_id, bucket, [entry_id for entry_id, _ in messages], deliveries)
+            raise
         done = [(entry_id, fields[ORDER_ID]) for entry_id, fields in messages if fields[ORDER_ID] in stored]
         for entry_id, fields in messages:
             if fields[ORDER_ID] in stored:
@@ -211,9 +245,9 @@ class OrderWriter:
         try:
             async with self.ctx.db.acquire() as conn:
                 return await insert_orders(conn, event_id, [fields for _, fields in messages]), {}
-        except POSTGRES_OUTAGES as exc:
-            raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
+            if postgres_outage(exc):
+                raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
             if len(messages) == 1:
                 why = f"{type(exc).__name__}: {exc}"[:_REASON_MAX]
                 return set(), {messages[0][0]: (why, isinstance(exc, _LASTING))}
@@ -227,6 +261,20 @@ class OrderWriter:
             failed |= reasons
         return stored, failed
 
+    async def _uncount(
+        self, event_id: int, bucket: int, entry_ids: Sequence[str], deliveries: Mapping[str, int] | None
+    ) -> None:
+        """Take back the delivery that reading or claiming these entries counted: PostgreSQL was out of reach,
+        so no attempt was made. (XCLAIM to their owner, this consumer, with RETRYCOUNT; JUSTID counts none.)"""
+        stream = keys.event_keys(event_id, bucket).stream
+        by_count: dict[int, list[StreamIdT]] = defaultdict(list)
+        for entry_id in entry_ids:
+            by_count[max(0, (deliveries or {}).get(entry_id, 1) - 1)].append(entry_id)
+        for count, some in by_count.items():
+            await self.ctx.redis.xclaim(
+                stream, keys.GROUP, self.consumer, 0, some, retrycount=count, justid=True
+            )
+
     def _remember(self, entry_id: str, reason: str) -> None:
         if len(self._errors) >= _ERRORS_KEPT:
             self._errors.pop(next(iter(self._errors)))
@@ -237,8 +285,10 @@ class OrderWriter:
         counts a delivery, and enough of them would dead-letter every order waiting for it)."""
         try:
             await self.ctx.db.fetchval("SELECT 1")
-        except POSTGRES_OUTAGES as exc:
-            raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            if postgres_outage(exc):
+                raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}") from exc
+            raise
 
     async def claim(self, event_id: int, bucket: int = 0) -> int:
         """Take over entries pending too long; dead-letter those delivered too often. Returns entries seen."""
