@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from typing import overload
 
 import asyncpg
-from redis.exceptions import ClusterDownError, MasterDownError, ReadOnlyError, TryAgainError
+from redis.exceptions import ClusterDownError, MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from kit.redis_private import WritesRefused
 from kit.responses import JSONResponse
 
 __all__ = [
@@ -154,8 +155,8 @@ POSTGRES_OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
-# Redis out of reach, loading its data, or in a failover (a replica that does not take writes yet, a cluster
-# without a primary for a slot).
+# Redis out of reach, loading its data, in a failover (a replica that does not take writes yet, a cluster
+# without a primary for a slot), or refusing writes (maxmemory reached with noeviction, a failing disk).
 REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -163,6 +164,8 @@ REDIS_OUTAGES: tuple[type[BaseException], ...] = (
     ClusterDownError,
     TryAgainError,
     MasterDownError,
+    OutOfMemoryError,
+    WritesRefused,
 )
 # Either: the client may retry; it is no bug of ours, so a 503, not a 500 (which the degradation controller
 # would also count against the route, while the store's own health is what /readyz reports).

@@ -19,6 +19,7 @@ script keeps each call's answers).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,17 +31,23 @@ from redis.exceptions import (
     BusyLoadingError,
     ConnectionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
     TimeoutError,
 )
 
-from kit.redis_private import streams
+from kit.redis_private import WritesRefused, streams
 
-__all__ = ["RETRIES", "Lane", "retry_backoff"]
+__all__ = ["RESEND_WINDOW_S", "RETRIES", "Lane", "TooLateToResend", "retry_backoff"]
 
 # The process's retry policy for Redis calls, the lanes' and redis-py's alike (kit/redis.py).
 RETRIES = 3
+# A call is never sent again later than this after it was first sent: a script that answers a repeated call from
+# what its first run kept (reserve.lua: for seckill.keys.REPLAY_MS, 30 s) must keep it longer than this. Without
+# the bound, 3 more tries that each wait for a free connection (5 s), connect (5 s) and time out (5 s) could
+# send the call again ~45 s after a first run whose answer was lost, and the script would run twice.
+RESEND_WINDOW_S = 20.0
 
 
 def retry_backoff() -> AbstractBackoff:
@@ -53,8 +60,15 @@ _ERRORS: dict[str, type[ResponseError] | type[ConnectionError]] = {
     "NOSCRIPT": NoScriptError,
     "LOADING": BusyLoadingError,  # a ConnectionError: tried again, like redis-py does
     "READONLY": ReadOnlyError,
+    # Writes refused (maxmemory reached with noeviction; a failing disk): an outage, not a fault of the call.
+    "OOM": OutOfMemoryError,
+    "MISCONF": WritesRefused,
 }
 _READ_SIZE = 65536
+
+
+class TooLateToResend(TimeoutError):
+    """A call that failed was not sent again: RESEND_WINDOW_S have passed since it was first sent."""
 
 
 def _error(message: str) -> Exception:
@@ -101,6 +115,7 @@ class Lane:
         timeout_s: float,
         max_idle_s: float = 30.0,
         retries: int = RETRIES,
+        resend_window_s: float = RESEND_WINDOW_S,
     ) -> None:
         self._new_connection = new_connection
         self._max_idle_s = max_idle_s
@@ -109,6 +124,7 @@ class Lane:
         self._permits = asyncio.Semaphore(size)
         self._timeout_s = timeout_s
         self._retries = retries
+        self._resend_window_s = resend_window_s
         self._backoff = retry_backoff()
         self._closed = False
 
@@ -116,33 +132,45 @@ class Lane:
         """Send ``count`` commands packed together; their replies in order, error replies as exceptions
         (``NoScriptError``, ``ResponseError``) in their place. Raises ConnectionError or TimeoutError when
         the server cannot be reached or does not answer in time, after the retries."""
+        first_sent: list[float] = []  # when the call was first written, once it was
         for failures in range(1, self._retries + 1):
             try:
-                return await self._execute_once(packed, count)
-            except (ConnectionError, TimeoutError):
-                if self._closed:
+                return await self._execute_once(packed, count, first_sent)
+            except (ConnectionError, TimeoutError) as exc:
+                if self._closed or isinstance(exc, TooLateToResend):
                     raise
             # The same waits as redis-py's Retry gives the rest of the process's commands.
             await asyncio.sleep(self._backoff.compute(failures))
-        return await self._execute_once(packed, count)
+        return await self._execute_once(packed, count, first_sent)
 
-    async def _execute_once(self, packed: bytes, count: int) -> list[Any]:
+    async def _execute_once(self, packed: bytes, count: int, first_sent: list[float]) -> list[Any]:
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self._permits.acquire()
-        except TimeoutError:
+        except builtins.TimeoutError:  # asyncio's; this module's TimeoutError is redis-py's
             raise ConnectionError(f"no free Redis connection within {self._timeout_s:g} s") from None
         try:
             connection = await self._take()
+            if first_sent and time.monotonic() - first_sent[0] > self._resend_window_s:
+                connection.used_at = time.monotonic()
+                self._idle.append(connection)
+                raise TooLateToResend(
+                    f"not sent again: more than {self._resend_window_s:g} s since it was first sent"
+                )
+            if not first_sent:
+                first_sent.append(time.monotonic())
             try:
                 async with asyncio.timeout(self._timeout_s):
                     replies = await connection.run(packed, count)
             except BaseException as exc:
                 # Replies may be left unread on it: nobody else can use this connection.
                 await self._discard(connection)
-                if isinstance(exc, TimeoutError):
+                if isinstance(exc, (TimeoutError, builtins.TimeoutError)):
                     raise TimeoutError(f"Redis did not answer within {self._timeout_s:g} s") from None
                 if isinstance(exc, OSError):
+                    raise ConnectionError(f"Redis connection lost: {exc}") from exc
+                if isinstance(exc, RuntimeError) and connection.writer.transport.is_closing():
+                    # uvloop's answer to a write on a connection the server reset (asyncio's loop says nothing).
                     raise ConnectionError(f"Redis connection lost: {exc}") from exc
                 raise
             connection.used_at = time.monotonic()

@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError, TimeoutError
 
 from kit.lane import RETRIES, Lane, retry_backoff
-from kit.redis_private import needs_initialize
+from kit.redis_private import needs_initialize, reset_safe, reset_safe_cluster
 
 __all__ = [
     "LaneCluster",
@@ -25,7 +25,10 @@ __all__ = [
     "create_pubsub_client",
     "create_redis",
     "is_cluster_url",
+    "online_replicas",
     "ping",
+    "replicas",
+    "replication_of",
 ]
 
 
@@ -156,8 +159,10 @@ def create_redis(url: str, *, pool_size: int = 64, timeout_s: float = 5.0) -> Re
             _plain_url(url), pool_size=pool_size, wait_s=timeout_s, retry=_retry(), **options
         )
         assert isinstance(cluster, LaneCluster)
+        reset_safe_cluster(cluster)
         return cluster
     pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout_s, **options)
+    pool.connection_class = reset_safe(pool.connection_class)
     return LaneRedis(connection_pool=pool, timeout_s=timeout_s, retry=_retry())
 
 
@@ -185,3 +190,35 @@ async def ping(client: RedisClient) -> None:
         await client.ping(target_nodes=RedisCluster.PRIMARIES)
     else:
         await client.ping()
+
+
+async def replicas(client: RedisClient) -> int:
+    """The replicas connected to the server, or the fewest any primary of a cluster has (INFO replication)."""
+    if isinstance(client, RedisCluster):
+        found = await client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+        infos = list(found.values()) if found and isinstance(next(iter(found.values())), dict) else [found]
+        return min(int(info.get("connected_slaves", 0)) for info in infos)
+    info = await client.info("replication")
+    return int(info.get("connected_slaves", 0))
+
+
+async def replication_of(client: RedisClient, key: str) -> dict[str, Any]:
+    """INFO replication of the server (on a cluster: of the primary serving ``key``'s slot)."""
+    if isinstance(client, LaneCluster):
+        if needs_initialize(client):
+            await client.initialize()
+        node = client.get_node_from_key(key)
+        found: dict[str, Any] = await client.info("replication", target_nodes=node)
+        return found
+    info: dict[str, Any] = await client.info("replication")
+    return info
+
+
+async def online_replicas(client: RedisClient, key: str) -> int:
+    """Replicas in sync with the server (on a cluster: with the primary serving ``key``'s slot), by INFO
+    replication: a replica that is merely slow still counts, a lost or resyncing one does not."""
+    info = await replication_of(client, key)
+    return sum(
+        1 for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""`peak bench` and `peak loadtest`."""
+"""`peak bench`, `peak loadtest` and `peak drill`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def _loadtest(args: argparse.Namespace) -> int:
         return run_loadtest(args, say=say)
 
 
+def _drill(args: argparse.Namespace) -> int:
+    # The drill starts private servers (devstack): loaded only when it runs, like the bench.
+    from loadtest.drill.runner import run_drill
+
+    with _sigterm_unwinds():
+        return run_drill(args, say=say)
+
+
 def _options_from(args: argparse.Namespace) -> BenchOptions:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()] if args.paths else []
     return replace(
@@ -45,6 +53,7 @@ def _options_from(args: argparse.Namespace) -> BenchOptions:
         users=args.users,
         json_path=Path(args.json),
         redis_cluster=args.redis_cluster,
+        redis_replicas=args.replicas,
         buckets=args.buckets,
         rounds=args.rounds,
     )
@@ -110,6 +119,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="also measure the purchase paths on a second private stack with an N-master Redis Cluster",
     )  # fmt: skip
     bench.add_argument(
+        "--replicas", type=int, default=0, metavar="R",
+        help="with --redis-cluster: R replicas per master (purchases wait for one unless PEAK_SECKILL_DURABILITY"
+        "=local)",
+    )  # fmt: skip
+    bench.add_argument(
         "--buckets", type=int, default=3, help="stock buckets of the bucketed event measured on the cluster"
     )
     bench.set_defaults(func=_bench)
@@ -125,3 +139,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--seed-out", default=None, help="also write the seed file here (for distributed locust)"
     )
     load.set_defaults(func=_loadtest)
+
+    drill = sub.add_parser(
+        "drill", help="fault scenarios against a private stack, each invariant PASS/FAIL (exit 1 on a FAIL)"
+    )
+    drill.add_argument(
+        "--short",
+        action="store_true",
+        help="a few seconds per scenario (the test suite's run), not full length",
+    )
+    drill.add_argument(
+        "--scenario", action="append", default=[], metavar="NAME", help="run only this one (repeatable)"
+    )
+    drill.add_argument("--list", action="store_true", help="name every scenario and stop")
+    drill.set_defaults(func=_drill)
