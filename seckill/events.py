@@ -1,21 +1,23 @@
-"""Sale events: stored in PostgreSQL, warmed into Redis before the creation is answered; shoppers read them
-through the event cache (``seckill/eventcache.py``)."""
+"""Sale events: stored in PostgreSQL, then warmed into Redis (``seckill/outbox.py``: a change is committed
+before Redis sees it) before the creation is answered; shoppers read them through the event cache
+(``seckill/eventcache.py``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
 
 from kit.context import Context
 from kit.errors import InvalidRequest
 from kit.params import ascii_int
 from kit.schema import rule
-from seckill import keys, refs, scripts
-from seckill.buckets import MAX_BUCKETS, split
-from seckill.errors import EventNotFound
+from seckill import keys, outbox, refs
+from seckill.buckets import MAX_BUCKETS
+from seckill.errors import ChangePending, EventNotFound, IdempotencyKeyReused
 from seckill.eventcache import EventCache
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "from_ms",
     "get_event_row",
     "iso",
+    "record_creation",
+    "record_patch",
     "registered_streams",
 ]
 
@@ -92,10 +96,6 @@ def event_id_of(raw: str) -> int:
     return value
 
 
-def _ms(value: dt.datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
 def from_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
@@ -121,42 +121,90 @@ def _public(row: Any) -> dict[str, Any]:
     }
 
 
-async def create_event(ctx: Context, new: NewEvent) -> dict[str, Any]:
-    starts_at, ends_at = new.starts_at, new.ends_at
-    if ends_at <= starts_at:
-        raise InvalidRequest("field 'ends_at' must be after 'starts_at'")
-    async with ctx.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "INSERT INTO seckill_events (sku, title, price, stock, starts_at, ends_at, per_user_limit,"
-            " payment_timeout_s, buckets, ticket_required, admission_spread_ms)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
-            new.sku, new.title, new.price, new.stock, starts_at, ends_at, new.per_user_limit,
-            new.payment_timeout_s, new.buckets, new.ticket_required, new.admission_spread_ms,
-        )  # fmt: skip
-        assert row is not None
-        # The event's own ticket secret, in Redis only; view.lua withholds it until the sale starts.
-        secret = secrets.token_bytes(32)
-        # Warmed inside the transaction: if Redis fails the event does not exist anywhere; the identity
-        # sequence never hands the id out again, so a commit failure after this leaves nothing reachable.
-        for bucket, share in enumerate(split(new.stock, new.buckets)):
-            k = keys.event_keys(row["id"], bucket)
-            await scripts.prewarm(
-                ctx.redis, k, sku=new.sku, title=new.title, price=new.price, stock=share,
-                start_ms=_ms(starts_at), end_ms=_ms(ends_at), per_user_limit=new.per_user_limit,
-                payment_timeout_s=new.payment_timeout_s, buckets=new.buckets,
-                ticket_required=new.ticket_required, spread_ms=new.admission_spread_ms, secret=secret,
-            )  # fmt: skip
-            await ctx.redis.sadd(keys.EVENTS, refs.stream_member(row["id"], bucket))
-        await ctx.redis.zadd(keys.LAST_EVENT_ID, {"id": row["id"]}, gt=True)
-    # Every process's event cache forgets that it did not know this id (and raises its highest id).
+async def create_event(ctx: Context, new: NewEvent, idempotency_key: str | None = None) -> dict[str, Any]:
+    """Record the event and its creation (committed), then warm Redis: ChangePending (503) when Redis could not
+    be reached, and the outbox warms it later. The same ``idempotency_key`` again answers the same event."""
+    row, _ = await record_creation(ctx, new, idempotency_key)
+    await _apply(ctx, row["id"], "the creation")
+    # Every process's event cache forgets that it did not know this id (the outbox's message); here at once.
     cache = ctx.find(EventCache)
     if cache is not None:
         cache.created(row["id"])
-    await ctx.redis.publish(keys.STOCK_BACK_CHANNEL, row["id"])
     return _public(row)
 
 
-async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) -> dict[str, Any]:
+async def record_creation(
+    ctx: Context, new: NewEvent, idempotency_key: str | None = None
+) -> tuple[Any, outbox.Change]:
+    """The event's row and its creation recorded and committed (or those a key already names); nothing in
+    Redis yet (not purchasable)."""
+    if new.ends_at <= new.starts_at:
+        raise InvalidRequest("field 'ends_at' must be after 'starts_at'")
+    if idempotency_key is not None:
+        found = await outbox.keyed(ctx.db, "create", idempotency_key)
+        if found is not None:
+            return _replay(found, _creation_of(found[0]) == _creation(new))
+    try:
+        async with ctx.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO seckill_events (sku, title, price, stock, starts_at, ends_at, per_user_limit,"
+                " payment_timeout_s, buckets, ticket_required, admission_spread_ms)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+                new.sku, new.title, new.price, new.stock, new.starts_at, new.ends_at, new.per_user_limit,
+                new.payment_timeout_s, new.buckets, new.ticket_required, new.admission_spread_ms,
+            )  # fmt: skip
+            assert row is not None
+            change = await outbox.record(
+                conn, row["id"], "create", new.stock, new.ends_at, idempotency_key=idempotency_key
+            )
+    except asyncpg.UniqueViolationError:
+        # The same key in a request running at the same time, which committed first: its event is the answer.
+        found = None if idempotency_key is None else await outbox.keyed(ctx.db, "create", idempotency_key)
+        if found is None:
+            raise
+        return _replay(found, _creation_of(found[0]) == _creation(new))
+    return row, change
+
+
+def _creation(new: NewEvent) -> tuple[Any, ...]:
+    return (new.sku, new.title, new.price, new.stock, new.starts_at, new.ends_at, new.per_user_limit,
+            new.payment_timeout_s, new.buckets, new.ticket_required, new.admission_spread_ms)  # fmt: skip
+
+
+def _creation_of(row: Any) -> tuple[Any, ...]:
+    """What the creation a key names asked for: its row's fixed fields, the stock and end it was made with."""
+    return (row["sku"], row["title"], row["price"], row["change_stock"], row["starts_at"], row["change_ends_at"],
+            row["per_user_limit"], row["payment_timeout_s"], row["buckets"], row["ticket_required"],
+            row["admission_spread_ms"])  # fmt: skip
+
+
+def _replay(found: tuple[Any, outbox.Change], same: bool) -> tuple[Any, outbox.Change]:
+    """The change an Idempotency-Key names, when this request asks for the same change."""
+    if not same:
+        raise IdempotencyKeyReused(found[1].event_id)
+    return found
+
+
+async def add_stock_or_move_end(
+    ctx: Context, event_id: int, patch: EventPatch, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """Record the change with the event's row (committed), then apply it to every bucket once: ChangePending
+    (503) when Redis could not be reached, and the outbox applies it later, never twice. The same
+    ``idempotency_key`` again makes no second change (it answers the event as it is)."""
+    row, _ = await record_patch(ctx, event_id, patch, idempotency_key)
+    await _apply(ctx, event_id, "the change")
+    # This process reads the change back at once; the others hear adjust.lua's message.
+    cache = ctx.find(EventCache)
+    if cache is not None:
+        cache.forget(event_id)
+    return _public(row)
+
+
+async def record_patch(
+    ctx: Context, event_id: int, patch: EventPatch, idempotency_key: str | None = None
+) -> tuple[Any, outbox.Change]:
+    """The event's row updated and the change recorded, committed (or those a key already names); nothing in
+    Redis yet."""
     if patch.add_stock is None and patch.ends_at is None:
         raise InvalidRequest("give 'add_stock', 'ends_at' or both")
     ends_at = patch.ends_at
@@ -164,6 +212,12 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
         row = await conn.fetchrow("SELECT * FROM seckill_events WHERE id = $1 FOR UPDATE", event_id)
         if row is None:
             raise EventNotFound(event_id)
+        if idempotency_key is not None:
+            # Under the row's lock: a request with the same key waits here for the first one's commit.
+            found = await outbox.keyed(conn, "adjust", idempotency_key, event_id)
+            if found is not None:
+                asked = (found[0]["change_stock"], found[0]["change_ends_at"])
+                return _replay(found, asked == (patch.add_stock or 0, ends_at))
         if ends_at is not None and ends_at <= row["starts_at"]:
             raise InvalidRequest("field 'ends_at' must be after the event's start")
         if row["stock"] + (patch.add_stock or 0) > MAX_STOCK:
@@ -178,18 +232,18 @@ async def add_stock_or_move_end(ctx: Context, event_id: int, patch: EventPatch) 
             ends_at,
         )
         assert row is not None
-        # The addition is split over the buckets like the stock at creation; each bucket applies its part once.
-        change = uuid.uuid4().hex
-        end_ms = None if ends_at is None else _ms(ends_at)
-        for bucket, share in enumerate(split(patch.add_stock or 0, row["buckets"])):
-            await scripts.adjust(
-                ctx.redis, keys.event_keys(event_id, bucket), add_stock=share, end_ms=end_ms, change_id=change
-            )
-    # This process reads the change back at once; the others hear adjust.lua's message.
-    cache = ctx.find(EventCache)
-    if cache is not None:
-        cache.forget(event_id)
-    return _public(row)
+        change = await outbox.record(
+            conn, event_id, "adjust", patch.add_stock or 0, ends_at, idempotency_key=idempotency_key
+        )
+    return row, change
+
+
+async def _apply(ctx: Context, event_id: int, what: str) -> None:
+    try:
+        await outbox.apply_event(ctx, event_id)
+    except (RedisError, EventNotFound) as exc:
+        # Committed: the outbox finishes it. EventNotFound: Redis lost the event (it is re-derived), not the row.
+        raise ChangePending(event_id, what) from exc
 
 
 async def registered_streams(ctx: Context) -> set[tuple[int, int]]:

@@ -40,14 +40,26 @@ _QUEUED_BODY = b'{"order_id":"%s","status":"queued","event_id":%d,"replayed":%s}
 async def create_event(request: Request) -> Response:
     await require_admin(request)
     body = await read_body(request, events.NewEvent)
-    return JSONResponse(await events.create_event(context_of(request), body), status_code=201)
+    made = await events.create_event(context_of(request), body, _admin_key(request))
+    return JSONResponse(made, status_code=201)
 
 
 async def patch_event(request: Request) -> Response:
     await require_admin(request)
     event_id = events.event_id_of(request.path_params["event_id"])
     body = await read_body(request, events.EventPatch)
-    return JSONResponse(await events.add_stock_or_move_end(context_of(request), event_id, body))
+    return JSONResponse(
+        await events.add_stock_or_move_end(context_of(request), event_id, body, _admin_key(request))
+    )
+
+
+def _admin_key(request: Request) -> str | None:
+    key = raw_header(request.scope, b"idempotency-key")
+    if key is not None and not (0 < len(key) <= _IDEMPOTENCY_MAX and key.isascii() and key.isprintable()):
+        raise InvalidRequest(
+            f"the Idempotency-Key header must be 1 to {_IDEMPOTENCY_MAX} printable ASCII characters"
+        )
+    return key
 
 
 class _Shown(Response):
@@ -175,6 +187,10 @@ _STATS = obj(
 )  # fmt: skip
 _QUEUED = obj(order_id=STR, status={"enum": ["queued"]}, event_id=INT, replayed={"type": "boolean"})
 _AUTH_ERRORS = {401: ["unauthenticated"], 403: ["forbidden"]}
+_ADMIN_KEY_DOC = (
+    "names this change: the same request again with it (after a lost answer or a 503) answers the event as it"
+    " is now and makes no second change; another request with it is refused (409 idempotency_key_reused)"
+)
 
 
 def routes() -> list[ApiRoute]:
@@ -214,14 +230,19 @@ def routes() -> list[ApiRoute]:
         route(
             "/seckill/events", create_event, methods=["POST"], tag=tag, auth=["admin"],
             summary="Create a sale event and warm its stock into Redis",
+            headers={"Idempotency-Key": _ADMIN_KEY_DOC},
             body=events.NewEvent, responses={201: _EVENT},
-            errors={**DOWN, **_AUTH_ERRORS, 422: ["invalid_request"]},
+            errors={**DOWN, **_AUTH_ERRORS, 409: ["idempotency_key_reused"], 422: ["invalid_request"]},
         ),
         route(
             "/seckill/events/{event_id}", patch_event, methods=["PATCH"], tag=tag, auth=["admin"],
             summary="Add stock during the sale or move the end time",
+            headers={"Idempotency-Key": _ADMIN_KEY_DOC},
             body=events.EventPatch, responses={200: _EVENT},
-            errors={**DOWN, **_AUTH_ERRORS, 404: ["event_not_found"], 422: ["invalid_request"]},
+            errors={
+                **DOWN, **_AUTH_ERRORS, 404: ["event_not_found"], 409: ["idempotency_key_reused"],
+                422: ["invalid_request"],
+            },
         ),
         route(
             "/seckill/events/{event_id}/stats", event_stats, tag=tag, auth=["admin"],

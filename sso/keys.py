@@ -46,6 +46,8 @@ CHANGES_CHANNEL = "sso:changes"
 REVOKED_JOURNAL_KEEP_S = 1000
 # An account-change record outlives every validator's memory of the change (REVOKED_JOURNAL_KEEP_S).
 ACCOUNT_CHANGE_KEEP_S = 2 * REVOKED_JOURNAL_KEEP_S
+# How long a session-ending call's answer is kept for a retry of it (longer than the Redis client's retries).
+CALL_ANSWER_KEEP_S = 30
 # Fixed forever: changing it moves every user's keys (every session would end).
 SHARDS = 16
 
@@ -98,6 +100,11 @@ def session_index(user_id: str) -> str:
 
 def revoked_token(user_id: str, token_id: str) -> str:
     return f"{_user_tag(user_id)}:jti:{token_id}"
+
+
+def call_answer(user_id: str, call_id: str) -> str:
+    """The answer of one call of a script that is not idempotent by itself, kept for a retry of that call."""
+    return f"{_user_tag(user_id)}:answer:{call_id}"
 
 
 # The known devices an account keeps; a new one beyond this replaces the one unused the longest.

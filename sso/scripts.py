@@ -6,6 +6,7 @@ Keys come from ``sso/keys.py``; a reply becomes a typed result here, and a reply
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal, NamedTuple
@@ -238,11 +239,12 @@ async def list_sessions(redis: RedisClient, user_id: str) -> list[ListedSession]
 async def end_sessions(
     redis: RedisClient, user_id: str, which: Literal["one", "all", "others"], session_id: str = ""
 ) -> list[str]:
-    """The ids of the sessions that were live and are now ended, and announced by the same call."""
+    """The ids of the sessions that were live and are now ended, and announced by the same call (a retry of
+    the call by the Redis client gets the same answer)."""
     ended: list[Any] = await SESSION_END(
         redis,
-        [keys.session_index(user_id), keys.journal(user_id)],
-        [keys.session_prefix(user_id), which, session_id, *_ANNOUNCE],
+        [keys.session_index(user_id), keys.journal(user_id), keys.call_answer(user_id, secrets.token_hex(8))],
+        [keys.session_prefix(user_id), which, session_id, *_ANNOUNCE, keys.CALL_ANSWER_KEEP_S * 1000],
     )
     return [str(s) for s in ended]
 

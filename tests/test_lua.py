@@ -58,6 +58,9 @@ def test_every_script_states_its_contract() -> None:
         assert re.search(r"^-- KEYS", head, re.M), f"{entry.name}: no KEYS contract at the top"
         assert re.search(r"^-- ARGV", head, re.M), f"{entry.name}: no ARGV contract at the top"
         assert re.search(r"^-- [Rr]eturns", head, re.M), f"{entry.name}: no return contract at the top"
+        # Whether a call the Redis client sends again (its answer was lost) is safe, and if not, what it does:
+        # tests/test_retried_scripts.py runs every script twice and checks what this line says.
+        assert re.search(r"^-- Retry: \S", head, re.M), f"{entry.name}: no '-- Retry: ...' line at the top"
 
 
 def test_every_fragment_says_it_is_one() -> None:

@@ -9,7 +9,7 @@
 -- ARGV[11] audit entries kept; ARGV[12] pub/sub channel; ARGV[13] the field's value when unset
 -- Returns {status, old, new, since_ms}: status is "changed", "unchanged", "conflict" (expected value differs),
 -- "too_soon" (step or dwell not over) or "pressure" (a process is still overloaded)
--- Safe to retry: a call that already ran finds the new value ("unchanged", or "conflict" for a compare-and-set)
+-- Retry: safe; a call that already ran finds the new value ("unchanged", or "conflict" for a compare-and-set)
 -- and writes, audits and publishes nothing more.
 
 local name, field, new = ARGV[1], ARGV[2], ARGV[3]

@@ -3,6 +3,8 @@
 -- dead letter); ARGV[3] the order ids to forget as queued, one per line (fewer than the entries: an unreadable
 -- entry names none; may be "")
 -- Returns the number of entries acknowledged
+-- Retry: safe; a second call acknowledges and forgets nothing more (it answers 0: the first run acknowledged
+-- them) and trims to the same point.
 
 -- Called only after the PostgreSQL COMMIT. Only acknowledged entries leave the stream, so an unprocessed order is
 -- never trimmed: every entry below the oldest pending one (or, with none pending, up to the last one delivered)

@@ -1,6 +1,8 @@
 -- KEYS[1] order stream, KEYS[2] queued orders hash, KEYS[3] dead-letter stream, KEYS[4] dead orders hash
 -- ARGV[1] consumer group, ARGV[2] stream entry id, ARGV[3] reason, ARGV[4] deliveries so far
 -- Returns the dead-letter entry id, or false if the entry is no longer pending (it was written meanwhile)
+-- Retry: safe; a second call finds the entry no longer pending and answers false: the message is dead-lettered
+-- once (the writer does not use the answer).
 
 -- Moves the message in one step: it is in the order stream or in the dead-letter stream, never both or neither.
 -- Pending is what counts, not being in the stream: acknowledged entries stay there until seckill_ack trims

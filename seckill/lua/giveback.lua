@@ -5,6 +5,8 @@
 -- ARGV[2+2i] order id, ARGV[3+2i] user id
 -- Returns the number of orders given back by this call (those already returned count 0), or -1 if the event
 -- is not in Redis
+-- Retry: safe; a second call finds every order of the list in the returned set and answers 0: nothing comes
+-- back twice.
 
 -- Idempotent per order id: the returned sets record every give-back, so a sweeper that crashed halfway or two
 -- sweepers racing can apply the same list again without returning anything twice. A bucketed order whose

@@ -1,6 +1,7 @@
 -- KEYS[1] holds hash, KEYS[2] user -> held orders hash, KEYS[3] idempotency hash (of the user's home bucket)
 -- ARGV[1] "confirm" (the stock was taken in another bucket) or "release" (no bucket took it), ARGV[2] order id
 -- Returns 1 if this call resolved the hold, 0 if it was resolved before
+-- Retry: safe; a second call finds the hold resolved and answers 0: the quota goes back once.
 
 -- Idempotent: the hold is deleted by the first resolution, so a release applied twice (the buying process and
 -- the sweeper) gives the user's quota back once.

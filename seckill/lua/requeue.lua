@@ -1,6 +1,7 @@
 -- KEYS[1] dead-letter stream, KEYS[2] dead orders hash, KEYS[3] order stream, KEYS[4] queued orders hash
 -- ARGV[1] dead-letter entry id
 -- Returns the new order stream entry id, or false if there is no such dead letter
+-- Retry: safe; a second call finds no such dead letter and answers false: the order is back on its stream once.
 
 -- The reverse move of seckill_deadletter, in one step.
 

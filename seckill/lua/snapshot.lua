@@ -3,6 +3,7 @@
 -- ARGV[1] unused marker ("snapshot"), present so every call has the same shape
 -- Returns {stock left, stock total, reservations ever, returned count, {queued order ids}, {dead order ids}},
 -- or false if the event is not in Redis
+-- Retry: safe (read-only).
 
 -- One atomic read, so reconciliation compares PostgreSQL against a single moment of Redis.
 

@@ -2,7 +2,8 @@
 -- ARGV[1] unused marker ("view"), present so every call has the same shape
 -- Returns {server time ms, field, value, field, value, ...} (the meta hash flattened), or false if missing.
 -- The ticket secret (field "secret") is left out until the Redis clock has reached the event's start: before
--- that no process, so no client, can know it. Read-only: a retried call is safe.
+-- that no process, so no client, can know it.
+-- Retry: safe (read-only).
 
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then

@@ -15,8 +15,8 @@
 -- rotated last presented again within the grace (the same answer: nothing changes). 0: no such session (or it
 -- expired, or its account was disabled). -1: an already used token (a reuse: the session is ended and
 -- announced). -2: not a token of this session. {-3, retry after (ms)}: too many rotations in the window.
--- Safe to run twice: a retried call (same arguments, same now) presents the token it just rotated, and gets
--- the same answer.
+-- Retry: safe; a retried call (the same arguments: the successor is derived from the token, and now is the
+-- first attempt's) presents the token it just rotated and gets the same answer, changing nothing.
 
 local s = redis.call('HMGET', KEYS[1], 'refresh', 'absolute_expires_at', 'username', 'previous', 'rotated_at',
   'used', 'window_start', 'window_count', 'version')

@@ -12,8 +12,8 @@
 -- ms, and always above the last one) goes into the record and, for "roles", into every live session with the
 -- new roles; for "disable" every session ends. Announced by this call: "u:<user id>:<version>" (validators
 -- refuse the user's tokens issued at an older version), and "s:<id>" for each session ended.
--- Safe to run twice: a second run makes a newer version and announces it again, which only makes tokens
--- issued between the two runs refresh once more.
+-- Retry: not idempotent, and harmless: a second run answers a newer version and announces it again, which only
+-- makes tokens issued between the two runs refresh once more; for "disable" it ends no session more.
 
 local time = redis.call('TIME')
 local version = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)

@@ -2,7 +2,7 @@
 -- ARGV[1] session key prefix (a session id appended gives its hash)
 -- Returns one flat entry per live session, oldest first: id, created_at, last_seen_at, absolute_expires_at,
 -- ip, user_agent, remaining idle time (ms)
--- Safe to run twice.
+-- Retry: safe (reads; prunes the ids of expired sessions).
 
 -- Reading the index prunes it: ids whose hash expired are removed.
 local out = {}

@@ -16,8 +16,8 @@
 -- {account version, roles, ids of the sessions ended to make room (oldest first)...}: the roles are the
 -- change record's when `peak sso` changed them lately (the login may have read them before the change), and
 -- each session ended is announced by this call.
--- Safe to run twice for the new session (same id, same fields), but a second run counts it as live: when the
--- user then has the most sessions allowed, it ends the oldest other one.
+-- Retry: safe; a second call (same id, same fields) finds the new session made and ends no other one: it
+-- answers the same version and roles, without the ids the first run ended and announced (unused by the caller).
 
 local change = redis.call('HMGET', KEYS[3], 'version', 'roles', 'disabled')
 if change[3] then
@@ -29,10 +29,13 @@ local roles = change[2] or ARGV[9]
 local ended = {}
 local live = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 1 then
-    live[#live + 1] = id
-  else
-    redis.call('ZREM', KEYS[1], id)
+  -- The new session itself is there only when this is a retried call: it takes no place from another one.
+  if id ~= ARGV[2] then
+    if redis.call('EXISTS', ARGV[1] .. id) == 1 then
+      live[#live + 1] = id
+    else
+      redis.call('ZREM', KEYS[1], id)
+    end
   end
 end
 local messages = {}

@@ -5,7 +5,7 @@
 -- ARGV[3] how long journal entries are kept (ms)
 -- ARGV[4] the changes channel
 -- Returns 1; the revocation is announced ("j:<jti>") by this call.
--- Safe to run twice: the marker is set again and the token announced again, which changes nothing.
+-- Retry: safe; the marker is set again and the token announced again, which changes nothing.
 
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 announce(2, ARGV[3], ARGV[4], {'j:' .. ARGV[2]})

@@ -1,7 +1,7 @@
 -- KEYS[1] registrations from the client network in the current hour
 -- ARGV[1] registrations allowed per network per window, ARGV[2] the window (s)
 -- Returns {0, 0} go on (counted), {1, retry after (s)} the network has registered enough for now
--- A retried call counts twice (errs on the side of refusing).
+-- Retry: a retried call counts twice (errs on the side of refusing); nothing else changes.
 
 -- Every registration that reaches the password hash counts, taken names included: 409 `username_taken` tells
 -- whether a name exists, so this also bounds how fast one network can probe for names.

@@ -12,7 +12,7 @@
 -- Returns for "attempt": {0, 0} an unknown device, counted against the account and the pair; {1, i} the i-th
 -- digest is a known device of the account, counted against that device only; {2, retry after (s)} unknown
 -- devices of this account (from this network, or from everywhere) must wait. Otherwise {0, 0}.
--- A retried "attempt" counts twice (errs on the side of locking); a retried "give_back" gives
+-- Retry: a retried "attempt" counts twice (errs on the side of locking); a retried "give_back" gives
 -- back one attempt more, never below zero; "unknown_ok" and "known_ok" are safe to run twice.
 
 -- Attempts count before the password is checked and a success gives them back, so simultaneous guesses

@@ -6,7 +6,7 @@
 -- ARGV[5] "1" when the client sent a device cookie (the account's script tells whether it is known)
 -- Returns {0, 0} go on (counted); {1, 0} past the budget, counted, and only a known device may go on: call
 -- "gate" unless it is one; {2, wait (ms)} an unknown device must wait (not counted).
--- A retried "attempt" counts twice; a retried "give_back" gives back one more, never below zero; a retried
+-- Retry: a retried "attempt" counts twice; a retried "give_back" gives back one more, never below zero; a retried
 -- "gate" may refuse the call the first run let through (the client is told to retry).
 
 -- The budget does not lock anyone out: past it, unknown devices of the network get one login per gate, and
