@@ -88,6 +88,7 @@ class LocalStack:
         say: Callable[[str], None] = _say,
         output: IO[bytes] | None = None,
         redis_cluster: int = 0,
+        replicas: int = 0,
         instances: int = 1,
         factory: str = APP_FACTORY,
     ) -> None:
@@ -98,6 +99,10 @@ class LocalStack:
             )
         if redis_cluster and redis_cluster < 3:
             raise StackError(f"--redis-cluster needs at least 3 masters, got {redis_cluster}")
+        if replicas and not redis_cluster:
+            raise StackError("--replicas needs --redis-cluster N: replicas are started for a private cluster")
+        if replicas < 0:
+            raise StackError(f"--replicas must be 0 or more, got {replicas}")
         if instances < 1:
             raise StackError(f"--instances must be at least 1, got {instances}")
         if instances > 1:
@@ -106,6 +111,7 @@ class LocalStack:
         self.say = say
         self.output = output
         self.redis_cluster = redis_cluster
+        self.replicas = replicas
         self.instances = instances
         self.factory = factory
         self.env = {**os.environ, **(env or {})}
@@ -168,9 +174,14 @@ class LocalStack:
     def _start_servers(self, settings: Settings) -> Settings:
         """A private Redis (or Redis Cluster) and PostgreSQL where no URL is set; the settings with their URLs."""
         if settings.redis_url is None and self.redis_cluster:
-            cluster = RedisClusterServer(self.data_dir / "redis-cluster", self.redis_cluster, say=self.say)
+            cluster = RedisClusterServer(
+                self.data_dir / "redis-cluster", self.redis_cluster, replicas=self.replicas, say=self.say
+            )
             self.redis = cluster
-            self.say(f"starting a {self.redis_cluster}-master Redis Cluster (data in {cluster.data_dir})")
+            shape = f" with {self.replicas} replica(s) each" if self.replicas else ""
+            self.say(
+                f"starting a {self.redis_cluster}-master Redis Cluster{shape} (data in {cluster.data_dir})"
+            )
             cluster.start()
             settings = replace(settings, redis_url=cluster.url)
         elif settings.redis_url is None:
@@ -281,7 +292,7 @@ class LocalStack:
         (self.data_dir / INSTANCES_FILE).unlink(missing_ok=True)
 
 
-def run_up(settings: Settings, *, redis_cluster: int = 0, instances: int = 1) -> int:
+def run_up(settings: Settings, *, redis_cluster: int = 0, replicas: int = 0, instances: int = 1) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -289,7 +300,7 @@ def run_up(settings: Settings, *, redis_cluster: int = 0, instances: int = 1) ->
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack = LocalStack(settings, redis_cluster=redis_cluster, instances=instances)
+    stack = LocalStack(settings, redis_cluster=redis_cluster, replicas=replicas, instances=instances)
     try:
         settings = stack.start()
         base = stack.base_url

@@ -250,7 +250,7 @@ def measure_on_cluster(
     say(f"starting a second private stack on a {options.redis_cluster}-master Redis Cluster")
     stack = LocalStack(
         settings, env=env, say=lambda t: say(f"  {t}"), output=(folder / "cluster-server.log").open("wb"),
-        redis_cluster=options.redis_cluster, factory=BASELINE_FACTORY,
+        redis_cluster=options.redis_cluster, replicas=options.redis_replicas, factory=BASELINE_FACTORY,
     )  # fmt: skip
     try:
         stack.start()

@@ -20,6 +20,8 @@ class BenchOptions:
     json_path: Path = Path("bench-results.json")
     # Masters of the private Redis Cluster of the second stack (0: no cluster run).
     redis_cluster: int = 0
+    # Replicas per master of that cluster (purchases then wait for one: PEAK_SECKILL_DURABILITY).
+    redis_replicas: int = 0
     # Stock buckets of the bucketed event measured on the cluster.
     buckets: int = 3
     # Times every path of the main stack is measured (medians are reported).

@@ -41,7 +41,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from devstack.up import run_up
 
     settings = Settings.from_env(sections=sections_of(components()))
-    return run_up(settings, redis_cluster=args.redis_cluster, instances=args.instances)
+    return run_up(
+        settings, redis_cluster=args.redis_cluster, replicas=args.replicas, instances=args.instances
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -93,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="start a private N-master Redis Cluster (N >= 3) instead of one redis-server",
+    )
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        metavar="R",
+        help="with --redis-cluster: R replicas per primary (a failover promotes one; purchases wait for it)",
     )
     up.add_argument(
         "--instances",

@@ -1,4 +1,4 @@
-"""`peak seckill reconcile [EVENT]`, `peak seckill dead-letters [--retry REF | --retry-all]`,
+"""`peak seckill reconcile [EVENT] [--repair]`, `peak seckill dead-letters [--retry REF | --retry-all]`,
 `peak seckill pay ORDER_ID [--payment-id ID] [--amount N]` and `peak seckill refunds [--done PAYMENT_ID]`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from kit.commands import CommandError, cli_context, load_settings, run, say
 from kit.component import Component
 from kit.errors import ApiError
 from kit.params import ascii_int
-from seckill import deadletters, payments, reconcile, refs, signature
+from seckill import deadletters, payments, reconcile, rederive, refs, signature
 from seckill.errors import OrderNotFound
 from seckill.events import MAX_PRICE, event_id_of, iso
 from seckill.orders import parse_order_id
@@ -53,6 +53,12 @@ def add_commands(
         "reconcile", help="check stock_total = left + queued + pending + paid + dead letters; exit 1 on drift"
     )
     rec.add_argument("event", nargs="?", type=_event_arg, help="one event id (default: every event)")
+    rec.add_argument(
+        "--repair",
+        action="store_true",
+        help="first re-derive the event's Redis stock and counts from PostgreSQL (as after a Redis failover; "
+        "purchases pause for the milliseconds it takes) and print each change, before -> after",
+    )
     rec.set_defaults(func=functools.partial(_reconcile, components))
     dead = commands.add_parser("dead-letters", help="list dead-lettered order messages, or retry them")
     dead.add_argument("--event", type=_event_arg, help="only this event")
@@ -85,10 +91,20 @@ def _reconcile(components: Sequence[Component], args: argparse.Namespace) -> int
     async def main() -> int:
         drifting = 0
         async with cli_context(settings, components) as ctx:
+            if args.repair and args.event is None:
+                raise CommandError("--repair takes one event: peak seckill reconcile EVENT --repair")
             ids = [args.event] if args.event is not None else await reconcile.event_ids(ctx)
             if not ids:
                 say("no sale events")
             for event_id in ids:
+                if args.repair:
+                    done = await rederive.repair_now(ctx, event_id)
+                    for change in done.changes:
+                        say(f"event {event_id}: repaired {change}")
+                    if not done.repaired:
+                        say(f"event {event_id}: not in Redis, nothing to repair")
+                    elif not done.changes:
+                        say(f"event {event_id}: re-derived, nothing changed")
                 b = await reconcile.balance(ctx, event_id)
                 terms = "  ".join(f"{k}={v}" for k, v in reconcile.terms(b).items())
                 problems = b.problems()

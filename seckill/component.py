@@ -1,5 +1,5 @@
-"""The flash sale as the composition sees it: routes, migrations, the purchase service, the order writer and
-payment-timeout loops, commands, settings and scripts."""
+"""The flash sale as the composition sees it: routes, migrations, the purchase service, the order writer,
+payment-timeout and admin-change outbox loops, commands, settings and scripts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from kit.component import Component, Role
 from kit.context import Context
-from seckill import cli, routes, scripts, timeouts, worker
+from seckill import cli, outbox, routes, scripts, timeouts, worker
 from seckill.eventcache import EventCache
 from seckill.news import News
 from seckill.orderwatch import OrderWatch
@@ -39,6 +39,7 @@ async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     ctx.put(PaymentGate(ctx.settings.of(SeckillSettings)))
     tasks = []
     if role == "api":
+        await reserver.start()
         await events.start()
         tasks = [asyncio.create_task(news.listen(ctx)), asyncio.create_task(sold_out.recheck(ctx))]
         tasks += [asyncio.create_task(events.run()), asyncio.create_task(events.clock.run(ctx.redis))]
@@ -63,7 +64,7 @@ def component() -> Component:
         routes=routes.routes(),
         migrations="seckill",
         services=[_purchase_service],
-        loops=[worker.order_writer, timeouts.sweep_loop],
+        loops=[worker.order_writer, timeouts.sweep_loop, outbox.outbox_loop],
         cli=cli.add_commands,
         tier="critical",
         settings=SeckillSettings,

@@ -11,10 +11,13 @@ __all__ = [
     "REFUND_REASONS",
     "REFUSALS",
     "AmountMismatch",
+    "ChangePending",
     "Ended",
     "EventNotFound",
+    "IdempotencyKeyReused",
     "LimitReached",
     "NotAdmitted",
+    "NotReplicated",
     "NotStarted",
     "OrderCancelled",
     "OrderIdTaken",
@@ -26,6 +29,7 @@ __all__ = [
     "PaymentsNotConfigured",
     "RateLimited",
     "Refusal",
+    "Repairing",
     "SaleUnavailable",
     "SignatureInvalid",
     "SignatureStale",
@@ -150,8 +154,55 @@ class SaleUnavailable(ServiceUnavailable):
         super().__init__(message)
 
 
+class ChangePending(ServiceUnavailable):
+    """An admin change committed to PostgreSQL that Redis did not take yet (unreachable): the workers' outbox
+    applies it once Redis answers (seckill/outbox.py). Sending it again would make a second change."""
+
+    code = "unavailable"
+
+    def __init__(self, event_id: int, what: str) -> None:
+        super().__init__(
+            f"{what} of event {event_id} is recorded, but Redis could not be reached to apply it; the workers apply"
+            f" it within seconds of Redis answering again (send it again only with the same Idempotency-Key:"
+            f" without one it is a second change; GET /seckill/events/{event_id} shows it once applied)",
+            retry_after_s=5,
+        )
+
+
+class IdempotencyKeyReused(Conflict):
+    """An admin's Idempotency-Key that names another change: a new change needs a new key."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, event_id: int) -> None:
+        super().__init__(
+            f"this Idempotency-Key names another change (of event {event_id}): use a new key for a new change"
+        )
+
+
 class Voided(Refusal, SaleUnavailable):
     """The hold sweeper resolved this purchase while it was still being taken (a stalled process)."""
+
+
+class Repairing(Refusal, SaleUnavailable):
+    """The Redis node serving this event is not the one that acknowledged its last writes (a failover or a restart
+    that may have lost some): its stock and counts are being re-derived from PostgreSQL (``seckill/rederive.py``)."""
+
+    def __init__(
+        self, message: str = "this sale is being checked after a Redis failover; try again in a moment"
+    ) -> None:
+        super().__init__(message)
+
+
+class NotReplicated(SaleUnavailable):
+    """The reservation ran but no replica confirmed it in time (PEAK_SECKILL_DURABILITY=replica): not promised.
+    The same Idempotency-Key again gets the same order once it is durable."""
+
+    def __init__(
+        self,
+        message: str = "the order could not be made durable in time; retry with the same Idempotency-Key",
+    ) -> None:
+        super().__init__(message)
 
 
 class OrderIdTaken(Refusal, SaleUnavailable):
@@ -253,4 +304,5 @@ REFUSALS: dict[str, type[Refusal]] = {
     "rate_limited": RateLimited,
     "void": Voided,
     "duplicate": OrderIdTaken,
+    "repairing": Repairing,
 }

@@ -40,8 +40,8 @@ STOCK_BACK_CHANNEL = "seckill:stock-back"
 ORDERS_CHANNEL = "seckill:orders"
 # Fixed window of the per-user and per-IP attempt counters.
 RATE_WINDOW_MS = 1000
-# The answers of a reservation script call are kept this long: longer than a Redis client's retries of a call
-# whose answer was lost (3 tries of a 5 s timeout, plus back-off).
+# The answers of a reservation script call are kept this long: longer than the kit sends a call whose answer was
+# lost again (never later than kit.lane.RESEND_WINDOW_S, 20 s, after its first send; kit/lua.py likewise).
 REPLAY_MS = 30_000
 # A hold (bucketed events: a purchase counted against the user's limit in the home bucket, its stock still to
 # be taken from another bucket) older than this is resolved by the sweeper: longer than any retry of the take.
@@ -76,7 +76,7 @@ class EventKeys:
         self.dead_orders = f"{tag}:dead-orders"
         # Set of order ids whose stock and quota went back: makes every give-back happen once.
         self.returned = f"{tag}:returned"
-        # Hash of the admin changes (stock added, end moved) applied, by change id: each applies once.
+        # Hash of the admin changes (creation, stock added, end moved) applied, by change id: each applies once.
         self.changes = f"{tag}:changes"
         # Bucketed events only. In a user's home bucket: hash order id -> "user\nidempotency field\nms" of the
         # holds not yet resolved, and the set of orders whose quota (not stock) went back here.
@@ -105,7 +105,7 @@ class EventKeys:
         ]  # fmt: skip
 
     def prewarm(self) -> list[str]:
-        return [self.meta, self.stream]
+        return [self.meta, self.stream, self.changes]
 
     def view(self) -> list[str]:
         return [self.meta]

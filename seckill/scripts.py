@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kit.lua import EncodableT, Script
+from kit.lua import EncodableT, Script, Wait
 from kit.redis import RedisClient
 from seckill import keys
 from seckill.errors import REFUSALS, EventNotFound
@@ -25,6 +25,7 @@ __all__ = [
     "GIVEBACK",
     "HOLD",
     "PREWARM",
+    "REPAIR",
     "REQUEUE",
     "RESERVE",
     "SNAPSHOT",
@@ -49,6 +50,7 @@ __all__ = [
     "resolve_hold",
     "snapshot",
     "take",
+    "taken",
     "view",
     "void",
 ]
@@ -65,7 +67,9 @@ SNAPSHOT = Script.of("seckill", "snapshot")
 ACK = Script.of("seckill", "ack")
 DEADLETTER = Script.of("seckill", "deadletter")
 REQUEUE = Script.of("seckill", "requeue")
-ALL = (RESERVE, TAKE, HOLD, VOID, PREWARM, ADJUST, VIEW, GIVEBACK, SNAPSHOT, ACK, DEADLETTER, REQUEUE)
+# Re-derivation after a failover (seckill/rederive.py decodes its replies).
+REPAIR = Script.of("seckill", "repair")
+ALL = (RESERVE, TAKE, HOLD, VOID, PREWARM, ADJUST, VIEW, GIVEBACK, SNAPSHOT, ACK, DEADLETTER, REQUEUE, REPAIR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +139,18 @@ def reserve_args(settings: SeckillSettings, k: EventKeys) -> list[EncodableT]:
 
 
 def reserve(
-    redis: RedisClient, k: EventKeys, head: Sequence[EncodableT], purchases: Sequence[str]
+    redis: RedisClient,
+    k: EventKeys,
+    head: Sequence[EncodableT],
+    purchases: Sequence[str],
+    wait: Wait | None = None,
 ) -> Awaitable[list[Any]]:
     """One call for a batch of purchases ("order id\\nuser id\\nclient IP\\nidempotency key" each) after
-    ``reserve_args``; its replies, one per purchase, for ``reservations``. Not a coroutine itself: the
-    purchase path awaits the script call directly."""
+    ``reserve_args``; its replies, one per purchase, for ``reservations``; with ``wait``, raises
+    ``ReplicaWaitError`` unless the replicas confirmed it. Not a coroutine itself: the purchase path awaits
+    the script call directly."""
     first_order_id = purchases[0].partition("\n")[0]
-    return RESERVE(redis, k.reserve(first_order_id), [*head, *purchases])
+    return RESERVE(redis, k.reserve(first_order_id), [*head, *purchases], wait=wait)
 
 
 def reservations(replies: Sequence[Any], event_id: int) -> tuple[list[Reservation | Held | Exception], bool]:
@@ -167,17 +176,27 @@ def reservations(replies: Sequence[Any], event_id: int) -> tuple[list[Reservatio
 
 
 async def take(
-    redis: RedisClient, k: EventKeys, order_id: str, user_id: str, seq: str, home: int
+    redis: RedisClient,
+    k: EventKeys,
+    order_id: str,
+    user_id: str,
+    seq: str,
+    home: int,
+    wait: Wait | None = None,
 ) -> Taken | Exception:
     """Offer a held purchase to bucket ``k``. A refusal is returned, not raised, so that the caller tells an
     answer (``SoldOut``: none here; ``Voided``: the hold sweeper fenced it off) from a failed call."""
-    reply = await TAKE(redis, k.take(), [order_id, user_id, seq, home])
+    return taken(await TAKE(redis, k.take(), [order_id, user_id, seq, home], wait=wait), k.event_id)
+
+
+def taken(reply: Sequence[Any], event_id: int) -> Taken | Exception:
+    """A take's reply decoded (as ``take`` answers it)."""
     code = reply[0]
     if code == "ok":
         return Taken(str(reply[1]), int(reply[2]) <= 0)
     if code == "replay":
         return Taken(str(reply[1]), False)
-    return _refusal(TAKE, code, reply, k.event_id)
+    return _refusal(TAKE, code, reply, event_id)
 
 
 async def resolve_hold(
@@ -208,12 +227,13 @@ async def prewarm(
     ticket_required: bool = False,
     spread_ms: int = 0,
     secret: bytes = b"",
+    change_id: str,
 ) -> bool:
-    """Warm bucket ``k`` of an event (``stock`` is its share; the ticket ``secret`` goes to bucket 0 only);
-    False if it was warm already."""
+    """Warm bucket ``k`` of an event (``stock`` is its share; the ticket ``secret`` goes to bucket 0 only), once
+    per creation ``change_id``; False if it was warm already."""
     args: list[EncodableT] = [keys.GROUP, sku, title, price, stock, start_ms, end_ms, per_user_limit,
                               payment_timeout_s, buckets, k.bucket, int(ticket_required), spread_ms,
-                              secret.hex() if k.bucket == 0 else ""]  # fmt: skip
+                              secret.hex() if k.bucket == 0 else "", change_id]  # fmt: skip
     return bool(await PREWARM(redis, k.prewarm(), args))
 
 

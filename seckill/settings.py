@@ -118,6 +118,45 @@ class SeckillSettings:
         low=1,
         high=1000,
     )
+    outbox_age_s: float = setting(
+        "PEAK_SECKILL_OUTBOX_AGE_S",
+        5.0,
+        "how old a recorded admin change (event created, stock added, end moved) not yet applied to Redis must be "
+        "before the workers' outbox loop applies it (the API applies its own at once)",
+        low=0.0,
+        high=3600,
+    )
+    outbox_interval_s: float = setting(
+        "PEAK_SECKILL_OUTBOX_INTERVAL_S",
+        1.0,
+        "how often a worker looks for admin changes left unapplied to Redis",
+        low=0.05,
+        high=3600,
+    )
+    durability: str = setting(
+        "PEAK_SECKILL_DURABILITY",
+        "auto",
+        "when a purchase is answered 202: `replica` once its reservation reached a Redis replica (WAIT, one per "
+        "script call), `local` once the primary has it; `auto` is `replica` when the Redis deployment has "
+        "replicas at start, else `local`",
+        choices=("auto", "replica", "local"),
+    )
+    durability_timeout_ms: int = setting(
+        "PEAK_SECKILL_DURABILITY_TIMEOUT_MS",
+        150,
+        "with durability `replica`: how long a purchase waits for a replica to confirm its reservation before "
+        "it is answered 503 `unavailable` (the same Idempotency-Key again gets the same order)",
+        low=1,
+        high=10000,
+    )
+    repair_interval_s: float = setting(
+        "PEAK_SECKILL_REPAIR_INTERVAL_S",
+        0.25,
+        "while an event refuses purchases after a Redis failover or restart, how often a process that saw it "
+        "tries to re-derive the event's Redis state from PostgreSQL",
+        low=0.01,
+        high=60,
+    )
     payment_secret: str | None = setting(
         "PEAK_PAYMENT_SECRET",
         None,

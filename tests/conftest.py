@@ -41,7 +41,7 @@ class Servers:
 
     @property
     def redis_nodes(self) -> list[str]:
-        """A plain URL for each Redis primary (one for a single server)."""
+        """A plain URL for each Redis primary now (one for a single server)."""
         if isinstance(self.redis, RedisClusterServer):
             return self.redis.node_urls
         return [self.redis.url]
@@ -80,7 +80,8 @@ def servers() -> Iterator[Servers]:
     root = _outside_basetemp("peak-test-servers-")
     redis_server: RedisServer | RedisClusterServer
     if TEST_REDIS == "cluster":
-        redis_server = RedisClusterServer(root / "redis-cluster", 3, say=lambda _: None)
+        # One replica per primary, as in production: purchases wait for it (PEAK_SECKILL_DURABILITY=replica).
+        redis_server = RedisClusterServer(root / "redis-cluster", 3, replicas=1, say=lambda _: None)
     else:
         redis_server = RedisServer(root / "redis")
     postgres = PostgresServer(root / "postgres", durable=False, say=lambda _: None)
@@ -151,4 +152,5 @@ def pytest_configure(config: Any) -> None:
 
 
 def pytest_report_header(config: Any) -> str:
-    return f"redis: {'three-master Redis Cluster' if TEST_REDIS == 'cluster' else 'one redis-server'} (PEAK_TEST_REDIS)"
+    shown = "three-master Redis Cluster, one replica each" if TEST_REDIS == "cluster" else "one redis-server"
+    return f"redis: {shown} (PEAK_TEST_REDIS)"

@@ -10,7 +10,11 @@
 -- {"rate_limited", retry after ms} | {"not_found"} | {"not_started"} | {"ended"} | {"limit_reached"} | {"sold_out"} |
 -- {"hold", order id, seq} (bucketed event, this bucket sold out: the user's count is taken, see seckill/buckets.py) |
 -- {"duplicate"} (this order id is already queued or held here: only the rate counters counted it; the caller
--- retries with a new id)
+-- retries with a new id) | {"repairing"} (every purchase: this node is not the one that wrote the event's state,
+-- a failover or restart may have lost writes; nothing is written until seckill/rederive.py re-derived it)
+-- Retry: safe; the call's answers are kept in KEYS[8] for ARGV[6] ms, and a retried call gets them back and
+-- changes nothing (not even the rate counters) but the answers' expiry: that write lets a WAIT sent after the
+-- retry (durability "replica") cover the first run's writes, also on a new connection.
 
 -- Checks run in this order: rate, idempotency replay, window, the user's limit BEFORE the stock, then the stock.
 -- A reservation and its queued order message are written together by this one script, never one without the other.
@@ -23,6 +27,7 @@
 
 local done = redis.call('GET', KEYS[8])
 if done then
+  redis.call('PEXPIRE', KEYS[8], ARGV[6])
   return cjson.decode(done)
 end
 local meta, users, seqs, idem, stream, queued = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -35,8 +40,19 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Numbers handed to redis.call() are printed with %.14g, which is slow; integers go as strings made with %d.
 local now_text = string.format('%d', now_ms)
-local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit', 'stock', 'reserved', 'buckets', 'bucket')
+local conf = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'limit', 'stock', 'reserved', 'buckets', 'bucket',
+  'gen')
 local start_ms, end_ms, limit = tonumber(conf[1]), tonumber(conf[2]), tonumber(conf[3])
+-- The event's state was written (warm-up) or re-derived on the node whose replication id it keeps in 'gen'. A
+-- promoted replica and a restarted server have a new one, and perhaps not every write the old one acknowledged:
+-- nothing sells here until seckill/rederive.py recomputed stock and counts from PostgreSQL (~1 us per call).
+if start_ms and conf[8] ~= string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') then
+  local refused = {}
+  for i = 1, n do
+    refused[i] = {'repairing'}
+  end
+  return refused
+end
 -- A one-bucket event (no such fields before buckets existed) writes exactly the messages it always did.
 local buckets, this_bucket = tonumber(conf[6] or '1'), conf[7] or '0'
 -- Stock and the reservation counter live in locals during the batch and are written once at the end;

@@ -41,7 +41,7 @@ def test_up_with_a_private_redis_cluster_restarts_with_its_data(tmp_path: Path, 
     env = up_env(data_dir, port, workers=1)
     for round_ in (1, 2):
         log = tmp_path / f"up{round_}.log"
-        proc = start_peak("up", "--redis-cluster", "3", env=env, log=log)
+        proc = start_peak("up", "--redis-cluster", "3", "--replicas", "1", env=env, log=log)
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=120)
             url = _env_file(data_dir)["PEAK_REDIS_URL"]
@@ -49,7 +49,8 @@ def test_up_with_a_private_redis_cluster_restarts_with_its_data(tmp_path: Path, 
             cluster = redis.RedisCluster.from_url(
                 url.replace("redis+cluster://", "redis://"), decode_responses=True
             )
-            assert int(cluster.cluster_info()["cluster_size"]) == 3
+            info = cluster.cluster_info()
+            assert (int(info["cluster_size"]), int(info["cluster_known_nodes"])) == (3, 6)  # a replica each
             if round_ == 1:
                 for i in range(30):  # spread over every node
                     cluster.set(f"up:probe:{i}", str(i))
@@ -57,11 +58,11 @@ def test_up_with_a_private_redis_cluster_restarts_with_its_data(tmp_path: Path, 
                 assert [cluster.get(f"up:probe:{i}") for i in range(30)] == [str(i) for i in range(30)]
             cluster.close()
             sessions = sessions_started_by(proc.pid)
-            assert len(sessions) >= 6, sessions  # 3 redis nodes, postgres, granian, one worker
+            assert len(sessions) >= 9, sessions  # 6 redis nodes, postgres, granian, one worker
         finally:
             output = _stop(proc, log)
         assert alive_in(sessions | {proc.pid}) == [], output
-        assert "3-master Redis Cluster" in output
+        assert "3-master Redis Cluster with 1 replica(s) each" in output
 
 
 @pytest.mark.slow
