@@ -26,7 +26,9 @@ from tests.sso.conftest import App, bearer, cli, error_code, login, register, si
 _BACKGROUND = {"cmdstat_zrangebyscore", "cmdstat_info", "cmdstat_ping", "cmdstat_cluster|nodes",
                "cmdstat_cluster|slots", "cmdstat_cluster|shards", "cmdstat_command", "cmdstat_readonly",
                # the connections this test opens to each primary to read its counters
-               "cmdstat_hello", "cmdstat_client|setinfo", "cmdstat_select"}  # fmt: skip
+               "cmdstat_hello", "cmdstat_client|setinfo", "cmdstat_select",
+               # a replica's acknowledgements to its primary (the test cluster has one per primary)
+               "cmdstat_replconf", "cmdstat_psync"}  # fmt: skip
 
 
 async def _nodes(redis: RedisClient) -> list[Any]:
