@@ -45,12 +45,16 @@ class FaultProxy:
     stalled: bool = False
     # The next this many requests are passed on and their replies dropped with the connection (deterministic).
     drop_replies: int = 0
+    # The next this many requests are reset whatever ``reset_rate`` (deterministic). Resets alternate: before
+    # the request reaches the server, then after the server ran it, and so on.
+    reset_first: int = 0
     seed: int | None = None
     # connections, resets_before (request dropped), resets_after (reply dropped), stalls
     counts: Counter[str] = field(default_factory=Counter)
     _server: asyncio.Server | None = None
     _random: random.Random = field(default_factory=random.Random)
     _links: set[asyncio.Task[None]] = field(default_factory=set)
+    _resets: int = 0
 
     @property
     def port(self) -> int:
@@ -82,6 +86,7 @@ class FaultProxy:
     def heal(self) -> None:
         """No latency, no resets, nothing stalled."""
         self.latency_s, self.reset_rate, self.stalled, self.drop_replies = 0.0, 0.0, False, 0
+        self.reset_first = 0
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -112,8 +117,10 @@ class FaultProxy:
                     doomed.set()
                     to_server.put(data)
                     await asyncio.Event().wait()
-                if self.reset_rate and self._random.random() < self.reset_rate:
-                    if self._random.random() < 0.5:
+                if self.reset_first > 0 or (self.reset_rate and self._random.random() < self.reset_rate):
+                    self.reset_first = max(0, self.reset_first - 1)
+                    self._resets += 1
+                    if self._resets % 2:
                         self.counts["resets_before"] += 1
                         return
                     doomed.set()

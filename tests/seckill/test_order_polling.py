@@ -511,6 +511,7 @@ async def test_2000_http_long_polls_wait_idle_and_a_change_answers_only_its_own(
     event_id = await http_event(shop, stock=4)
     buy = f"/seckill/events/{event_id}/orders"
     ids = [(await shop.post(buy, headers=h)).json()["order_id"] for h in users]
+    started = time.monotonic()
     polls = [
         asyncio.ensure_future(
             shop.get(f"/seckill/orders/{ids[i % 4]}?wait=30&status=queued", headers=users[i % 4])
@@ -535,8 +536,10 @@ async def test_2000_http_long_polls_wait_idle_and_a_change_answers_only_its_own(
     assert len(done) == 500 and {p.result().json()["status"] for p in done} == {"pending_payment"}
     await asyncio.sleep(0.2)
     assert sum(p.done() for p in polls) == 500 and watch.waiting == 1500
-    # The 500 answered after waiting seconds: their latency samples leave the wait out.
-    assert signals.roll(0.0, min_calls=1).p99_ms < 1000
+    # The 500 answered after waiting seconds: their latency samples leave the wait out (counted, the p99 would
+    # be the wait itself; a loaded machine still answers the rest well within half of it).
+    waited_ms = (time.monotonic() - started) * 1000
+    assert waited_ms > 2000 and signals.roll(0.0, min_calls=1).p99_ms < waited_ms / 2
     for p in polls:
         p.cancel()
     await asyncio.gather(*polls, return_exceptions=True)
