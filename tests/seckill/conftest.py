@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 import seckill.component
+from devstack.redis import RedisServer
 from kit.context import Context, open_context
 from kit.errors import ApiError
 from kit.settings import Settings
@@ -225,3 +227,14 @@ async def write_silently(ctx: Context, event_id: int, order_ids: list[str]) -> N
     async with ctx.db.acquire() as conn:
         assert await messages.insert_orders(conn, event_id, [f for _, f in entries]) == set(order_ids)
     await scripts.ack(ctx.redis, keys.event_keys(event_id), [e for e, _ in entries], order_ids)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (AOF on), to stop, restart or starve of memory."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

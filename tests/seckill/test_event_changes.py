@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,16 +162,6 @@ async def test_a_change_applied_but_not_marked_is_applied_once(ctx: Context) -> 
     assert await _pending(ctx) == 0
     assert await _stock(ctx, event_id, 2) == (9, 9)
     await assert_balanced(ctx, event_id)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.skipif(TEST_REDIS == "cluster", reason="a private redis-server of its own, stopped by the test")

@@ -43,16 +43,6 @@ from tests.support import lifespan_client
 pytestmark = pytest.mark.skipif(TEST_REDIS == "cluster", reason="a private redis-server of its own")
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _books(r: redis.Redis, event_id: int) -> dict[str, Any]:
     """Everything a purchase writes in its bucket."""
     k = keys.event_keys(event_id)
