@@ -23,7 +23,7 @@ from typing import Any, Literal
 from redis.exceptions import ConnectionError, TimeoutError
 
 from kit.redis import RedisClient
-from sso import devices, keys, scripts
+from sso import devices, keys, scripts, throttle_scripts
 from sso.errors import IpBudgetSpent, ThrottleUnavailable
 from sso.settings import SsoSettings
 
@@ -63,7 +63,7 @@ class LoginThrottle:
         self._on = settings.throttle
         self._signups_per_hour = settings.signups_per_ip_per_hour
         self.device_ttl_s = settings.device_ttl_s
-        self._limits = scripts.ThrottleLimits(
+        self._limits = throttle_scripts.ThrottleLimits(
             account_failures=settings.account_max_failures,
             account_network_failures=settings.account_ip_max_failures,
             account_window_s=settings.account_window_s,
@@ -84,8 +84,12 @@ class LoginThrottle:
         digests = [devices.digest(t) for t in tokens]
         now_ms = int(time.time() * 1000)
         verdict, past_budget = await asyncio.gather(
-            scripts.account_attempt(self._redis, account, ticket.network, digests, self._limits, now_ms),
-            scripts.network_attempt(self._redis, ticket.network, self._limits, with_device=bool(tokens)),
+            throttle_scripts.account_attempt(
+                self._redis, account, ticket.network, digests, self._limits, now_ms
+            ),
+            throttle_scripts.network_attempt(
+                self._redis, ticket.network, self._limits, with_device=bool(tokens)
+            ),
             return_exceptions=True,
         )
         if isinstance(verdict, _UNREACHABLE) or isinstance(past_budget, _UNREACHABLE):
@@ -103,13 +107,13 @@ class LoginThrottle:
 
     async def _gate(self, ticket: Ticket, now_ms: int) -> None:
         try:
-            await scripts.network_gate(self._redis, ticket.network, self._limits)
+            await throttle_scripts.network_gate(self._redis, ticket.network, self._limits)
         except IpBudgetSpent:
             await self._give_back_account(ticket, now_ms)
             raise
 
     async def _give_back_account(self, ticket: Ticket, now_ms: int) -> None:
-        await scripts.account_outcome(
+        await throttle_scripts.account_outcome(
             self._redis, "give_back", ticket.account, ticket.network, "", self._limits, now_ms
         )
 
@@ -121,9 +125,9 @@ class LoginThrottle:
         now_ms = int(time.time() * 1000)
         await self._unreachable_is_unavailable(
             asyncio.gather(
-                scripts.account_outcome(self._redis, "give_back", ticket.account, ticket.network, digest,
+                throttle_scripts.account_outcome(self._redis, "give_back", ticket.account, ticket.network, digest,
                                         self._limits, now_ms),
-                scripts.network_give_back(self._redis, ticket.network, self._limits),
+                throttle_scripts.network_give_back(self._redis, ticket.network, self._limits),
             )
         )  # fmt: skip
 
@@ -136,9 +140,9 @@ class LoginThrottle:
         now_ms = int(time.time() * 1000)
         await self._unreachable_is_unavailable(
             asyncio.gather(
-                scripts.account_outcome(self._redis, mode, ticket.account, ticket.network,
+                throttle_scripts.account_outcome(self._redis, mode, ticket.account, ticket.network,
                                         devices.digest(token), self._limits, now_ms),
-                scripts.network_give_back(self._redis, ticket.network, self._limits),
+                throttle_scripts.network_give_back(self._redis, ticket.network, self._limits),
             )
         )  # fmt: skip
         return devices.cookie_value(token, ticket.tokens)

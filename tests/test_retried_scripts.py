@@ -25,6 +25,7 @@ from seckill import scripts as seckill_scripts
 from seckill.ids import new_order_id
 from sso import keys as sso_keys
 from sso import scripts as sso_scripts
+from sso import throttle_scripts
 from tests.conftest import Servers
 
 SCRIPTS = {script.name: script for part in components() for script in part.scripts}
@@ -403,7 +404,7 @@ async def _refresh(r: RedisClient) -> Case:
     )  # fmt: skip
 
 
-_LIMITS = sso_scripts.ThrottleLimits(5, 3, 900, 10, 86_400_000, 10, 100, 86_400, 60_000)
+_LIMITS = throttle_scripts.ThrottleLimits(5, 3, 900, 10, 86_400_000, 10, 100, 86_400, 60_000)
 
 
 @case("sso_throttle_account")
