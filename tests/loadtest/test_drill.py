@@ -14,7 +14,7 @@ from kit.commands import CommandError
 from loadtest.drill.runner import run_drill
 from tests.support import run_peak
 
-SCENARIOS = ("slow_network", "api_killed", "redis_refuses_writes")
+SCENARIOS = ("slow_network", "api_killed", "redis_refuses_writes", "admin_changes")
 
 
 def test_drill_lists_its_scenarios_and_refuses_an_unknown_one(tmp_path: Path) -> None:
