@@ -29,7 +29,7 @@ from degrade.signals import Signals
 from kit.admins import AdminTokens
 from kit.component import Role
 from kit.context import Context
-from kit.redis import create_pubsub_client
+from kit.redis import PubSubSource
 
 __all__ = ["Degrade", "degrade_service"]
 
@@ -89,12 +89,13 @@ class Degrade:
         }
 
     async def _listen(self) -> None:
-        url = self.ctx.settings.require("redis_url")
+        source = PubSubSource(self.ctx.settings.require("redis_url"))
         while not self.stopping.is_set():
-            client = create_pubsub_client(url)
+            client = source.client()
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(keys.CHANNEL)
+                    await source.learn(client)
                     # Whatever was published while we were not listening.
                     await self.resync()
                     while not self.stopping.is_set():
@@ -104,6 +105,7 @@ class Degrade:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                source.failed()
                 self.board.mark_unreachable(exc)
             finally:
                 with contextlib.suppress(Exception):

@@ -13,7 +13,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from kit.lane import RETRIES, Lane, retry_backoff
 from kit.redis_private import needs_initialize, reset_safe, reset_safe_cluster
@@ -21,6 +21,7 @@ from kit.redis_private import needs_initialize, reset_safe, reset_safe_cluster
 __all__ = [
     "LaneCluster",
     "LaneRedis",
+    "PubSubSource",
     "RedisClient",
     "create_pubsub_client",
     "create_redis",
@@ -176,12 +177,71 @@ def create_pubsub_client(url: str) -> Redis:
     shard. Neither is needed: our channels carry a few control messages (revocations, switch flips, stock
     given back), where broadcasting costs nothing; and sharded publishing would have to be SPUBLISH
     everywhere, inside scripts on a channel in the script's slot. The plain connection is the same code on a
-    single server and on a cluster. Listeners make a new client after an error, so a restarted node is
-    found again; the seed node should be one that stays up (with replicas, any node can be named).
+    single server and on a cluster. Listeners take their clients from a ``PubSubSource``, which moves to
+    another node of the cluster after an error, so a node lost for good does not silence them.
     """
     return Redis.from_url(
         _plain_url(url), decode_responses=True, socket_connect_timeout=5.0, health_check_interval=10
     )
+
+
+class PubSubSource:
+    """Where a listener subscribes, kept across its reconnections.
+
+    One server: its URL. A cluster: any node will do (a PUBLISH reaches every node, replicas included), the one
+    the URL names first; on each subscription the source learns the cluster's nodes (CLUSTER NODES), and after a
+    failure (``failed()``) the next client goes to the next of them. So a listener whose node is lost for good
+    (a primary killed, its replica promoted) subscribes on another node at its next try instead of waiting for
+    that one to come back."""
+
+    def __init__(self, url: str) -> None:
+        self._url = _plain_url(url)
+        self._cluster = is_cluster_url(url)
+        self._nodes: list[str] = []  # "host:port" of every node the cluster named, in its order
+        self._at = 0
+
+    @property
+    def address(self) -> str:
+        """The host:port the next client connects to."""
+        if self._nodes:
+            return self._nodes[self._at % len(self._nodes)]
+        return urlsplit(self._url).netloc.rpartition("@")[2]
+
+    def client(self) -> Redis:
+        parts = urlsplit(self._url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@{self.address}" if credentials else self.address
+        return create_pubsub_client(urlunsplit(parts._replace(netloc=netloc)))
+
+    async def learn(self, client: Redis) -> None:
+        """Once subscribed through ``client``: remember the cluster's reachable nodes (nothing on one server)."""
+        if not self._cluster:
+            return
+        with contextlib.suppress(RedisError):
+            text = await client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+            nodes = _reachable_nodes(text)
+            if nodes:
+                current = self.address
+                self._nodes = nodes
+                self._at = nodes.index(current) if current in nodes else 0
+
+    def failed(self) -> None:
+        """The last client failed: the next one tries the next node."""
+        self._at += 1
+
+
+def _reachable_nodes(reply: Any) -> list[str]:
+    """host:port of each node of a CLUSTER NODES reply (its text, or redis-py's parsed mapping) not marked failed."""
+    if isinstance(reply, dict):
+        entries = [(address, str(info.get("flags", ""))) for address, info in reply.items()]
+    else:
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        entries = [(f[1], f[2]) for f in (line.split() for line in text.splitlines()) if len(f) > 2]
+    return [
+        address.partition("@")[0]
+        for address, flags in entries
+        if "fail" not in flags and "noaddr" not in flags and not address.startswith(":")
+    ]
 
 
 async def ping(client: RedisClient) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kit.context import Context
-from kit.redis import create_pubsub_client
+from kit.redis import PubSubSource
 
 __all__ = ["News"]
 
@@ -49,12 +49,14 @@ class News:
     async def listen(self, ctx: Context) -> None:
         if not self._handlers:
             return
-        client = create_pubsub_client(ctx.settings.require("redis_url"))
+        source = PubSubSource(ctx.settings.require("redis_url"))
         try:
             while not self._closed:
+                client = source.client()
                 try:
                     async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                         await pubsub.subscribe(*self._handlers)
+                        await source.learn(client)
                         for handlers in self._handlers.values():
                             for handler in handlers:
                                 handler.reset()
@@ -66,12 +68,14 @@ class News:
                                 self._dispatch(str(message["channel"]), str(message["data"]))
                 except Exception as exc:
                     self.subscribed.clear()
-                    log.warning("seckill news listener failed (%s); reconnecting", exc)
+                    source.failed()
+                    log.warning("seckill news listener failed (%s); reconnecting to %s", exc, source.address)
                     await asyncio.sleep(_RECONNECT_S)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
         finally:
             self.subscribed.clear()
-            with contextlib.suppress(Exception):
-                await client.aclose()
 
     def _dispatch(self, channel: str, data: str) -> None:
         for handler in self._handlers.get(channel, ()):

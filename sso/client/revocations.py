@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from kit.redis import RedisClient, create_pubsub_client
+from kit.redis import PubSubSource, RedisClient
 from sso import keys
 
 __all__ = ["Revocations"]
@@ -100,11 +100,13 @@ class Revocations:
 
     async def _listen_forever(self) -> None:
         assert self._redis_url is not None
+        source = PubSubSource(self._redis_url)
         while not self._stopping:
-            client = create_pubsub_client(self._redis_url)
+            client = source.client()
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.CHANGES_CHANNEL)
+                    await source.learn(client)
                     if self._subscribed.is_set():  # back after a loss: catch up on keys and clients
                         await self._handle("k")
                         await self._handle("c")
@@ -117,7 +119,8 @@ class Revocations:
                 raise
             except Exception as exc:
                 # The journal poll covers what was missed while disconnected.
-                log.warning("revocation channel lost (%s); reconnecting", exc)
+                source.failed()
+                log.warning("revocation channel lost (%s); reconnecting to %s", exc, source.address)
                 await asyncio.sleep(0.5)
             finally:
                 await client.aclose()
