@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 
 import seckill.component
+from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
+from kit import migrations
 from kit.context import Context, open_context
 from kit.errors import ApiError
 from kit.settings import Settings
-from peak.app import create_app
+from peak.app import components, create_app
 from seckill import events, keys, messages, reconcile, scripts
 from seckill.reservation import Reserver
 from seckill.settings import SeckillSettings
@@ -238,3 +243,20 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[PostgresServer]:
+    """A migrated PostgreSQL of the test's own, to stop and start again; outside pytest's basetemp, as
+    tests/conftest.py explains."""
+    root = Path(tempfile.mkdtemp(prefix="peak-test-own-pg-"))
+    server = PostgresServer(root / "postgres", durable=False, say=lambda _: None)
+    server.start()
+    try:
+        conn = await asyncpg.connect(server.url)
+        await migrations.apply(conn, migrations.discover(components()))
+        await conn.close()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +15,7 @@ import httpx
 import pytest
 
 from degrade.signals import Signals
+from devstack.postgres import PostgresServer
 from kit.context import Context
 from seckill import keys, refs
 from seckill.buckets import home_bucket
@@ -423,59 +422,46 @@ async def test_a_lost_message_delays_a_poll_by_the_entry_lifetime_and_a_long_pol
 
 
 async def test_with_postgresql_down_cached_and_queued_orders_are_still_answered(
-    make_settings: MakeSettings,
+    make_settings: MakeSettings, own_postgres: PostgresServer
 ) -> None:
-    import asyncpg
-
-    from devstack.postgres import PostgresServer
-    from kit import migrations
-    from peak.app import components, create_app
+    from peak.app import create_app
     from tests.support import lifespan_client
 
-    root = Path(tempfile.mkdtemp(prefix="peak-test-pg-orders-"))
-    postgres = PostgresServer(root / "postgres", durable=False, say=lambda _: None)
-    postgres.start()
-    try:
-        conn = await asyncpg.connect(postgres.url)
-        await migrations.apply(conn, migrations.discover(components()))
-        await conn.close()
-        settings = make_settings(
-            **SALE_ENV, PEAK_DATABASE_URL=postgres.url, PEAK_SECKILL_ORDER_PENDING_TTL_S="60"
-        )
-        async with lifespan_client(create_app(settings)) as shop:
-            users = await shoppers(shop, 4)
-            event_id = await http_event(shop, stock=10)
-            buy = f"/seckill/events/{event_id}/orders"
-            paid, pending, unseen = [(await shop.post(buy, headers=h)).json()["order_id"] for h in users[:3]]
-            async with seckill_context(settings) as ctx:
-                await drain(ctx, event_id)
-            queued = (await shop.post(buy, headers=users[3])).json()["order_id"]
-            assert (await provider_pays(shop, paid)).status_code == 200
-            for order_id, h, status in ((paid, users[0], "paid"), (pending, users[1], "pending_payment")):
-                assert (await shop.get(f"/seckill/orders/{order_id}", headers=h)).json()["status"] == status
-            postgres.stop()
-            for order_id, h, status in (
-                (paid, users[0], "paid"), (pending, users[1], "pending_payment"), (queued, users[3], "queued"),
-            ):  # fmt: skip
-                for _ in range(20):
-                    answer = await shop.get(f"/seckill/orders/{order_id}", headers=h)
-                    assert answer.status_code == 200 and answer.json()["status"] == status
-            # What needs PostgreSQL is 503, never a 500 or a hang.
-            assert _code(await shop.get(f"/seckill/orders/{unseen}", headers=users[2])) == (
-                503,
-                "unavailable",
-            )
-            assert _code(await shop.get("/seckill/orders", headers=users[2])) == (503, "unavailable")
-            postgres.start()
-            for _ in range(50):
-                answer = await shop.get(f"/seckill/orders/{unseen}", headers=users[2])
-                if answer.status_code == 200:
-                    break
-                await asyncio.sleep(0.2)
-            assert answer.json()["status"] == "pending_payment"
-    finally:
+    postgres = own_postgres
+    settings = make_settings(
+        **SALE_ENV, PEAK_DATABASE_URL=postgres.url, PEAK_SECKILL_ORDER_PENDING_TTL_S="60"
+    )
+    async with lifespan_client(create_app(settings)) as shop:
+        users = await shoppers(shop, 4)
+        event_id = await http_event(shop, stock=10)
+        buy = f"/seckill/events/{event_id}/orders"
+        paid, pending, unseen = [(await shop.post(buy, headers=h)).json()["order_id"] for h in users[:3]]
+        async with seckill_context(settings) as ctx:
+            await drain(ctx, event_id)
+        queued = (await shop.post(buy, headers=users[3])).json()["order_id"]
+        assert (await provider_pays(shop, paid)).status_code == 200
+        for order_id, h, status in ((paid, users[0], "paid"), (pending, users[1], "pending_payment")):
+            assert (await shop.get(f"/seckill/orders/{order_id}", headers=h)).json()["status"] == status
         postgres.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        for order_id, h, status in (
+            (paid, users[0], "paid"), (pending, users[1], "pending_payment"), (queued, users[3], "queued"),
+        ):  # fmt: skip
+            for _ in range(20):
+                answer = await shop.get(f"/seckill/orders/{order_id}", headers=h)
+                assert answer.status_code == 200 and answer.json()["status"] == status
+        # What needs PostgreSQL is 503, never a 500 or a hang.
+        assert _code(await shop.get(f"/seckill/orders/{unseen}", headers=users[2])) == (
+            503,
+            "unavailable",
+        )
+        assert _code(await shop.get("/seckill/orders", headers=users[2])) == (503, "unavailable")
+        postgres.start()
+        for _ in range(50):
+            answer = await shop.get(f"/seckill/orders/{unseen}", headers=users[2])
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert answer.json()["status"] == "pending_payment"
 
 
 async def test_with_redis_down_an_order_not_in_memory_is_503(

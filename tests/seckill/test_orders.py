@@ -5,6 +5,7 @@ import collections
 import uuid
 from typing import Any
 
+from devstack.postgres import PostgresServer
 from kit.context import Context
 from kit.errors import ApiError
 from seckill import keys, messages, orders, payments, timeouts
@@ -273,50 +274,34 @@ async def test_an_order_postgresql_refuses_is_dead_lettered_at_once_and_holds_ba
     assert sorted(r["user_id"] for r in rows) == ["alice", "bob", "carol"]
 
 
-async def test_a_postgresql_outage_dead_letters_no_order(make_settings: MakeSettings) -> None:
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    import asyncpg
+async def test_a_postgresql_outage_dead_letters_no_order(
+    make_settings: MakeSettings, own_postgres: PostgresServer
+) -> None:
     import pytest
 
-    from devstack.postgres import PostgresServer
-    from kit import migrations
-    from peak.app import components
     from seckill import deadletters
     from seckill.worker import DatabaseUnreachable
 
-    # Outside pytest's basetemp, as tests/conftest.py explains.
-    root = Path(tempfile.mkdtemp(prefix="peak-test-pg-outage-"))
-    postgres = PostgresServer(root / "postgres", durable=False, say=lambda _: None)
-    postgres.start()
-    try:
-        conn = await asyncpg.connect(postgres.url)
-        await migrations.apply(conn, migrations.discover(components()))
-        await conn.close()
-        settings = make_settings(
-            PEAK_DATABASE_URL=postgres.url, PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="2"
-        )
-        async with seckill_context(settings) as ctx:
-            event_id = await new_event(ctx, stock=30)
-            await _buy(ctx, event_id, [f"u{i}" for i in range(30)])
-            postgres.stop()
-            writer = OrderWriter(ctx)
-            # No message is to blame: nothing is tried one by one, nothing is dead-lettered, all stays pending.
-            # (Before, every claim during the outage counted a delivery: 2 of them dead-lettered every order.)
-            with pytest.raises(DatabaseUnreachable):
-                await writer.step(event_id)
-            for _ in range(5):
-                await asyncio.sleep(0.15)
-                with pytest.raises(DatabaseUnreachable):
-                    await writer.claim(event_id)
-            assert await deadletters.dead_letters(ctx, [event_id]) == []
-            postgres.start()
-            await asyncio.sleep(0.15)
-            assert await writer.claim(event_id) == 30
-            b = await assert_balanced(ctx, event_id)
-            assert (b.queued, b.pending_payment, b.dead_letters) == (0, 30, 0)
-    finally:
+    postgres = own_postgres
+    settings = make_settings(
+        PEAK_DATABASE_URL=postgres.url, PEAK_SECKILL_CLAIM_IDLE_MS="100", PEAK_SECKILL_MAX_DELIVERIES="2"
+    )
+    async with seckill_context(settings) as ctx:
+        event_id = await new_event(ctx, stock=30)
+        await _buy(ctx, event_id, [f"u{i}" for i in range(30)])
         postgres.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        writer = OrderWriter(ctx)
+        # No message is to blame: nothing is tried one by one, nothing is dead-lettered, all stays pending.
+        # (Before, every claim during the outage counted a delivery: 2 of them dead-lettered every order.)
+        with pytest.raises(DatabaseUnreachable):
+            await writer.step(event_id)
+        for _ in range(5):
+            await asyncio.sleep(0.15)
+            with pytest.raises(DatabaseUnreachable):
+                await writer.claim(event_id)
+        assert await deadletters.dead_letters(ctx, [event_id]) == []
+        postgres.start()
+        await asyncio.sleep(0.15)
+        assert await writer.claim(event_id) == 30
+        b = await assert_balanced(ctx, event_id)
+        assert (b.queued, b.pending_payment, b.dead_letters) == (0, 30, 0)
