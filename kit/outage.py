@@ -1,7 +1,7 @@
 """A background loop waiting out an outage of PostgreSQL or Redis: a capped backoff, logged once per outage.
 
 A loop that meets an outage calls ``await outage.wait(exc)`` and tries again; once a try gets through it calls
-``outage.over()``. The pause starts at 0.1 s and grows with the outage (about its length so far: tries at
+``outage.over()``; a loop that only repeats one step hands it to ``outage.every(interval_s, step)``. The pause starts at 0.1 s and grows with the outage (about its length so far: tries at
 0.1, 0.2, 0.4, 0.8 ... s after it began), up to ``PEAK_OUTAGE_RETRY_MAX_S``; so a store back after a blip is
 used again at once and a long outage costs a try every few seconds. One warning when it begins (what is paused
 and what to do), one when it ends (how long it lasted); never a line per try. Several tasks of one loop may
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 from kit.db import postgres_outage
 from kit.errors import REDIS_OUTAGES, STORE_OUTAGES
@@ -70,6 +71,20 @@ class Outage:
         self._tries += 1
         pause = self.pause_s()
         await asyncio.sleep(pause * random.uniform(0.8, 1.0))
+
+    async def every(self, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` forever, ``interval_s`` apart; an outage it meets is waited out as above, and any other
+        error raised (a fault of ours: the worker's supervisor logs it and starts the loop again)."""
+        while True:
+            try:
+                await step()
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
+                await self.wait(exc)
+                continue
+            self.over()
+            await asyncio.sleep(interval_s)
 
     def over(self) -> None:
         if self._since is None:

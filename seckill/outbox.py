@@ -13,7 +13,6 @@ change cannot be applied never holds up the others.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from redis.exceptions import RedisError
 from kit.context import Context
 from kit.db import Connection, Pool
 from kit.errors import POSTGRES_OUTAGES, REDIS_OUTAGES
-from kit.outage import Outage, store_outage
+from kit.outage import Outage
 from seckill import keys, refs, scripts
 from seckill.buckets import split
 from seckill.errors import EventNotFound
@@ -203,18 +202,13 @@ async def outbox_loop(ctx: Context) -> None:
         log, "admin-change outbox", "admin changes already recorded (events created, stock added, ends moved) are"
         " applied to Redis once it answers; nothing is lost", cap_s=ctx.settings.outage_retry_max_s,
     )  # fmt: skip
-    while True:
-        try:
-            applied = await finish_pending(ctx, older_than_s=settings.outbox_age_s)
-        except Exception as exc:
-            if not store_outage(exc):
-                raise  # a fault of ours: the supervisor logs it and starts the loop again
-            await outage.wait(exc)
-            continue
-        outage.over()
+
+    async def step() -> None:
+        applied = await finish_pending(ctx, older_than_s=settings.outbox_age_s)
         if applied:
             log.info("outbox applied %d admin changes left pending", applied)
-        await asyncio.sleep(settings.outbox_interval_s)
+
+    await outage.every(settings.outbox_interval_s, step)
 
 
 def _ms(value: Any) -> int:

@@ -20,7 +20,6 @@ Redis is out of reach the sweeper pauses (kit/outage.py) and resumes by itself; 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -28,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from kit.context import Context
-from kit.outage import Outage, store_outage
+from kit.outage import Outage
 from seckill import keys, scripts
 from seckill.events import registered_streams
 from seckill.orderwatch import announce
@@ -232,19 +231,15 @@ async def sweep_loop(ctx: Context) -> None:
         " once it answers; nothing is lost", cap_s=ctx.settings.outage_retry_max_s,
     )  # fmt: skip
     resume_at = 0.0
-    while True:
-        try:
-            while await cancel_due(ctx) == _SWEEP_BATCH:
-                pass
-            if time.monotonic() >= resume_at:
-                await resume_set_aside(ctx)
-                resume_at = time.monotonic() + _RESUME_EVERY_S
-            await finish_givebacks(ctx)
-            await settle_stale_holds(ctx)
-        except Exception as exc:
-            if not store_outage(exc):
-                raise  # a fault of ours: the supervisor logs it and starts the loop again
-            await outage.wait(exc)
-            continue
-        outage.over()
-        await asyncio.sleep(interval_s)
+
+    async def step() -> None:
+        nonlocal resume_at
+        while await cancel_due(ctx) == _SWEEP_BATCH:
+            pass
+        if time.monotonic() >= resume_at:
+            await resume_set_aside(ctx)
+            resume_at = time.monotonic() + _RESUME_EVERY_S
+        await finish_givebacks(ctx)
+        await settle_stale_holds(ctx)
+
+    await outage.every(interval_s, step)
