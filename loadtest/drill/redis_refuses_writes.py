@@ -64,6 +64,9 @@ async def run(stack: Stack, *, short: bool, say: Say) -> Result:
         limit = str((await r.config_get("maxmemory"))["maxmemory"])
         async with client() as http:
             await round_of(http, api, event_id, first, seen)
+            # The worker drains (XACK + XDEL are allowed at maxmemory): let it finish first, so the books
+            # compared below move only if a purchase half-wrote something.
+            await stack.drained(api, event_id)
             say(f"{len(first)} bought; now Redis refuses writes (maxmemory 1, noeviction) for {refuse_s:g} s")
             before = await _books(r, event_id)
             await r.config_set("maxmemory", 1)
