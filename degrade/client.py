@@ -56,9 +56,10 @@ def degraded(ctx: Context, name: str) -> Degraded:
 
 
 def is_shed(ctx: Context, name: str) -> bool:
-    """Whether ``name`` is shed in this process now (workers use it to hold back work)."""
+    """Whether ``name`` is wholly shed in this process now (workers use it to hold back work; a partial shed
+    is not: most of its users are still served)."""
     board = ctx.find(Board)
-    return board is not None and board.shed.get(name, False)
+    return board is not None and board.shed.get(name, 0) >= 100
 
 
 def breakers(ctx: Context) -> Breakers:

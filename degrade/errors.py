@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from kit.errors import Conflict, NotFound, ServiceUnavailable
 
-__all__ = ["Degraded", "ForceRequired", "SwitchRefused", "UnknownSubsystem"]
+__all__ = [
+    "Degraded",
+    "ForceRequired",
+    "NotApplied",
+    "NotScheduled",
+    "SwitchRefused",
+    "UnknownPlan",
+    "UnknownSubsystem",
+]
 
 
 class Degraded(ServiceUnavailable):
@@ -31,3 +39,15 @@ class SwitchRefused(Conflict):
 
     def __init__(self, name: str, status: str) -> None:
         super().__init__(f"the switch of {name} was not changed ({status})", code=status)
+
+
+class UnknownPlan(NotFound):
+    code = "unknown_plan"
+
+
+class NotApplied(Conflict):
+    code = "not_applied"
+
+
+class NotScheduled(Conflict):
+    code = "not_scheduled"

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["AUDIT", "CHANNEL", "HEARTBEAT_TTL_FACTOR", "PRESSURE", "PROCESSES", "SWITCHES", "heartbeat"]
+__all__ = [
+    "AUDIT",
+    "CHANNEL",
+    "HEARTBEAT_TTL_FACTOR",
+    "PLANS",
+    "PRESSURE",
+    "PROCESSES",
+    "SCHEDULE",
+    "SERIES",
+    "SWITCHES",
+    "heartbeat",
+]
 
 _TAG = "{degrade}"
 
@@ -15,6 +26,13 @@ AUDIT = f"{_TAG}:audit"
 PRESSURE = f"{_TAG}:pressure"
 # Sorted set: process id -> expiry (ms) of its heartbeat record.
 PROCESSES = f"{_TAG}:processes"
+# Stream of every API process's signals and per-subsystem counts, one entry per PEAK_DEGRADE_SERIES_S,
+# trimmed by time (degrade/series.py).
+SERIES = f"{_TAG}:series"
+# Hash: plan name -> its record as JSON (degrade/plans.py; written only by the plan scripts).
+PLANS = f"{_TAG}:plans"
+# Sorted set: plan name -> the time (ms, Redis clock) it is to be applied.
+SCHEDULE = f"{_TAG}:schedule"
 # Pub/sub channel carrying each change as JSON; channels are cluster-wide, so it needs no tag.
 CHANNEL = "degrade:switches"
 

@@ -4,6 +4,10 @@ It maps the request to its subsystem by the first path segment, counts in-flight
 requests for the controller (what counts and what not: ``degrade/signals.py``), and for a shed subsystem
 either lets the matched route serve its fallback (the endpoint is marked with ``degrade.client.fallback`` and
 sees ``degrade.client.shed_name(request)``) or answers 503 ``degraded`` itself. Every response of a shed subsystem carries ``X-Degraded: <name>``.
+A subsystem in ``partial`` mode is shed for the users whose bucket (``degrade/sticky.py``) is below its
+percent; the others pass as if it were open. The lookup is the same one either way: ``board.shed[name]`` is 0
+while open, so a board with nothing partial costs what it did before. Shed answers are counted in
+``board.shed_answers`` on the shed path.
 
 It runs inside the kit's request middleware and reads the status of a core answer where that one's send
 wrapper notes it (``kit.middleware.STATUS_KEY``), rather than wrapping ``send`` a second time.
@@ -19,6 +23,7 @@ from degrade.board import Board
 from degrade.errors import Degraded
 from degrade.settings import DegradeSettings
 from degrade.signals import BUCKET_CAP, BodyWait, Signals, status_of
+from degrade.sticky import bucket
 from kit.body import LimitedReceive
 from kit.errors import error_body
 from kit.middleware import STATUS_KEY
@@ -64,9 +69,11 @@ class DegradeMiddleware:
         path: str = scope["path"]
         end = path.find("/", 1)
         name = board.prefixes.get(path[1:end] if end > 0 else path[1:])
-        if name is not None and board.shed[name]:
-            await self._shed(board, name, scope, receive, send)
-            return
+        if name is not None:
+            share = board.shed[name]
+            if share and (share >= 100 or bucket(scope) < share):
+                await self._shed(board, name, scope, receive, send)
+                return
         signals.inflight += 1
         scope[PARKING_KEY] = signals
         # The kit bounds a body that may still arrive with its own receive; none: no body to wait for.
@@ -103,6 +110,7 @@ class DegradeMiddleware:
                     signals.record_overflow(elapsed)
 
     async def _shed(self, board: Board, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        board.shed_answers[name] += 1
         route = board.route_for(name, scope)
         endpoint = getattr(route, "endpoint", None)
         header = (b"x-degraded", name.encode())
@@ -116,6 +124,9 @@ class DegradeMiddleware:
 
             await self.app(scope, receive, send_marked)
             return
+        if route is not None:
+            # The router never saw this request: name its route for the metrics (per-subsystem rates).
+            scope["route"] = route
         error = Degraded(name, retry_after_s=self._retry_after_s)
         response = JSONResponse(
             error_body(error.code, error.message),

@@ -10,7 +10,7 @@ from degrade import store
 from degrade.board import Board
 from degrade.errors import ForceRequired, UnknownSubsystem
 from degrade.scripts import SetRequest, SetStatus, raise_unless_set
-from degrade.tiers import is_core
+from degrade.tiers import is_core, shed_share
 from kit.context import Context
 from kit.errors import InvalidRequest, ServiceUnavailable
 
@@ -30,7 +30,12 @@ def _refuse_without_force(board: Board, name: str, *, mode: str | None, tier: st
     target_mode = mode or board.get(name, "mode")
     core_by_default = is_core(default)
     why = ""
-    if mode == "shed" and (is_core(current) or is_core(target_tier) or core_by_default):
+    if (
+        mode is not None
+        and shed_share(mode)
+        and (is_core(current) or is_core(target_tier) or core_by_default)
+    ):
+        # Partly too: a partial shed takes the core down for some of its users.
         why = f"shedding {name} ({target_tier}, by default {default}) by hand takes the core of the site down"
     elif tier is not None and not is_core(tier) and (is_core(current) or core_by_default):
         why = (
@@ -56,7 +61,7 @@ async def set_switch(
     if name not in board.subsystems:
         raise UnknownSubsystem(f"no subsystem {name!r}; known: {', '.join(sorted(board.subsystems))}")
     if mode is None and tier is None:
-        raise InvalidRequest("give a mode (open, shed or auto), a tier, or both")
+        raise InvalidRequest("give a mode (open, shed, auto or partial), a tier, or both")
     if not reason.strip():
         raise InvalidRequest("field 'reason' must say why (it goes to the audit log)")
     changed = False

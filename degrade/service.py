@@ -19,16 +19,20 @@ from typing import Any
 
 import orjson
 
-from degrade import keys, store
+from degrade import keys, plans, store
 from degrade.board import Board, iso_ms
 from degrade.breaker import Breakers
 from degrade.client import breakers
 from degrade.controller import Controller
+from degrade.rates import Counts
+from degrade.scripts import PlanStatus
+from degrade.series import SeriesWriter
 from degrade.settings import DegradeSettings
 from degrade.signals import Signals
 from kit.admins import AdminTokens
 from kit.component import Role
 from kit.context import Context
+from kit.outage import Outage, store_outage
 from kit.redis import PubSubSource
 
 __all__ = ["Degrade", "degrade_service"]
@@ -132,6 +136,38 @@ class Degrade:
                 )
             await self.pause(interval)
 
+    async def _series_loop(self) -> None:
+        s = self.settings
+        counts = self.ctx.get(Counts)
+        writer = SeriesWriter(
+            self.process_id, counts, self.signals, every_s=s.series_s, keep_s=s.series_keep_s
+        )
+        while await self.pause(writer.wait_s()):
+            # Redis down: this interval is skipped (logged once), the next one tried at its time.
+            await writer.append(self.ctx.redis)
+
+    async def _schedule_loop(self) -> None:
+        """Apply a scheduled plan once it is due on the Redis clock (the script applies it once fleet-wide);
+        Redis unreachable: plans wait there, and the loop tries again with a growing pause."""
+        outage = Outage(
+            log, "degrade plan schedule", "scheduled plans wait in Redis and are applied once it answers",
+            cap_s=self.ctx.settings.outage_retry_max_s,
+        )  # fmt: skip
+        while not self.stopping.is_set():
+            try:
+                reply = await plans.run_due(self.ctx, self.board)
+            except Exception as exc:
+                if not store_outage(exc):
+                    log.exception("degrade: the plan schedule check failed; trying again in a second")
+                    await self.pause(1.0)
+                    continue
+                await outage.wait(exc)
+                continue
+            outage.over()
+            if reply.status is not PlanStatus.APPLIED:
+                # Another plan may be due at the same time: only an idle check waits.
+                await self.pause(self.settings.schedule_s)
+
     async def _sample_loop(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -150,10 +186,11 @@ class Degrade:
 @contextlib.asynccontextmanager
 async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     s = ctx.settings.of(DegradeSettings)
-    board = Board.from_components(ctx.components, exclude="degrade")
+    board = Board.from_components(ctx.components)
     signals = Signals(window_buckets=max(1, round(s.window_s / s.sample_s)))
     ctx.put(board)
     ctx.put(signals)
+    ctx.put(Counts(board))
     breakers(ctx)
     # Parsed at start: a malformed PEAK_ADMIN_TOKENS stops the process here, not at the first admin call.
     AdminTokens.of(ctx)
@@ -167,6 +204,8 @@ async def degrade_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     ]
     if role == "api":
         loops.append(service._sample_loop)
+        loops.append(service._schedule_loop)
+        loops.append(service._series_loop)
     tasks = [asyncio.create_task(fn(), name=f"degrade.{fn.__name__}") for fn in loops]
     try:
         yield

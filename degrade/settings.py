@@ -108,6 +108,27 @@ class DegradeSettings:
     audit_max: int = setting(
         "PEAK_DEGRADE_AUDIT_MAX", 100000, "audit entries kept (oldest trimmed)", low=100, high=100000000
     )
+    schedule_s: float = setting(
+        "PEAK_DEGRADE_SCHEDULE_S",
+        0.25,
+        "each API process checks for a scheduled plan that is due this often (one cheap script call)",
+        low=0.05,
+        high=60,
+    )
+    series_s: float = setting(
+        "PEAK_DEGRADE_SERIES_S",
+        2.0,
+        "each API process appends its signals and per-subsystem counts to the series this often",
+        low=0.1,
+        high=60,
+    )
+    series_keep_s: float = setting(
+        "PEAK_DEGRADE_SERIES_KEEP_S",
+        7200.0,
+        "signals series kept in Redis (older entries trimmed)",
+        low=60,
+        high=604800,
+    )
     breaker_error_ratio: float = setting(
         "PEAK_DEGRADE_BREAKER_ERROR_RATIO", 0.5, "breaker trips at this failed-call ratio", low=0.01, high=1
     )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from kit.component import Component, Role
 from kit.context import Context
-from seckill import cli, outbox, routes, scripts, timeouts, worker
+from seckill import cli, gauges, outbox, routes, scripts, timeouts, worker
 from seckill.eventcache import EventCache
 from seckill.news import News
 from seckill.orderwatch import OrderWatch
@@ -69,4 +69,5 @@ def component() -> Component:
         tier="critical",
         settings=SeckillSettings,
         scripts=scripts.ALL,
+        gauges=[gauges.refresh],
     )

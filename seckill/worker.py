@@ -33,6 +33,7 @@ from kit.db import postgres_outage
 from kit.outage import Outage, store_outage
 from seckill import keys, scripts
 from seckill.events import registered_streams
+from seckill.gauges import ORDERS_WRITTEN
 from seckill.messages import ORDER_ID, USER_ID, insert_orders
 from seckill.orderwatch import announce
 from seckill.settings import SeckillSettings
@@ -226,6 +227,7 @@ class OrderWriter:
                 for entry_id in entry_ids:
                     self._errors.pop(entry_id, None)
             await self._acknowledge(event_id, bucket, entry_ids, [order_id for _, order_id in done])
+            ORDERS_WRITTEN.inc(len(done))
             # After the acknowledgement, which forgot them as queued: a poll woken by this finds them written.
             await announce(self.ctx, [order_id for _, order_id in done])
         return len(done)

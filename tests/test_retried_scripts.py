@@ -449,6 +449,33 @@ async def _degrade_set(r: RedisClient) -> Case:
     )
 
 
+_PLAN_EDIT_KEYS = [degrade_keys.PLANS, degrade_keys.SCHEDULE, degrade_keys.AUDIT]
+
+
+@case("degrade_plan_edit")
+async def _degrade_plan_edit(r: RedisClient) -> Case:
+    # A put sent again finds the same plan: "unchanged", the same record, nothing written.
+    return Case(
+        _PLAN_EDIT_KEYS, ["put", "sale", "ops", "drill", "", 100, degrade_keys.CHANNEL, 64, "", "reviews=shed"],
+        again=_expect(lambda first, second: first[0] == "changed" and second == ["unchanged", first[1]]),
+    )  # fmt: skip
+
+
+@case("degrade_plan_apply")
+async def _degrade_plan_apply(r: RedisClient) -> Case:
+    await SCRIPTS["degrade_plan_edit"](
+        r,
+        _PLAN_EDIT_KEYS,
+        ["put", "sale", "ops", "drill", "", 100, degrade_keys.CHANNEL, 64, "", "reviews=shed"],
+    )
+    # Sent again with the same call id: the first answer without its message, nothing written or published.
+    return Case(
+        [degrade_keys.PLANS, degrade_keys.SCHEDULE, degrade_keys.SWITCHES, degrade_keys.AUDIT],
+        ["apply", "sale", "ops", "drill", "call-1", 100, degrade_keys.CHANNEL, ""],
+        again=_expect(lambda first, second: first[0] == "applied" and second == [*first[:4], ""]),
+    )  # fmt: skip
+
+
 async def _inbox_entry(r: RedisClient) -> str:
     await r.xgroup_create(cs_keys.INBOX, cs_keys.INBOX_GROUP, id="0", mkstream=True)
     entry = str(await r.xadd(cs_keys.INBOX, {"id": "m1", "body": "hello"}))
