@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test test-cluster fuzz chaos lint system-deps clean
 
-# OS packages: redis-server, PostgreSQL server binaries, wrk (benchmark) and nginx (several instances).
+# OS packages: redis-server, PostgreSQL server binaries, wrk (benchmark), nginx (several instances), and
+# chromium with chromium-driver (the console's browser tests, tests/console/test_browser.py).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -15,6 +16,8 @@ system-deps:
 	command -v psql >/dev/null || missing="$$missing postgresql-client"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -311,6 +311,7 @@ def run_up(settings: Settings, *, redis_cluster: int = 0, replicas: int = 0, ins
             for url in stack.instance_urls:
                 _say(f"instance   {url}  ({settings.workers} processes)")
         _say(f"ready      {base}/readyz   metrics {base}/metrics   OpenAPI {base}/openapi.json")
+        _say(f"console    {base}/console/  (sign in as an SSO admin: `peak sso grant USER admin`)")
         _say(f"Redis      {settings.redis_url}")
         _say(f"PostgreSQL {settings.database_url}")
         _say(f"workers    {len(stack.workers)} background worker processes")

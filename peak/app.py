@@ -1,7 +1,7 @@
 """The app composition: one Starlette app mounting every subsystem's routes, with one lifespan.
 
 ``components()`` is the list of subsystems: with the CLI (peak/cli.py) the only code that imports them. Each
-gets what it needs of its siblings handed to it here (degrade's ``authorize``).
+gets what it needs of its siblings handed to it here (degrade's and the console's ``authorize``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+import console.component
 import customer_service.component
 import degrade.component
 import reviews.component
@@ -29,7 +30,7 @@ from kit.logs import configure
 from kit.middleware import RequestMiddleware
 from kit.routing import SegmentRouter
 from kit.settings import Settings, SettingsError
-from sso.client import require_admin
+from sso.guard import require_admin_or_session
 
 __all__ = ["components", "create_app"]
 
@@ -40,7 +41,9 @@ def components() -> list[Component]:
         seckill.component.component(),
         reviews.component.component(),
         customer_service.component.component(),
-        degrade.component.component(authorize=require_admin),
+        degrade.component.component(authorize=require_admin_or_session),
+        # After degrade: its hub reads degrade's board.
+        console.component.component(authorize=require_admin_or_session),
     ]
 
 

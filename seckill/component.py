@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from kit.component import Component, Role
 from kit.context import Context
 from seckill import cli, gauges, outbox, routes, scripts, timeouts, worker
+from seckill.console_feed import sale_feed
 from seckill.eventcache import EventCache
 from seckill.news import News
 from seckill.orderwatch import OrderWatch
@@ -69,5 +70,6 @@ def component() -> Component:
         tier="critical",
         settings=SeckillSettings,
         scripts=scripts.ALL,
+        feeds={"sale": sale_feed},
         gauges=[gauges.refresh],
     )
