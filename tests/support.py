@@ -21,10 +21,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextlib.asynccontextmanager
 async def lifespan_client(
-    app: ASGIApp, *, base_url: str = "http://peak.test"
+    app: ASGIApp, *, base_url: str = "http://peak.test", state: dict[str, Any] | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, as an httpx client. Requests see the lifespan state like under granian."""
-    state: dict[str, Any] = {}
+    """The app with its lifespan running, as an httpx client. Requests see the lifespan state like under granian;
+    ``state``, when given, is filled with it (peak.app's lifespan puts its context there as ``"ctx"``)."""
+    state = {} if state is None else state
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     started, stopped = asyncio.Event(), asyncio.Event()
     failure: list[str] = []

@@ -15,7 +15,6 @@ import orjson
 import pytest
 from starlette.types import ASGIApp, Message
 
-from kit.component import Component, Role
 from kit.context import Context
 from kit.settings import Settings
 from peak.app import components, create_app
@@ -41,18 +40,11 @@ class App:
 
 @contextlib.asynccontextmanager
 async def console_app(settings: Settings) -> AsyncIterator[App]:
-    found: list[Context] = []
-
-    @contextlib.asynccontextmanager
-    async def capture(ctx: Context, role: Role) -> AsyncIterator[None]:
-        found.append(ctx)
-        yield
-
-    parts = [*components(), Component(name="console-test-context", tier="sheddable", services=[capture])]
-    async with lifespan_client(create_app(settings, parts)) as http:
+    state: dict[str, Any] = {}
+    async with lifespan_client(create_app(settings, components()), state=state) as http:
         transport = http._transport
         assert isinstance(transport, httpx.ASGITransport)
-        yield App(http, found[0], transport.app)
+        yield App(http, state["ctx"], transport.app)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import jwt
 import pytest
 
 import sso.component
-from kit.component import Component, Role
 from kit.context import Context
 from kit.settings import Settings
 from peak.app import create_app
@@ -52,16 +51,9 @@ class App:
 
 @contextlib.asynccontextmanager
 async def sso_app(settings: Settings) -> AsyncIterator[App]:
-    found: list[Context] = []
-
-    @contextlib.asynccontextmanager
-    async def capture(ctx: Context, role: Role) -> AsyncIterator[None]:
-        found.append(ctx)
-        yield
-
-    parts = [sso.component.component(), Component(name="sso-test-context", services=[capture])]
-    async with lifespan_client(create_app(settings, parts)) as http:
-        yield App(http, found[0])
+    state: dict[str, Any] = {}
+    async with lifespan_client(create_app(settings, [sso.component.component()]), state=state) as http:
+        yield App(http, state["ctx"])
 
 
 @pytest.fixture

@@ -5,17 +5,16 @@ strict checks and admin endpoints (at once: Redis answers), and for non-strict v
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
 import sso.component
-from kit.component import Component, Role
-from kit.context import Context
+from kit.component import Component
 from kit.errors import Unauthorized
 from kit.responses import JSONResponse
 from kit.routing import route
@@ -42,16 +41,9 @@ PROBE = Component(name="probe", routes=[route("/probe/admin", admin_only, summar
 @pytest.fixture
 async def probe(settings: Settings) -> AsyncIterator[App]:
     """The SSO app with an admin-only route of another subsystem beside it."""
-    found: list[Context] = []
-
-    @contextlib.asynccontextmanager
-    async def capture(ctx: Context, role: Role) -> AsyncIterator[None]:
-        found.append(ctx)
-        yield
-
-    parts = [sso.component.component(), PROBE, Component(name="probe-context", services=[capture])]
-    async with lifespan_client(create_app(settings, parts)) as http:
-        yield App(http, found[0])
+    state: dict[str, Any] = {}
+    async with lifespan_client(create_app(settings, [sso.component.component(), PROBE]), state=state) as http:
+        yield App(http, state["ctx"])
 
 
 def _validator(app: App, *, pubsub: bool, servers: Servers) -> TokenValidator:
