@@ -56,6 +56,7 @@ def run_bench(options: BenchOptions, *, say: Callable[[str], None] = print) -> i
         stack = None if options.url is not None else _private_stack(options, folder, admin_token, env, say)
         try:
             seed = seed_stack(_start(stack, options, env), admin_token, options.users, env, say=say)
+            seed.run_s, seed.connections = max(1, round(options.duration_s)), options.connections
             results, extras = _measure_stack(chosen, stack, seed, folder, options, say)
             ok, audit_line = audit(seed, say=say)
             if options.redis_cluster:
@@ -105,6 +106,8 @@ def _private_stack(
         PEAK_ACCESS_LOG="0",
         # Tickets are fetched before each run; an hour keeps any run's inside their lifetime.
         PEAK_SECKILL_TICKET_TTL_S="3600",
+        # Authorization codes are made for the code exchange before its runs (loadtest/oidc_paths.py).
+        PEAK_SSO_CODE_TTL_S="600",
         # Shoppers here are wrk connections: many requests per user per second by design.
         PEAK_SECKILL_USER_RATE_PER_S="1000000",
         PEAK_SECKILL_IP_RATE_PER_S="10000000",

@@ -80,7 +80,8 @@ def measure(
     parts = stack_parts(stack)
     requests_file = write_lines(path.lines(seed), folder, path.name)
     # A second of warm-up, not counted: connections, caches and the coalescing settle first.
-    run_wrk(seed.base_url, requests_file, duration_s=1, connections=options.connections)
+    if path.warm_up:
+        run_wrk(seed.base_url, requests_file, duration_s=1, connections=options.connections)
     if redis_url is not None:
         with redis.Redis.from_url(redis_url) as r:
             r.config_resetstat()

@@ -18,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from kit.commands import CommandError
+from loadtest.oidc_paths import REDIRECT_URI, exchange_lines, hop_lines
 from loadtest.seed import (
     PASSWORD,
     add_client,
     bearer,
     buy_one_each,
     create_event,
-    create_shoppers,
+    create_signed_in,
     fetch_tickets,
     iso,
     order_status,
@@ -43,6 +44,9 @@ class Seed:
     admin_token: str
     tokens: list[str] = field(default_factory=list)
     usernames: list[str] = field(default_factory=list)
+    # The shoppers' session cookies (peak_sid), in the order of ``tokens``: the SSO hop's live sessions.
+    cookies: list[str] = field(default_factory=list)
+    # The introspection client, also an OpenID Connect client (confidential) redirecting to REDIRECT_URI.
     client_id: str = ""
     client_secret: str = ""
     events: dict[str, str] = field(default_factory=dict)
@@ -51,6 +55,10 @@ class Seed:
     # One order per shopper, in the order of ``tokens``: "written" in PostgreSQL at seed time, "queued" made
     # while the order workers are paused (loadtest/extras.py).
     orders: dict[str, list[str]] = field(default_factory=dict)
+    # A measured run's length (s) and connections: the code exchange makes its codes for that long
+    # (loadtest/oidc_paths.py).
+    run_s: float = 10.0
+    connections: int = 64
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class BenchPath:
     what: str
     expected: tuple[int, ...]
     lines: Callable[[Seed], list[Line]]
+    # Whether a second of wrk, not counted, comes first; not for lines good once (the code exchange: the wrk
+    # run making its codes warms the server up instead).
+    warm_up: bool = True
 
 
 def _purchase(event: str) -> Callable[[Seed], list[Line]]:
@@ -166,6 +177,21 @@ PATHS: dict[str, BenchPath] = {
             _ticketed_purchase,
         ),
         BenchPath(
+            "sso_hop",
+            "single sign-on hop (GET /sso/authorize, live session cookie: 302 with a code)",
+            (302,),
+            lambda s: hop_lines(s.client_id, s.cookies),
+        ),
+        BenchPath(
+            "code_exchange",
+            "authorization code exchange (POST /sso/token, PKCE, client_secret_basic; a fresh code each)",
+            (200,),
+            lambda s: exchange_lines(
+                s.base_url, s.client_id, s.client_secret, s.cookies, run_s=s.run_s, connections=s.connections
+            ),
+            warm_up=False,
+        ),
+        BenchPath(
             "naive",
             "naive PostgreSQL row-lock purchase (baseline)",
             (202,),
@@ -199,14 +225,15 @@ EXTRAS = {
 def seed_stack(
     base_url: str, admin_token: str, users: int, env: dict[str, str], *, say: Callable[[str], None]
 ) -> Seed:
-    """Shoppers, the sale events and an introspection client; the naive event only where the server mounts
-    the baseline (loadtest/apps.py)."""
+    """Shoppers (with their session cookies), the sale events and a client (introspection and OpenID Connect);
+    the naive event only where the server mounts the baseline (loadtest/apps.py)."""
     run_id = secrets.token_hex(3)
     say(f"seeding {users} shoppers, the sale events, their orders and an introspection client")
-    shoppers = asyncio.run(create_shoppers(base_url, users, prefix=f"bench-{run_id}"))
+    shoppers = asyncio.run(create_signed_in(base_url, users, prefix=f"bench-{run_id}"))
     seed = Seed(base_url=base_url, admin_token=admin_token)
-    seed.usernames = [u for u, _ in shoppers]
-    seed.tokens = [t for _, t in shoppers]
+    seed.usernames = [u for u, _, _ in shoppers]
+    seed.tokens = [t for _, t, _ in shoppers]
+    seed.cookies = [c for _, _, c in shoppers]
     # Unticketed events keep measuring the purchase as before tickets; the ticketed one is its own path.
     plenty = {
         "stock": 50_000_000,
@@ -251,5 +278,5 @@ def seed_stack(
     )
     if naive.status_code == 201:
         seed.events["naive"] = str(naive.json()["id"])
-    seed.client_id, seed.client_secret = add_client(env, f"bench-{run_id}")
+    seed.client_id, seed.client_secret = add_client(env, f"bench-{run_id}", "--redirect-uri", REDIRECT_URI)
     return seed

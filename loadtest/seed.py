@@ -17,8 +17,8 @@ import httpx
 from kit.commands import CommandError
 
 __all__ = [
-    "PASSWORD", "add_client", "bearer", "buy_one_each", "create_event", "create_shoppers", "fetch_tickets", "iso",
-    "order_status", "wait_written",
+    "PASSWORD", "add_client", "bearer", "buy_one_each", "create_event", "create_shoppers", "create_signed_in",
+    "fetch_tickets", "iso", "order_status", "wait_written",
 ]  # fmt: skip
 
 PASSWORD = "peak-loadtest-password-0123"  # noqa: S105 - the seeded shoppers' password, printed nowhere else
@@ -36,9 +36,19 @@ async def create_shoppers(
     base_url: str, count: int, *, prefix: str, concurrency: int = 16
 ) -> list[tuple[str, str]]:
     """(username, access token) of ``count`` new shoppers, registered and logged in concurrently."""
+    return [
+        (u, t) for u, t, _ in await create_signed_in(base_url, count, prefix=prefix, concurrency=concurrency)
+    ]
+
+
+async def create_signed_in(
+    base_url: str, count: int, *, prefix: str, concurrency: int = 16
+) -> list[tuple[str, str, str]]:
+    """(username, access token, session cookie) of ``count`` new shoppers, registered and logged in
+    concurrently."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(http: httpx.AsyncClient, i: int) -> tuple[str, str]:
+    async def one(http: httpx.AsyncClient, i: int) -> tuple[str, str, str]:
         username = f"{prefix}-{i}"
         async with gate:
             created = await http.post("/sso/users", json={"username": username, "password": PASSWORD})
@@ -54,7 +64,7 @@ async def create_shoppers(
             login = await http.post("/sso/login", json={"username": username, "password": PASSWORD})
             if login.status_code != 200:
                 raise CommandError(f"could not log {username} in: {login.status_code} {login.text}")
-            return username, str(login.json()["access_token"])
+            return username, str(login.json()["access_token"]), login.cookies.get("peak_sid") or ""
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         return list(await asyncio.gather(*(one(http, i) for i in range(count))))
@@ -137,10 +147,10 @@ def wait_written(
             time.sleep(0.5)
 
 
-def add_client(env: Mapping[str, str], name: str) -> tuple[str, str]:
-    """Register an introspection client with `peak sso add-client`; (client id, secret)."""
+def add_client(env: Mapping[str, str], name: str, *options: str) -> tuple[str, str]:
+    """Register a client with `peak sso add-client NAME OPTIONS...`; (client id, secret)."""
     result = subprocess.run(
-        [sys.executable, "-m", "peak", "sso", "add-client", name],
+        [sys.executable, "-m", "peak", "sso", "add-client", name, *options],
         env=dict(env),
         capture_output=True,
         text=True,

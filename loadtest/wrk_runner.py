@@ -49,7 +49,9 @@ def parse_wrk(output: str) -> tuple[float, float, float, int, dict[int, int]]:
     return rps, p50, p99, requests, statuses
 
 
-def _wrk_argv(base_url: str, requests_file: Path, *, duration_s: float, connections: int) -> list[str]:
+def _wrk_argv(
+    base_url: str, requests_file: Path, *, duration_s: float, connections: int, codes_file: Path | None = None
+) -> list[str]:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise CommandError(
@@ -57,15 +59,18 @@ def _wrk_argv(base_url: str, requests_file: Path, *, duration_s: float, connecti
         )
     return [
         wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--latency", "--timeout", "10s",
-        "-s", _wrk_script(), base_url, "--", str(requests_file),
+        "-s", _wrk_script(), base_url, "--", str(requests_file), *([str(codes_file)] if codes_file else []),
     ]  # fmt: skip
 
 
 def start_wrk(
-    base_url: str, requests_file: Path, *, duration_s: float, connections: int
+    base_url: str, requests_file: Path, *, duration_s: float, connections: int, codes_file: Path | None = None
 ) -> subprocess.Popen[str]:
-    """wrk running in the background, for runs that overlap; ``wrk_output`` waits for it."""
-    argv = _wrk_argv(base_url, requests_file, duration_s=duration_s, connections=connections)
+    """wrk running in the background, for runs that overlap; ``wrk_output`` waits for it. With ``codes_file``
+    the codes of the redirects it gets are written there (loadtest/wrk/requests.lua)."""
+    argv = _wrk_argv(
+        base_url, requests_file, duration_s=duration_s, connections=connections, codes_file=codes_file
+    )
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -81,9 +86,14 @@ def wrk_output(proc: subprocess.Popen[str], duration_s: float) -> str:
     return out
 
 
-def run_wrk(base_url: str, requests_file: Path, *, duration_s: float, connections: int) -> str:
+def run_wrk(
+    base_url: str, requests_file: Path, *, duration_s: float, connections: int, codes_file: Path | None = None
+) -> str:
     return wrk_output(
-        start_wrk(base_url, requests_file, duration_s=duration_s, connections=connections), duration_s
+        start_wrk(
+            base_url, requests_file, duration_s=duration_s, connections=connections, codes_file=codes_file
+        ),
+        duration_s,
     )
 
 

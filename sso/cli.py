@@ -1,4 +1,4 @@
-"""`peak sso ...`: roles, disabling accounts, key rotation and introspection clients."""
+"""`peak sso ...`: roles, disabling accounts, key rotation and clients (introspection, OpenID Connect)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from sso import keys
 from sso.accounts import Account, Accounts
 from sso.clients import Clients
 from sso.keystore import KeyStore
+from sso.oidc import backchannel_cli
+from sso.oidc.uris import uri_problem
 from sso.sessions import Sessions
 from sso.settings import SsoSettings
 
@@ -94,12 +96,74 @@ def _rotate_keys(args: argparse.Namespace) -> Work:
     return work
 
 
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _uris(option: str, values: Sequence[str]) -> list[str]:
+    for uri in values:
+        problem = uri_problem(uri)
+        if problem is not None:
+            raise CommandError(f"{option} {uri!r}: must be {problem}")
+    return list(dict.fromkeys(values))
+
+
 def _add_client(args: argparse.Namespace) -> Work:
+    # Retry: safe; running it again re-registers the client with the same URIs and a new secret (the last
+    # one printed is the one that works).
+    if not _CLIENT_NAME.match(args.name):
+        raise CommandError(f"a client name is 1 to 64 letters, digits, '.', '_' or '-', not {args.name!r}")
+    redirect_uris = _uris("--redirect-uri", args.redirect_uri)
+    logout_uris = _uris("--post-logout-redirect-uri", args.post_logout_redirect_uri)
+    backchannel = _uris(
+        "--backchannel-logout-uri", [args.backchannel_logout_uri] if args.backchannel_logout_uri else []
+    )
+    oidc = bool(redirect_uris)
+    if not oidc and (args.public or logout_uris or backchannel or args.allow_no_pkce):
+        raise CommandError(
+            "--public, --post-logout-redirect-uri, --backchannel-logout-uri and --allow-no-pkce "
+            "are for OpenID Connect clients: give at least one --redirect-uri"
+        )
+    if args.public and args.allow_no_pkce:
+        raise CommandError("a public client always uses PKCE: --allow-no-pkce is for confidential clients")
+
     async def work(ctx: Context) -> None:
-        secret = await Clients(ctx.db).add(args.name)
+        secret = await Clients(ctx.db).add(
+            args.name,
+            redirect_uris=redirect_uris,
+            public=args.public,
+            post_logout_redirect_uris=logout_uris,
+            backchannel_logout_uri=backchannel[0] if backchannel else None,
+            allow_no_pkce=args.allow_no_pkce,
+        )
         await ctx.redis.publish(keys.CHANGES_CHANNEL, "c")
-        say(f"client {args.name} registered; its secret (shown only now, stored hashed):")
+        kind = (
+            ("public OpenID Connect client" if args.public else "OpenID Connect client") if oidc else "client"
+        )
+        if secret is None:
+            say(f"{kind} {args.name} registered (no secret: it must use PKCE)")
+            return
+        say(f"{kind} {args.name} registered; its secret (shown only now, stored hashed):")
         say(secret)
+
+    return work
+
+
+def _list_clients(args: argparse.Namespace) -> Work:
+    async def work(ctx: Context) -> None:
+        rows = await Clients(ctx.db).listed()
+        if not rows:
+            say("no clients; register one with `peak sso add-client NAME [--redirect-uri URI ...]`")
+        for row in rows:
+            uris = list(row["redirect_uris"])
+            kind = ("oidc public" if row["public"] else "oidc confidential") if uris else "introspection"
+            say(f"{row['name']}  {kind}" + ("  allow-no-pkce" if row["allow_no_pkce"] else ""))
+            for label, values in (
+                ("redirect", uris),
+                ("post-logout", row["post_logout_redirect_uris"]),
+                ("backchannel", [row["backchannel_logout_uri"]] if row["backchannel_logout_uri"] else []),
+            ):
+                for value in values:
+                    say(f"    {label}: {value}")
 
     return work
 
@@ -125,7 +189,36 @@ def add_commands(
     )
     rotate.set_defaults(func=_in_context(_rotate_keys, components))
     client = commands.add_parser(
-        "add-client", help="register an introspection client; prints its secret once"
+        "add-client",
+        help="register an introspection or OpenID Connect client; prints its secret once (none if public)",
     )
     client.add_argument("name")
+    client.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="an OpenID Connect redirect URI, matched exactly (repeat for several)",
+    )
+    client.add_argument(
+        "--public", action="store_true", help="no secret (a browser or app): PKCE is mandatory"
+    )
+    client.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="where /sso/end_session may send the browser back (repeat for several)",
+    )
+    client.add_argument("--backchannel-logout-uri", metavar="URI", help="where logout tokens are POSTed")
+    client.add_argument(
+        "--allow-no-pkce", action="store_true", help="let this confidential client redeem codes without PKCE"
+    )
     client.set_defaults(func=_in_context(_add_client, components))
+    listing = commands.add_parser("clients", help="list the registered clients (never a secret)")
+    listing.set_defaults(func=_in_context(_list_clients, components))
+    backchannel = commands.add_parser(
+        "backchannel", help="back-channel logouts waiting, and the dead letters (re-queue with --retry)"
+    )
+    backchannel_cli.add_arguments(backchannel)
+    backchannel.set_defaults(func=_in_context(backchannel_cli.backchannel_command, components))

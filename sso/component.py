@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from kit.component import Component
 from sso import cli, lifespan, routes, scripts
+from sso.oidc import backchannel_feed
+from sso.oidc.backchannel_worker import backchannel_loop
 from sso.settings import SsoSettings
 
 __all__ = ["component"]
@@ -15,7 +17,8 @@ def component() -> Component:
         routes=routes.routes(),
         migrations="sso",
         services=[lifespan.services],
+        loops=[backchannel_loop],
         cli=cli.add_commands,
         settings=SsoSettings,
-        scripts=scripts.ALL,
+        scripts=(*scripts.ALL, *backchannel_feed.SCRIPTS),
     )

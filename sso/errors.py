@@ -15,7 +15,10 @@ from kit.errors import (
 __all__ = [
     "AccountDisabled",
     "AccountLocked",
+    "CodeRefused",
+    "CodeReused",
     "CrossSiteRequest",
+    "CursorExpired",
     "HashingBusy",
     "InvalidClient",
     "InvalidCookie",
@@ -23,12 +26,15 @@ __all__ = [
     "InvalidGrant",
     "InvalidUsername",
     "IpBudgetSpent",
+    "OAuthInvalidRequest",
+    "ReauthenticationRequired",
     "RefreshTokenReused",
     "SessionEnded",
     "ThrottleUnavailable",
     "TokenRevoked",
     "TooManyRefreshes",
     "TooManySignups",
+    "UnauthorizedClient",
     "UnsupportedGrantType",
     "UsernameTaken",
     "WeakPassword",
@@ -170,3 +176,56 @@ class ThrottleUnavailable(ServiceUnavailable):
 
     def __init__(self) -> None:
         super().__init__("sign-in is unavailable for a moment; try again shortly", retry_after_s=2)
+
+
+class CursorExpired(ApiError):
+    """A revocation feed cursor older than the journals keep (sso.feed): what happened since is gone."""
+
+    status_code = 410
+    code = "cursor_expired"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this cursor is older than the revocation journals keep; treat every cached token as unknown and"
+            " read the feed again without 'since'"
+        )
+
+
+class ReauthenticationRequired(Unauthorized):
+    """The session's password sign-in is older than the OpenID Connect client's ``max_age``."""
+
+    code = "login_required"
+
+    def __init__(self) -> None:
+        super().__init__("sign in again: the client asks for a more recent sign-in")
+
+
+# The token endpoint's answers to OAuth 2.0 clients (sso.oidc.token_endpoint renders them, and InvalidGrant,
+# InvalidClient and UnsupportedGrantType, as RFC 6749 5.2 says: {"error", "error_description"}, 400 or 401).
+class CodeRefused(InvalidGrant):
+    """An authorization code that is unknown, expired, another client's, for another redirect_uri, with a
+    PKCE verifier that does not match, or whose session has ended."""
+
+    status_code = 400
+
+    def __init__(self, message: str = "the authorization code is invalid or has expired") -> None:
+        super().__init__(message)
+
+
+class CodeReused(CodeRefused):
+    """An authorization code redeemed a second time: what the first redemption issued is now revoked."""
+
+    def __init__(self) -> None:
+        super().__init__("the authorization code was already used; the tokens issued for it are revoked")
+
+
+class OAuthInvalidRequest(ApiError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class UnauthorizedClient(ApiError):
+    """The client may not use this grant (an introspection client, or a public client without PKCE)."""
+
+    status_code = 400
+    code = "unauthorized_client"

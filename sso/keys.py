@@ -18,24 +18,40 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 __all__ = [
     "ACCOUNT_CHANGE_KEEP_S",
+    "BACKCHANNEL_DEAD",
+    "BACKCHANNEL_DEAD_KEPT",
+    "BACKCHANNEL_GROUP",
+    "BACKCHANNEL_STREAM",
     "CHANGES_CHANNEL",
     "DEVICES_KEPT",
     "JOURNALS",
+    "OIDC_SESSION_KEEP_S",
     "REVOKED_JOURNAL_KEEP_S",
     "SHARDS",
     "SIGNUP_WINDOW_S",
+    "USED_CODE_KEEP_S",
     "account_change",
     "account_failures",
     "account_network_failures",
+    "auth_code",
+    "backchannel_cursor",
+    "backchannel_lease",
+    "backchannel_outbox",
     "devices",
     "journal",
     "network_failures",
     "network_gate",
     "network_signups",
+    "oidc_expiries",
+    "oidc_session",
+    "oidc_session_in_shard",
+    "oidc_session_prefix",
     "revoked_token",
     "session",
     "session_index",
     "session_prefix",
+    "shard_of",
+    "shard_user_prefix",
 ]
 
 # Pub/sub channel every validator listens to, each message one or more words: "s:<sid>" a session ended,
@@ -105,6 +121,83 @@ def revoked_token(user_id: str, token_id: str) -> str:
 def call_answer(user_id: str, call_id: str) -> str:
     """The answer of one call of a script that is not idempotent by itself, kept for a retry of that call."""
     return f"{_user_tag(user_id)}:answer:{call_id}"
+
+
+# -- OpenID Connect (issue 19) ---------------------------------------------------------------------------
+# An authorization code: a hash (client, redirect URI, scope, nonce, PKCE challenge, session, auth_time) named
+# by the digest of the code, in the user's slot (the code carries the user id, as refresh tokens do), so its
+# redemption and the session it belongs to are one script on one slot.
+def auth_code(user_id: str, code_digest: str) -> str:
+    return f"{_user_tag(user_id)}:code:{code_digest}"
+
+
+def _shard_prefix(shard: int) -> str:
+    return f"sso:{{{_TAGS[shard]}}}"
+
+
+def shard_of(user_id: str) -> int:
+    """The shard (0 to SHARDS - 1) whose hash tag the user's keys carry."""
+    return _shard(user_id)
+
+
+# The OIDC side of a session: a hash ``user_id``, ``username``, ``absolute_expires_at`` and ``c:<client_id>``
+# for every client that received tokens in it (its value: when, ms), written by the code redemption and kept
+# a while after the session ends, so the back-channel logout learns whom to tell. Keyed by shard and session id
+# (not user id), because the revocation journal names ended sessions by id only.
+# ``absolute_expires_at`` and the ``c:<client_id>`` values are ms; the hash expires this long after the session's
+# absolute end.
+OIDC_SESSION_KEEP_S = 86400
+# A redeemed authorization code is remembered (to refuse and revoke a second redemption) this long beyond its
+# lifetime (PEAK_SSO_CODE_TTL_S).
+USED_CODE_KEEP_S = 600
+
+
+def oidc_session(user_id: str, session_id: str) -> str:
+    return oidc_session_in_shard(_shard(user_id), session_id)
+
+
+def oidc_session_in_shard(shard: int, session_id: str) -> str:
+    return f"{_shard_prefix(shard)}:oidc:{session_id}"
+
+
+def oidc_expiries(shard: int) -> str:
+    """Sorted set of the shard's sessions that have OIDC clients, scored by their absolute expiry (ms): the
+    back-channel sweeper finds sessions that ended by running out of time (no script announced them)."""
+    return f"{_shard_prefix(shard)}:oidc:expiries"
+
+
+# The back-channel logout deliveries (one entry per client to tell), read by the workers' consumer group.
+BACKCHANNEL_STREAM = "sso:backchannel"
+# -- back-channel logout (area C): sso/oidc/backchannel*.py -------------------------------------------------
+BACKCHANNEL_GROUP = "backchannel"
+# Deliveries that failed every attempt (``peak sso backchannel`` lists them), at most about this many kept.
+BACKCHANNEL_DEAD = "sso:backchannel:dead"
+BACKCHANNEL_DEAD_KEPT = 10_000
+
+
+def oidc_session_prefix(shard: int) -> str:
+    """A session id appended gives ``oidc_session_in_shard``: for the shard's Lua scripts."""
+    return f"{_shard_prefix(shard)}:oidc:"
+
+
+def shard_user_prefix(shard: int) -> str:
+    """A user id of the shard, ``:s:`` and a session id appended give that session's key (``session``)."""
+    return f"{_shard_prefix(shard)}:"
+
+
+def backchannel_cursor(shard: int) -> str:
+    """The journal score (ms) up to which the shard's revocation journal was read for back-channel logouts."""
+    return f"{_shard_prefix(shard)}:bc:cursor"
+
+
+def backchannel_outbox(shard: int) -> str:
+    """Stream of the shard's ended OIDC sessions not yet fanned out to BACKCHANNEL_STREAM."""
+    return f"{_shard_prefix(shard)}:bc:outbox"
+
+
+def backchannel_lease(shard: int) -> str:
+    """The worker reading the shard's journal (its token), for a few seconds at a time."""
+    return f"{_shard_prefix(shard)}:bc:lease"
 
 
 # The known devices an account keeps; a new one beyond this replaces the one unused the longest.

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from kit.admins import AdminTokens
 from kit.component import Role
 from kit.context import Context
+from sso import feed
 from sso.accounts import Accounts
 from sso.client import TokenValidator
+from sso.client.feed import RevocationFeed
 from sso.clients import Clients
 from sso.csrf import CsrfGuard
 from sso.keystore import KeyStore
@@ -29,6 +31,16 @@ log = logging.getLogger("peak.sso")
 
 # A missed "keys changed" message cannot leave a process signing with a retired key for longer than this.
 _SIGNING_KEY_CHECK_S = 10.0
+
+
+def _revocation_feed(sso_settings: SsoSettings) -> RevocationFeed | None:
+    if not sso_settings.revocation_feed:
+        return None
+    return RevocationFeed(
+        sso_settings.revocation_feed,
+        client_id=sso_settings.revocation_feed_client or "",
+        client_secret=sso_settings.revocation_feed_secret or "",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -49,6 +61,8 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
         redis=ctx.redis,
         redis_url=settings.redis_url,
         idle_timeout_s=sso_settings.idle_timeout_s,
+        # The API serves the feed from Redis, so only other processes may follow it.
+        revocation_feed=_revocation_feed(sso_settings) if role != "api" else None,
     )
     ctx.put(validator)
     # Read once: a malformed PEAK_ADMIN_TOKENS stops the process here, naming the variable.
@@ -97,7 +111,7 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
     validator.on_change(on_change)
     watcher = asyncio.create_task(watch_signing_key(), name="sso-signing-key")
     try:
-        async with validator.running():
+        async with validator.running(), feed.serving(ctx, validator.revocations):
             yield
     finally:
         watcher.cancel()

@@ -12,14 +12,17 @@ from starlette.routing import BaseRoute
 
 from kit.admins import AdminTokens
 from kit.context import Context, context_of
-from kit.errors import InvalidRequest, NotFound
+from kit.errors import NotFound
 from kit.responses import JSONBytes, JSONResponse, dumps
 from kit.routing import route
 from kit.schema import read_body, rule, validate
-from sso import devices
+from sso import devices, feed_routes
 from sso.client import authenticate, bearer_token
 from sso.csrf import CsrfGuard
-from sso.errors import UnsupportedGrantType
+from sso.oidc import discovery, token_endpoint
+from sso.oidc import routes as oidc_routes
+from sso.oidc.endsession import end_session_routes
+from sso.oidc.userinfo import oidc_userinfo
 from sso.service import Caller, Sso, TokenPair
 from sso.sessions import SessionInfo
 
@@ -39,12 +42,6 @@ class Credentials:
 class PasswordChange:
     old_password: str = field(metadata=rule(max_length=1024))
     new_password: str = field(metadata=rule(max_length=1024))
-
-
-@dataclass
-class TokenRequest:
-    grant_type: str
-    refresh_token: str | None = None
 
 
 @dataclass
@@ -78,7 +75,8 @@ _INTROSPECTION_OUT = {"type": "object", "required": ["active"], "properties": {"
 _USERINFO_OUT = {
     "type": "object",
     "properties": {"sub": {"type": "string"}, "username": {"type": "string"}, "roles": {"type": "array"},
-                   "sid": {"type": "string"}},
+                   "sid": {"type": "string"}, "preferred_username": {"type": "string"},
+                   "name": {"type": "string"}},
 }  # fmt: skip
 _JWKS_OUT = {"type": "object", "properties": {"keys": {"type": "array"}}}
 
@@ -165,15 +163,6 @@ async def login(request: Request) -> Response:
     return response
 
 
-async def token(request: Request) -> Response:
-    body = await read_body(request, TokenRequest, allow_form=True)
-    if body.grant_type != "refresh_token":
-        raise UnsupportedGrantType("only grant_type=refresh_token is supported here; log in at /sso/login")
-    if not body.refresh_token:
-        raise InvalidRequest("field 'refresh_token' is required")
-    return _tokens(await _sso(request).refresh(body.refresh_token), request)
-
-
 async def logout(request: Request) -> Response:
     caller = await _caller(request, changes=True)
     await _sso(request).sessions.end(caller.user_id, "one", caller.session_id)
@@ -233,6 +222,8 @@ async def change_password(request: Request) -> Response:
 
 async def userinfo(request: Request) -> Response:
     principal = await authenticate(request, strict=True)
+    if principal.scope is not None:  # an OpenID Connect client's token: the claims of its scopes
+        return JSONBytes(dumps(oidc_userinfo(principal)))
     body = {
         "sub": principal.user_id,
         "username": principal.username,
@@ -272,27 +263,11 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(await _sso(request).jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
-# ``ver``: the account version the roles were issued at (a `peak sso` change makes older tokens refresh).
-_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles", "ver")
-
-
 async def openid_configuration(request: Request) -> Response:
+    sso = _sso(request)
     base = context_of(request).settings.public_base_url()
-    return JSONResponse(
-        {
-            "issuer": _sso(request).signer.issuer,
-            "jwks_uri": f"{base}/.well-known/jwks.json",
-            "token_endpoint": f"{base}/sso/token",
-            "introspection_endpoint": f"{base}/sso/introspect",
-            "userinfo_endpoint": f"{base}/sso/userinfo",
-            "revocation_endpoint": f"{base}/sso/revoke",
-            "grant_types_supported": ["refresh_token"],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-            "claims_supported": [*_CLAIMS],
-        }
-    )
+    body = discovery.document(issuer=sso.signer.issuer, base=base, algorithms=[sso.settings.algorithm])
+    return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})
 
 
 # Every route that checks a bearer token strictly answers 503 when Redis cannot be reached.
@@ -322,9 +297,10 @@ def routes() -> list[BaseRoute]:
               errors={401: ["invalid_credentials"], 403: ["account_disabled", "csrf"],
                       422: ["invalid_username", "invalid_request"], 429: ["too_many_attempts"],
                       503: ["busy", "unavailable"]}),
-        route("/sso/token", token, methods=["POST"], summary="refresh: a new access and refresh token",
-              body=TokenRequest, form=True, responses={200: TokensOut},
-              errors={400: ["unsupported_grant_type"], 401: ["invalid_grant"], 429: ["too_many_refreshes"]}),
+        route("/sso/token", token_endpoint.token, methods=["POST"],
+              summary="tokens: an OpenID Connect client's code or refresh (RFC 6749), the login's refresh",
+              body=token_endpoint.TokenRequest, form=True, responses=token_endpoint.RESPONSES,
+              errors=token_endpoint.ERRORS),
         route("/sso/logout", logout, methods=["POST"], summary="end the current session",
               responses={204: None}, errors=_CHANGE_ERRORS, auth=either),
         route("/sso/sessions", list_sessions, summary="the caller's sessions",
@@ -345,4 +321,7 @@ def routes() -> list[BaseRoute]:
               responses={200: _JWKS_OUT}),
         route("/.well-known/openid-configuration", openid_configuration,
               summary="issuer and endpoints (discovery)", responses={200: {"type": "object"}}),
+        *feed_routes.routes(),
+        *oidc_routes.routes(),
+        *end_session_routes(),
     ]  # fmt: skip

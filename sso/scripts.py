@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
+from kit.coalescer import ScriptBatcher
 from kit.lua import Call, EncodableT, Script
 from kit.redis import RedisClient
 from sso import keys
@@ -18,6 +19,7 @@ from sso.errors import (
     AccountDisabled,
     InvalidCookie,
     InvalidGrant,
+    ReauthenticationRequired,
     RefreshTokenReused,
     SessionEnded,
     TokenRevoked,
@@ -37,6 +39,7 @@ __all__ = [
     "change_account",
     "check_token_touch",
     "end_sessions",
+    "issue_code",
     "list_sessions",
     "open_session",
     "read_session",
@@ -72,10 +75,13 @@ REFRESH = _announcing("refresh")
 THROTTLE_ACCOUNT = Script.of("sso", "throttle_account")
 THROTTLE_NETWORK = Script.of("sso", "throttle_network")
 SIGNUP = Script.of("sso", "signup")
+CODE_ISSUE = _after("slide", "code_issue")
+# Its call and reply: sso/code_scripts.py.
+CODE_REDEEM = _announcing("code_redeem")
 
 # What the component hands the kit to load at start.
 ALL = (SESSION_OPEN, SESSION_TOUCH, SESSION_READ, SESSION_LIST, SESSION_END, SESSION_REVOKE, SESSION_ACCOUNT,
-       REFRESH, THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP)  # fmt: skip
+       REFRESH, THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP, CODE_ISSUE, CODE_REDEEM)  # fmt: skip
 # What every announcing script is told: how long journal entries stay (ms), and the channel.
 _ANNOUNCE = (keys.REVOKED_JOURNAL_KEEP_S * 1000, keys.CHANGES_CHANNEL)
 
@@ -123,6 +129,8 @@ class Rotation(NamedTuple):
     absolute_expires_at_ms: int
     rotated_at_ms: int
     version: int
+    # An OpenID Connect client's: the scope its code granted ("" for the first-party login's token).
+    scope: str = ""
 
 
 async def open_session(
@@ -276,17 +284,20 @@ async def rotate_refresh(
     used_kept: int,
     max_rotations: int,
     window_ms: int,
+    client_id: str = "",
+    token_id: str = "",
 ) -> Rotation:
     """The session once its refresh token is replaced by its successor (or, for the token rotated last and
     presented again within ``grace_ms``, the same answer as then); RefreshTokenReused when the token was used
     before that (the session is now ended and announced), TooManyRefreshes past ``max_rotations`` per
-    window, InvalidGrant for an unknown token or a session that has ended."""
+    window, InvalidGrant for an unknown token or a session that has ended. ``client_id``: an OpenID Connect
+    client's own token in the session (its access token's id ``token_id`` is kept for a code reuse to revoke)."""
     reply = await REFRESH(
         redis,
         [keys.session(user_id, session_id), keys.session_index(user_id), keys.account_change(user_id),
          keys.journal(user_id)],
         [presented_digest, successor_digest, now_ms, idle_ms, session_id, grace_ms, used_kept, max_rotations,
-         window_ms, *_ANNOUNCE],
+         window_ms, *_ANNOUNCE, f":{client_id}" if client_id else "", token_id if client_id else ""],
     )  # fmt: skip
     code = int(reply[0] if isinstance(reply, list) else reply)
     if code == -1:
@@ -295,8 +306,8 @@ async def rotate_refresh(
         raise TooManyRefreshes(-(-int(reply[1]) // 1000))
     if code != 1:
         raise InvalidGrant()
-    _, username, absolute_ms, rotated_at_ms, version = reply
-    return Rotation(str(username), int(absolute_ms), int(rotated_at_ms), int(version))
+    _, username, absolute_ms, rotated_at_ms, version, scope = reply
+    return Rotation(str(username), int(absolute_ms), int(rotated_at_ms), int(version), str(scope))
 
 
 async def signup(redis: RedisClient, network: str, per_hour: int) -> None:
@@ -306,3 +317,33 @@ async def signup(redis: RedisClient, network: str, per_hour: int) -> None:
     )
     if int(status) == 1:
         raise TooManySignups(int(retry_after_s))
+
+
+async def issue_code(
+    send: ScriptBatcher,
+    *,
+    user_id: str,
+    session_id: str,
+    code_digest: str,
+    cookie_digest: str,
+    now_ms: int,
+    idle_ms: int,
+    max_age_s: int | None,
+    ttl_ms: int,
+    fields: Mapping[str, EncodableT],
+) -> None:
+    """Write an authorization code for the live session of a cookie and slide the session, in one call;
+    SessionEnded, InvalidCookie, or ReauthenticationRequired when its sign-in is older than ``max_age_s``.
+    ``send`` coalesces concurrent hops into one write, as the strict check's touch is (a ScriptBatcher of
+    CODE_ISSUE): the hop is the SSO's hottest request after the strict check."""
+    reply = await send(
+        [keys.session(user_id, session_id), keys.auth_code(user_id, code_digest)],
+        [now_ms, idle_ms, cookie_digest, -1 if max_age_s is None else max_age_s, ttl_ms,
+         *[v for pair in fields.items() for v in pair]],
+    )  # fmt: skip
+    code = int(reply)
+    if code == -3:
+        raise ReauthenticationRequired()
+    if code != 1:
+        _raise_for_touch(code)
+        raise SessionEnded()

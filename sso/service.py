@@ -49,15 +49,20 @@ class TokenPair:
     refresh_token: str
     session_id: str
     cookie: str
+    # An OpenID Connect client's pair: the scope granted (RFC 6749 5.1).
+    scope: str | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "access_token": self.access_token,
             "token_type": "Bearer",
             "expires_in": self.expires_in,
             "refresh_token": self.refresh_token,
             "session_id": self.session_id,
         }
+        if self.scope is not None:
+            body["scope"] = self.scope
+        return body
 
 
 @dataclass(frozen=True)
@@ -178,19 +183,21 @@ class Sso:
 
     def _pair(self, grant: Grant, refresh: str, cookie: str) -> TokenPair:
         access, expires_in = self.signer.access_token(grant)
-        return TokenPair(access, expires_in, refresh, grant.session_id, cookie)
+        return TokenPair(access, expires_in, refresh, grant.session_id, cookie, grant.scope)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
+    async def refresh(self, refresh_token: str, *, client_id: str = "") -> TokenPair:
         """A rotation (or a replay of the last one, answered alike); the account is read after it, so its
-        roles are at least as new as any change the rotation saw."""
-        refreshed = await self.sessions.rotate_refresh(refresh_token)
+        roles are at least as new as any change the rotation saw. ``client_id``: an OpenID Connect client's
+        own refresh token in the session, authenticated by the caller."""
+        refreshed = await self.sessions.rotate_refresh(refresh_token, client_id=client_id)
         account = await self.accounts.by_id(refreshed.user_id)
         if account is None or account.disabled:
             await self.sessions.end(refreshed.user_id, "all")
             raise InvalidGrant()
         grant = Grant(account.id, refreshed.username, account.roles, refreshed.session_id,
                       not_after=refreshed.absolute_expires_at, version=refreshed.version,
-                      issued_at=refreshed.issued_at, token_id=refreshed.token_id)  # fmt: skip
+                      issued_at=refreshed.issued_at, token_id=refreshed.token_id,
+                      client_id=client_id or CLIENT_ID, scope=refreshed.scope if client_id else None)  # fmt: skip
         return self._pair(grant, str(refreshed.refresh_token), "")
 
     async def caller(self, bearer: str | None, cookie: str | None) -> Caller:

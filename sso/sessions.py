@@ -17,19 +17,30 @@ from typing import Literal
 
 from kit.coalescer import ScriptBatcher
 from kit.redis import RedisClient
-from sso import keys, scripts
+from sso import code_scripts, keys, scripts
 from sso.errors import InvalidCookie, InvalidGrant, RefreshTokenReused
 from sso.scripts import CurrentSession
 from sso.settings import SsoSettings
 from sso.tokens import OpaqueToken, new_session_id
 
-__all__ = ["USED_KEPT", "CurrentSession", "NewSession", "Refreshed", "SessionInfo", "Sessions"]
+__all__ = [
+    "USED_KEPT",
+    "CodeRedemption",
+    "CurrentSession",
+    "NewSession",
+    "Refreshed",
+    "SessionInfo",
+    "Sessions",
+]
 
 log = logging.getLogger("peak.sso")
 
 # Used refresh tokens a session remembers for reuse detection. At the default rate limit (10 a minute) an
 # older one is at least 3 minutes old; presenting it is refused (invalid_grant) but no longer ends the session.
 USED_KEPT = 32
+# An OpenID Connect client's fields in a session (each with ":<client id>" appended; sso/lua/code_redeem.lua).
+_CLIENT_FIELDS = ("refresh", "previous", "rotated_at", "used", "window_start", "window_count", "scope", "jti",
+                  "grant")  # fmt: skip
 # Sessions whose fixed fields a process keeps for GET /sso/session (about 1 KiB each).
 _FIXED_KEPT = 100_000
 
@@ -56,6 +67,17 @@ class Refreshed:
     issued_at: int
     absolute_expires_at: int
     version: int
+    # An OpenID Connect client's token: the scope its code granted ("" for the first-party login's).
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class CodeRedemption:
+    """An authorization code redeemed: its session now, what the code recorded, and the tokens to issue."""
+
+    redeemed: code_scripts.Redeemed
+    refresh_token: OpaqueToken
+    token_id: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,9 @@ class Sessions:
         self._grace_ms = settings.refresh_grace_s * 1000
         self._max_rotations = settings.refresh_max
         self._window_ms = settings.refresh_window_s * 1000
+        self._used_code_keep_ms = (settings.code_ttl_s + keys.USED_CODE_KEEP_S) * 1000
+        # A revoked access token's marker outlives the token (with the validators' clock leeway).
+        self._revoked_ttl_ms = (settings.access_token_ttl_s + 60) * 1000
         # GET /sso/session, coalesced like the strict check. Reads by token share a command when they name the
         # same token (the same answer either would get); reads by cookie never do: the cookie is an argument,
         # and a forged one must not get the answer of the real one sent in the same batch.
@@ -112,6 +137,8 @@ class Sessions:
             "created_at": now_ms,
             "last_seen_at": now_ms,
             "absolute_expires_at": absolute_ms,
+            # OpenID Connect `auth_time` (s): every session is opened by a password sign-in.
+            "auth_time": now_ms // 1000,
             "ip": ip,
             "user_agent": user_agent[:512],
             "refresh": refresh.digest,
@@ -197,21 +224,23 @@ class Sessions:
         """End sessions and announce it (one script); the ids of those that were live."""
         return await scripts.end_sessions(self._redis, user_id, which, session_id)
 
-    async def rotate_refresh(self, presented: str) -> Refreshed:
+    async def rotate_refresh(self, presented: str, *, client_id: str = "") -> Refreshed:
         """Replace the refresh token ``presented`` by its successor, or give the same answer again for the
         token rotated last when it comes back within the grace (a retry). InvalidGrant if it is unknown, used
-        before (which ends the session) or its session has ended; TooManyRefreshes past the rate limit."""
+        before (which ends the session) or its session has ended; TooManyRefreshes past the rate limit.
+        ``client_id``: the OpenID Connect client's own token in the session (another's is unknown to it)."""
         assert self._rotation_key is not None, "Sessions(rotation_key=...) to rotate refresh tokens"
         token = OpaqueToken.parse(presented)
         if token is None:
             raise InvalidGrant()
         successor = token.successor(self._rotation_key)
+        token_id = successor.access_token_id(self._rotation_key)
         try:
             rotation = await scripts.rotate_refresh(
                 self._redis, user_id=token.user_id, session_id=token.session_id, presented_digest=token.digest,
                 successor_digest=successor.digest, now_ms=int(time.time() * 1000), idle_ms=self._idle_ms,
                 grace_ms=self._grace_ms, used_kept=USED_KEPT, max_rotations=self._max_rotations,
-                window_ms=self._window_ms,
+                window_ms=self._window_ms, client_id=client_id, token_id=token_id,
             )  # fmt: skip
         except RefreshTokenReused:
             log.warning("refresh token reused: session %s of user %s ended", token.session_id, token.user_id)
@@ -221,22 +250,56 @@ class Sessions:
             session_id=token.session_id,
             username=rotation.username,
             refresh_token=successor,
-            token_id=successor.access_token_id(self._rotation_key),
+            token_id=token_id,
             issued_at=rotation.rotated_at_ms // 1000,
             absolute_expires_at=rotation.absolute_expires_at_ms // 1000,
             version=rotation.version,
+            scope=rotation.scope,
         )
 
+    async def redeem_code(
+        self, code: OpaqueToken, *, client_id: str, redirect_uri: str, challenge: str
+    ) -> CodeRedemption:
+        """Redeem an authorization code for the client (``challenge``: BASE64URL(SHA256(code_verifier)), or
+        "" without one) and put the client's new refresh token in the session, in one call; CodeReused or
+        CodeRefused otherwise (sso.code_scripts.redeem_code). The access token's id is derived from the refresh
+        token, as for a rotation: a retried call brings the same and is answered alike."""
+        assert self._rotation_key is not None, "Sessions(rotation_key=...) to issue refresh tokens"
+        refresh = OpaqueToken.new(code.user_id, code.session_id)
+        token_id = refresh.access_token_id(self._rotation_key)
+        redeemed = await code_scripts.redeem_code(
+            self._redis, user_id=code.user_id, session_id=code.session_id, code_digest=code.digest,
+            client_id=client_id, redirect_uri=redirect_uri, challenge=challenge, refresh_digest=refresh.digest,
+            token_id=token_id, now_ms=int(time.time() * 1000), idle_ms=self._idle_ms,
+            used_keep_ms=self._used_code_keep_ms, revoked_ttl_ms=self._revoked_ttl_ms,
+            oidc_keep_ms=keys.OIDC_SESSION_KEEP_S * 1000,
+        )  # fmt: skip
+        return CodeRedemption(redeemed, refresh, token_id)
+
     async def end_by_refresh_token(self, token: OpaqueToken) -> None:
-        """End the session of a current or remembered used refresh token; anything else changes nothing."""
-        current, used = await self._redis.hmget(
-            keys.session(token.user_id, token.session_id), ["refresh", "used"]
-        )
-        mark, remembered = token.digest[:32], str(used or "")
-        if current == token.digest or any(
-            remembered[i : i + 32] == mark for i in range(0, len(remembered), 32)
-        ):
+        """End the session of a current or remembered used refresh token of the login's; for an OpenID
+        Connect client's, end that client's grant in the session (its refresh token and its latest access
+        token; RFC 7009 2.1). Anything else changes nothing."""
+        session = keys.session(token.user_id, token.session_id)
+        fields = {str(k): str(v) for k, v in (await self._redis.hgetall(session)).items()}
+        mark = token.digest[:32]
+
+        def holds(suffix: str) -> bool:
+            remembered = fields.get("used" + suffix, "")
+            return fields.get("refresh" + suffix) == token.digest or any(
+                remembered[i : i + 32] == mark for i in range(0, len(remembered), 32)
+            )
+
+        if holds(""):
             await self.end(token.user_id, "one", token.session_id)
+            return
+        for name in fields:
+            suffix = name[len("refresh") :]
+            if name.startswith("refresh:") and holds(suffix):
+                await self._redis.hdel(session, *[f + suffix for f in _CLIENT_FIELDS])
+                if jti := fields.get("jti" + suffix):
+                    await scripts.revoke_token(self._redis, token.user_id, jti, ttl_ms=self._revoked_ttl_ms)
+                return
 
     async def revoke_access_token(self, user_id: str, token_id: str, expires_at: int) -> None:
         """Refuse the token everywhere until it expires (with leeway), announced in the same call."""

@@ -120,8 +120,76 @@ class SsoSettings:
         low=1,
         high=100000,
     )
+    code_ttl_s: int = setting(
+        "PEAK_SSO_CODE_TTL_S",
+        60,
+        "an OpenID Connect authorization code is redeemable this long after GET /sso/authorize issued it",
+        low=1,
+        high=600,
+    )
+    signin_form_ttl_s: int = setting(
+        "PEAK_SSO_SIGNIN_FORM_TTL_S",
+        600,
+        "the sign-in page's form (its CSRF token) can be posted this long after the page was shown",
+        low=10,
+        high=86400,
+    )
+    backchannel_timeout_s: float = setting(
+        "PEAK_SSO_BACKCHANNEL_TIMEOUT_S",
+        3.0,
+        "back-channel logout: how long one POST to a client's backchannel_logout_uri may take",
+        low=0.1,
+        high=30,
+    )
+    backchannel_retry_base_s: float = setting(
+        "PEAK_SSO_BACKCHANNEL_RETRY_BASE_S",
+        2.0,
+        "back-channel logout: pause before the first retry, doubled each further retry (never under the"
+        " timeout plus 1 s)",
+        low=0.1,
+        high=3600,
+    )
+    backchannel_retry_max_s: float = setting(
+        "PEAK_SSO_BACKCHANNEL_RETRY_MAX_S",
+        60.0,
+        "back-channel logout: longest pause between two attempts",
+        low=0.1,
+        high=86400,
+    )
+    backchannel_attempts: int = setting(
+        "PEAK_SSO_BACKCHANNEL_ATTEMPTS",
+        12,
+        "back-channel logout: attempts per delivery before it becomes a dead letter (`peak sso backchannel`)",
+        low=1,
+        high=1000,
+    )
+    backchannel_idle_check_s: float = setting(
+        "PEAK_SSO_BACKCHANNEL_IDLE_CHECK_S",
+        30.0,
+        "back-channel logout: how often the workers look for OIDC sessions that ran out idle",
+        low=0.1,
+        high=3600,
+    )
+    revocation_feed: str | None = setting(
+        "PEAK_SSO_REVOCATION_FEED",
+        None,
+        "URL of GET /sso/revocations: the validator of a process that is not the API (`peak worker`) learns"
+        " revocations from this feed instead of Redis pub/sub (with PEAK_SSO_REVOCATION_FEED_CLIENT and _SECRET)",
+    )
+    revocation_feed_client: str | None = setting(
+        "PEAK_SSO_REVOCATION_FEED_CLIENT",
+        None,
+        "client id for PEAK_SSO_REVOCATION_FEED (`peak sso add-client`)",
+    )
+    revocation_feed_secret: str | None = setting(
+        "PEAK_SSO_REVOCATION_FEED_SECRET", None, "that client's secret", secret=True
+    )
 
     def check(self) -> None:
+        if self.revocation_feed and not (self.revocation_feed_client and self.revocation_feed_secret):
+            raise SettingsError(
+                "PEAK_SSO_REVOCATION_FEED needs PEAK_SSO_REVOCATION_FEED_CLIENT and PEAK_SSO_REVOCATION_FEED_SECRET"
+            )
         if self.absolute_timeout_s < self.idle_timeout_s:
             raise SettingsError(
                 "PEAK_SSO_ABSOLUTE_TIMEOUT_S must be at least PEAK_SSO_IDLE_TIMEOUT_S "

@@ -102,6 +102,9 @@ class Grant:
     # A replayed refresh gets the first answer's: its time and its token id. Else now and a random id.
     issued_at: int | None = None
     token_id: str | None = None
+    # An OpenID Connect client's token: the client (RFC 9068 ``client_id``) and the scope granted (``scope``).
+    client_id: str = CLIENT_ID
+    scope: str | None = None
 
 
 class Signer:
@@ -136,15 +139,26 @@ class Signer:
             "nbf": now,
             "jti": grant.token_id or secrets.token_urlsafe(16),
             "sid": grant.session_id,
-            "client_id": CLIENT_ID,
+            "client_id": grant.client_id,
             "username": grant.username,
             "roles": sorted(set(grant.roles)),
             "ver": grant.version,
         }
-        token = jwt.encode(
+        if grant.scope is not None:
+            claims["scope"] = grant.scope
+        return self.sign(claims, typ="at+jwt"), max(0, expires_at - now)
+
+    @property
+    def algorithm(self) -> str:
+        assert self._key is not None, "Signer.load() first"
+        return self._key.algorithm
+
+    def sign(self, claims: dict[str, object], *, typ: str) -> str:
+        """``claims`` signed with the current key (header ``kid`` and ``typ``): access and ID tokens."""
+        assert self._key is not None, "Signer.load() first"
+        return jwt.encode(
             claims,
             self._key.private_key,  # type: ignore[arg-type]
             algorithm=self._key.algorithm,
-            headers={"kid": self._key.kid, "typ": "at+jwt"},
+            headers={"kid": self._key.kid, "typ": typ},
         )
-        return token, max(0, expires_at - now)

@@ -332,6 +332,15 @@ async def _session_read(r: RedisClient) -> Case:
     return Case(list(keys), list(args))
 
 
+@case("sso_code_issue")
+async def _code_issue(r: RedisClient) -> Case:
+    await _session(r, "s1")
+    return Case(
+        [sso_keys.session(USER, "s1"), sso_keys.auth_code(USER, "c0")],
+        [NOW_MS + 5, IDLE_MS, "k0", -1, 60_000, "client_id", "shop", "sid", "s1", "user_id", USER],
+    )
+
+
 def _same_sessions(first: Any, second: Any) -> None:
     """The same sessions; the idle time left (the last field) counted down between the calls."""
     assert [row[:-1] for row in second] == [row[:-1] for row in first]
@@ -362,6 +371,19 @@ async def _session_revoke(r: RedisClient) -> Case:
         [60_000, "jti1", *_ANNOUNCE],
         changed={sso_keys.journal(USER): _rescored},
     )
+
+
+@case("sso_backchannel_scan")
+async def _backchannel_scan(r: RedisClient) -> Case:
+    shard = sso_keys.shard_of(USER)
+    await r.zadd(sso_keys.journal(USER), {"s:s1": NOW_MS, "j:jti1": NOW_MS})
+    await r.hset(sso_keys.oidc_session(USER, "s1"), mapping={"user_id": USER, "c:shop": NOW_MS})
+    await r.zadd(sso_keys.oidc_expiries(shard), {"s1": NOW_MS + 3_600_000})
+    return Case(
+        [sso_keys.JOURNALS[shard], sso_keys.backchannel_cursor(shard), sso_keys.oidc_expiries(shard),
+         sso_keys.backchannel_outbox(shard), sso_keys.backchannel_lease(shard)],
+        ["w1", 10_000, sso_keys.oidc_session_prefix(shard), sso_keys.shard_user_prefix(shard), 500, 0, 200],
+    )  # fmt: skip
 
 
 def _newer_version(first: Any, second: Any) -> None:
@@ -401,6 +423,23 @@ async def _refresh(r: RedisClient) -> Case:
          sso_keys.journal(USER)],
         ["d0" * 32, "d1" * 32, NOW_MS + 10, IDLE_MS, "s1", 10_000, 8, 10, 60_000, *_ANNOUNCE],
         again=_expect(lambda first, second: (first[0] == 1 and second == first)),
+    )  # fmt: skip
+
+
+@case("sso_code_redeem")
+async def _code_redeem(r: RedisClient) -> Case:
+    # A retry must not look like a second redemption (which would revoke what the first issued).
+    await _session(r, "s1")
+    await r.hset(sso_keys.auth_code(USER, "c0"), mapping={
+        "client_id": "shop", "redirect_uri": "https://shop/cb", "scope": "openid", "nonce": "n",
+        "code_challenge": "ch", "code_challenge_method": "S256", "sid": "s1", "user_id": USER, "username": "alice",
+        "auth_time": NOW_MS // 1000, "issued_at": NOW_MS})  # fmt: skip
+    return Case(
+        [sso_keys.auth_code(USER, "c0"), sso_keys.session(USER, "s1"), sso_keys.oidc_session(USER, "s1"),
+         sso_keys.oidc_expiries(sso_keys.shard_of(USER)), sso_keys.journal(USER)],
+        [NOW_MS + 10, IDLE_MS, "shop", "https://shop/cb", "ch", "s1", "r1", "jti1", 660_000,
+         sso_keys.revoked_token(USER, ""), 960_000, *_ANNOUNCE, 86_400_000],
+        again=_expect(lambda first, second: first[0] == 1 and second == first),
     )  # fmt: skip
 
 

@@ -1,13 +1,16 @@
 -- wrk script: replays the requests listed in a file, one per line, round robin from a random start.
 -- Line format (tab separated): METHOD <TAB> PATH <TAB> HEADERS <TAB> BODY
 --   HEADERS is "Name: value" pairs joined by "|" (may be empty); BODY may be empty.
--- Usage: wrk -s requests.lua URL -- FILE
+-- Usage: wrk -s requests.lua URL -- FILE [CODES]
 -- done() prints one line "status <code> <count>" per status seen, which `peak bench` reads.
+-- With CODES, the "code" query parameter of every redirect's Location is appended to that file, one a line
+-- (the authorization codes of `peak bench`'s code_exchange, loadtest/oidc_paths.py).
 
 local requests = {}
 local counter = 0
 statuses = {}  -- global: done() reads it from every thread
 local threads = {}
+local codes = nil
 
 local function split(line, sep)
   local out = {}
@@ -35,6 +38,10 @@ init = function(args)
     table.insert(requests, wrk.format(fields[1], fields[2], headers, body))
   end
   f:close()
+  if args[2] then
+    codes = assert(io.open(args[2], "a"))
+    codes:setvbuf("line")
+  end
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
   counter = math.random(#requests)
   statuses = {}
@@ -47,6 +54,11 @@ end
 
 response = function(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  if codes then
+    local location = headers["location"] or headers["Location"]
+    local code = location and location:match("[?&]code=([^&#]+)")
+    if code then codes:write(code, "\n") end
+  end
 end
 
 done = function(summary, latency, requests_)

@@ -28,6 +28,8 @@ class Principal(BaseUser):
     # The signing key's id, and the account version (``ver``) the roles were issued at.
     key_id: str = ""
     version: int = 0
+    # The OAuth 2.0 ``scope`` an OpenID Connect client's token was granted; None for the first-party login's.
+    scope: str | None = None
 
     def has_role(self, role: str) -> bool:
         return role in self.roles

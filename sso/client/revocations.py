@@ -1,5 +1,6 @@
 """The ended sessions, revoked tokens and changed accounts a process knows of, learnt from SSO's changes channel
-at once and from the revocation journals (one per shard of users, polled) in case a message was lost."""
+at once and from the revocation journals (one per shard of users, polled) in case a message was lost; or, for a
+process without Redis, from peak's HTTP feed (``sso.client.feed``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from kit.redis import PubSubSource, RedisClient
 from sso import keys
+from sso.client.feed import RevocationFeed
 
 __all__ = ["Revocations"]
 
@@ -31,6 +33,7 @@ class Revocations:
         *,
         poll_interval_s: float,
         on_change: Callable[[str], Awaitable[None]],
+        feed: RevocationFeed | None = None,
     ) -> None:
         # Never rebound, only changed in place: the validator keeps these very dicts for its hot path.
         self.ended_sessions: dict[str, float] = {}
@@ -45,6 +48,21 @@ class Revocations:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._subscribed = asyncio.Event()
+        self._feed = feed
+        # Called (without arguments, on the loop) when something may have been revoked: the feed's long polls.
+        self._revoked_listeners: list[Callable[[], None]] = []
+
+    def on_revoked(self, listener: Callable[[], None], *, remove: bool = False) -> None:
+        """Call ``listener()`` whenever a revocation is announced or found in the journal."""
+        if remove:
+            if listener in self._revoked_listeners:
+                self._revoked_listeners.remove(listener)
+        else:
+            self._revoked_listeners.append(listener)
+
+    def _tell_revoked(self) -> None:
+        for listener in self._revoked_listeners:
+            listener()
 
     def forget(self, message: str) -> None:
         """Apply one revocation: ``s:<session id>``, ``j:<token id>`` or ``u:<user id>:<account version>``."""
@@ -64,7 +82,13 @@ class Revocations:
     @contextlib.asynccontextmanager
     async def following(self) -> AsyncIterator[None]:
         """Read the journal back as far as a token lives, then follow the channel and the journal (with
-        Redis) until the block ends."""
+        Redis, or the HTTP feed) until the block ends."""
+        if self._feed is not None:
+            self._tasks.append(asyncio.create_task(self._follow_feed(self._feed), name="sso-feed"))
+            try:  # as with the journal: what was revoked before this process started counts from the start
+                await asyncio.wait_for(self._feed.caught_up.wait(), 5)
+            except TimeoutError:
+                log.warning("could not read the revocation feed %s yet; going on", self._feed.url)
         if self._redis is not None:
             self._journal_seen_ms = [0.0] * keys.SHARDS
             try:
@@ -91,12 +115,30 @@ class Revocations:
             self._tasks.clear()
             self._stopping = False
 
+    async def _follow_feed(self, feed: RevocationFeed) -> None:
+        async def gap() -> None:
+            await self._on_change("gap")
+
+        def on_gap() -> None:
+            self._tasks.append(asyncio.create_task(gap()))
+
+        def apply(words: list[str]) -> None:
+            for word in words:
+                self.forget(word)
+            self._prune()
+
+        await feed.follow(apply, on_gap)
+
     async def _handle(self, message: str) -> None:
+        revoked = False
         for word in message.split():
             if word in ("k", "c"):
                 await self._on_change(word)
             else:
                 self.forget(word)
+                revoked = True
+        if revoked:
+            self._tell_revoked()
 
     async def _listen_forever(self) -> None:
         assert self._redis_url is not None
@@ -126,7 +168,8 @@ class Revocations:
                 await client.aclose()
 
     async def _poll_forever(self) -> None:
-        while True:
+        # The flag as well as the cancellation: redis-py can swallow a cancellation in the middle of a call.
+        while not self._stopping:
             await asyncio.sleep(self._poll_interval_s)
             try:
                 await self._poll_journal()
@@ -145,10 +188,17 @@ class Revocations:
         for journal, seen_ms in zip(keys.JOURNALS, self._journal_seen_ms, strict=True):
             pipe.zrangebyscore(journal, max(seen_ms, floor_ms), "+inf", withscores=True)
         replies: list[Any] = await pipe.execute()
+        news = False
         for shard, entries in enumerate(replies):
             for member, score in entries:
+                news = news or float(score) > self._journal_seen_ms[shard]
                 self._journal_seen_ms[shard] = max(self._journal_seen_ms[shard], float(score))
                 self.forget(str(member))
+        if news:
+            self._tell_revoked()
+        self._prune()
+
+    def _prune(self) -> None:
         now = time.time()
         for table in (self.ended_sessions, self.revoked_tokens):
             for key in [k for k, until in table.items() if until <= now]:

@@ -6,6 +6,10 @@ Account changes (`peak sso revoke USER admin`, `peak sso disable USER`) count at
 answers the session's roles now when the token's are older. Without Redis a validator refuses a changed
 account's older tokens once the change is announced (the holder refreshes and gets the new roles). A key that
 leaves the published set takes the verified tokens it signed out of the cache.
+
+Revocations come from Redis (the changes channel and the journals) or, for a validator without Redis access,
+from peak's HTTP feed (``revocation_feed``, ``sso.client.feed``); after a gap in the feed every cached token is
+verified again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from kit.coalescer import ScriptBatcher
 from kit.errors import ServiceUnavailable, Unauthorized
 from kit.redis import RedisClient
 from sso import scripts
+from sso.client.feed import RevocationFeed
 from sso.client.jwks import KeySource
 from sso.client.principal import Principal
 from sso.client.revocations import Revocations
@@ -55,6 +60,7 @@ class TokenValidator:
         poll_interval_s: float = 1.0,
         cache_size: int = 20_000,
         keys_check_s: float = 60.0,
+        revocation_feed: RevocationFeed | None = None,
     ) -> None:
         if not 0 <= leeway_s <= MAX_LEEWAY_S:
             raise ValueError(f"leeway must be 0..{MAX_LEEWAY_S} s")
@@ -79,8 +85,14 @@ class TokenValidator:
         self._fetch_lock = asyncio.Lock()
         self._cache: dict[str, Principal] = {}
         self._listeners: list[Callable[[str], Awaitable[None]]] = []
+        # With the feed, revocations come from it only: no journal poll, no channel (strict checks still use
+        # ``redis`` when given).
         self.revocations = Revocations(
-            redis, redis_url, poll_interval_s=poll_interval_s, on_change=self._changed
+            None if revocation_feed else redis,
+            None if revocation_feed else redis_url,
+            poll_interval_s=poll_interval_s,
+            on_change=self._changed,
+            feed=revocation_feed,
         )
         # The same dicts as the revocations', looked up here without an attribute hop on every validation.
         self._ended_sessions = self.revocations.ended_sessions
@@ -117,6 +129,9 @@ class TokenValidator:
         self._listeners.append(listener)
 
     async def _changed(self, what: str) -> None:
+        if what == "gap":  # the feed cannot say what was revoked meanwhile: verify every token again
+            self._cache.clear()
+            return
         if what == "k":
             await self.refresh_keys(force=True)
         for listener in self._listeners:
@@ -220,6 +235,7 @@ class TokenValidator:
             client_id=str(claims.get("client_id", "")),
             key_id=kid,
             version=version,
+            scope=scope if isinstance(scope := claims.get("scope"), str) else None,
         )
 
     async def _check_session(self, principal: Principal, now: float) -> Principal:

@@ -11,15 +11,20 @@
 -- ARGV[7] how many used tokens the session remembers for reuse detection
 -- ARGV[8] rotations allowed per window, ARGV[9] the window (ms)
 -- ARGV[10] how long journal entries are kept (ms), ARGV[11] the changes channel
--- Returns {1, username, absolute_expires_at (ms), rotated_at (ms), account version}: rotated, or the token
+-- ARGV[12] (optional) "" for the first-party login's refresh token, ":<client id>" for an OIDC client's: each
+-- client has its own token in the session (fields refresh:<client id>, previous:..., used:..., its own window)
+-- ARGV[13] (optional) the id (jti) of the access token issued with the successor, kept as jti<ARGV[12]> (a
+-- second redemption of the client's code revokes it)
+-- Returns {1, username, absolute_expires_at (ms), rotated_at (ms), account version, scope}: rotated, or the token
 -- rotated last presented again within the grace (the same answer: nothing changes). 0: no such session (or it
 -- expired, or its account was disabled). -1: an already used token (a reuse: the session is ended and
 -- announced). -2: not a token of this session. {-3, retry after (ms)}: too many rotations in the window.
 -- Retry: safe; a retried call (the same arguments: the successor is derived from the token, and now is the
 -- first attempt's) presents the token it just rotated and gets the same answer, changing nothing.
 
-local s = redis.call('HMGET', KEYS[1], 'refresh', 'absolute_expires_at', 'username', 'previous', 'rotated_at',
-  'used', 'window_start', 'window_count', 'version')
+local sfx = ARGV[12] or ''
+local s = redis.call('HMGET', KEYS[1], 'refresh' .. sfx, 'absolute_expires_at', 'username', 'previous' .. sfx,
+  'rotated_at' .. sfx, 'used' .. sfx, 'window_start' .. sfx, 'window_count' .. sfx, 'version', 'scope' .. sfx)
 if not s[1] then
   return 0
 end
@@ -45,13 +50,17 @@ if s[1] == presented then
     return {-3, window - (now - start)}
   end
   used = string.sub(mark .. used, 1, 32 * tonumber(ARGV[7]))
-  redis.call('HSET', KEYS[1], 'refresh', successor, 'previous', presented, 'rotated_at', ARGV[3], 'used', used,
-    'window_start', string.format('%d', start), 'window_count', count + 1, 'last_seen_at', ARGV[3])
+  redis.call('HSET', KEYS[1], 'refresh' .. sfx, successor, 'previous' .. sfx, presented, 'rotated_at' .. sfx,
+    ARGV[3], 'used' .. sfx, used, 'window_start' .. sfx, string.format('%d', start), 'window_count' .. sfx,
+    count + 1, 'last_seen_at', ARGV[3])
+  if (ARGV[13] or '') ~= '' then
+    redis.call('HSET', KEYS[1], 'jti' .. sfx, ARGV[13])
+  end
   redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[4]), absolute - now))
-  return {1, s[3], s[2], ARGV[3], s[9] or '0'}
+  return {1, s[3], s[2], ARGV[3], s[9] or '0', s[10] or ''}
 end
 if s[4] == presented and s[1] == successor and now - tonumber(s[5]) <= tonumber(ARGV[6]) then
-  return {1, s[3], s[2], s[5], s[9] or '0'}
+  return {1, s[3], s[2], s[5], s[9] or '0', s[10] or ''}
 end
 for i = 1, #used, 32 do
   if string.sub(used, i, i + 31) == mark then

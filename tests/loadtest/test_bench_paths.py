@@ -1,5 +1,6 @@
-"""`peak bench`'s paths of issue 16 (event view, order polls, session, tickets), the purchase at 2,048
-connections and the access log's cost: seeded and measured for a second each, so that none can rot.
+"""`peak bench`'s paths of issue 16 (event view, order polls, session, tickets) and issue 19 (the SSO hop, the
+code exchange), the purchase at 2,048 connections and the access log's cost: seeded and measured for a second
+each, so that none can rot.
 
 No timing is asserted: speed is what `peak bench` reports, not what a test decides.
 """
@@ -19,6 +20,7 @@ from tests.support import run_peak
 
 NEW_PATHS = (
     "event_view", "event_view_304", "order_queued", "order_written", "sso_session", "ticket", "purchase_ticket",
+    "sso_hop", "code_exchange",
 )  # fmt: skip
 
 
@@ -72,6 +74,8 @@ def test_bench_measures_the_new_paths_the_crowd_and_the_access_log(tmp_path: Pat
         assert r["api_cpu_ratio"] is not None and r["api_cpu_ratio"] > 0, r
     assert measured["event_view_304"]["expected"] == [304]
     assert measured["purchase_ticket"]["expected"] == [202]
+    # The hop answered every request with a redirect carrying a code; every exchange redeemed a fresh one.
+    assert measured["sso_hop"]["expected"] == [302] and measured["code_exchange"]["expected"] == [200]
     # The crowd: four turns, two at --connections and two at 2,048, every error counted.
     crowd = report["extras"]["purchase_2048"]
     assert crowd["few"]["connections"] == 8 and crowd["many"]["connections"] == 2048
@@ -90,3 +94,4 @@ def test_bench_measures_the_new_paths_the_crowd_and_the_access_log(tmp_path: Pat
     whats = {g["what"] for g in report["goals"]}
     assert "access log: CPU per request over the API's per floor request" in whats
     assert "event_view / floor" in whats and "order_queued / floor" in whats
+    assert "sso_hop / floor" in whats and "code_exchange / floor" in whats

@@ -19,6 +19,7 @@ from tests.sso.conftest import App, bearer, cli, error_code, forge, issuer, logi
 async def add_client(app: App, name: str = "seckill") -> httpx.BasicAuth:
     sso = app.ctx.get(Sso)
     secret = await sso.clients.add(name)
+    assert secret is not None  # a confidential client
     await sso.clients.reload()
     return httpx.BasicAuth(name, secret)
 

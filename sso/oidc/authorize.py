@@ -1,0 +1,64 @@
+"""``GET /sso/authorize`` (and POST, OpenID Connect Core 3.1.2.1): the single sign-on hop.
+
+With a live ``peak_sid`` cookie the browser goes straight back to the client with a code: one Redis round trip
+(``sso/lua/code_issue.lua`` checks and slides the session and writes the code), the client from memory, no
+page and no PostgreSQL. Without one (or with ``prompt=login``, or a sign-in older than ``max_age``) it gets the
+sign-in page; with ``prompt=none`` instead the client gets ``error=login_required``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kit.errors import Unauthorized
+from sso.oidc.errors import AuthorizationRefused, NotRedirectable
+from sso.oidc.page import error_page
+from sso.oidc.provider import SESSION_COOKIE, FormError, back_to_client, form_pairs, provider_of, signin
+from sso.oidc.request import client_id_of, read_request
+from sso.tokens import OpaqueToken
+
+__all__ = ["authorize"]
+
+_MAX_FIELDS = 64
+
+
+async def authorize(request: Request) -> Response:
+    p = provider_of(request)
+    if request.method == "POST":
+        try:
+            pairs = await form_pairs(request)
+        except FormError as exc:
+            return error_page(exc.message, status=exc.status)
+    else:
+        try:
+            query = request.scope["query_string"].decode("latin-1")
+            pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        except ValueError:
+            return error_page("the request has too many parameters")
+    client_id = client_id_of(pairs)
+    client = await p.sso.clients.find(client_id) if client_id else None
+    try:
+        pending = read_request(pairs, client)
+    except NotRedirectable as exc:
+        return error_page(exc.message)
+    except AuthorizationRefused as exc:
+        return back_to_client(
+            exc.redirect_uri, {"error": exc.code, "error_description": exc.message, "state": exc.state}
+        )
+    cookie = OpaqueToken.parse(request.cookies.get(SESSION_COOKIE) or "")
+    if cookie is not None and not pending.fresh_login:
+        try:
+            code = await p.issue(pending, cookie, max_age_s=pending.max_age)
+        except Unauthorized:  # ended, expired, a forged cookie, or a sign-in older than max_age
+            pass
+        else:
+            return back_to_client(pending.redirect_uri, {"code": code, "state": pending.state})
+    if pending.no_prompt:
+        return back_to_client(
+            pending.redirect_uri,
+            {"error": "login_required", "error_description": "no live sign-in", "state": pending.state},
+        )
+    return signin(request, p, pending, username=pending.login_hint)

@@ -1,0 +1,149 @@
+"""What the authorization endpoint and the sign-in form share: the codes they issue, the redirects that carry
+them (or a refusal) back to the client, the sign-in page and the form reader.
+
+A code reads like a refresh token (``sso.tokens.OpaqueToken``: ``<user id>.<session id>.<256 random bits>``),
+so its record (``sso.keys.auth_code``) lies in the user's slot with the session; only the digest of its
+secret is stored. The record's fields: client_id, redirect_uri, scope, nonce, code_challenge,
+code_challenge_method, sid, user_id, issued_at (ms), and from the session username and auth_time (s).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kit.coalescer import ScriptBatcher
+from kit.context import Context, context_of
+from kit.redis import RedisClient
+from sso import scripts
+from sso.csrf import CsrfGuard, origin_of
+from sso.oidc import forms
+from sso.oidc.forms import SigninForms
+from sso.oidc.page import SECURITY_HEADERS, signin_page
+from sso.oidc.request import AuthorizationRequest
+from sso.service import Sso
+from sso.tokens import OpaqueToken
+
+__all__ = [
+    "SESSION_COOKIE",
+    "FormError",
+    "Provider",
+    "back_to_client",
+    "form_pairs",
+    "provider",
+    "provider_of",
+    "signin",
+]
+
+# sso.routes.COOKIE (not imported: sso.routes imports these modules' routes).
+SESSION_COOKIE = "peak_sid"
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FIELDS = 64
+# What an origin may hold to be named in the page's CSP (a registered URI's host could hold ';').
+_CSP_SOURCE = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """What the authorization endpoint needs, made once per process (``sso.oidc.authorize.provider``)."""
+
+    sso: Sso
+    redis: RedisClient
+    forms: SigninForms
+    csrf: CsrfGuard
+    code_ttl_ms: int
+    idle_ms: int
+    secure_cookie: bool
+    # Concurrent hops in one write (sso.scripts.issue_code).
+    send_code: ScriptBatcher
+
+    async def issue(
+        self, request: AuthorizationRequest, cookie: OpaqueToken, *, max_age_s: int | None
+    ) -> str:
+        """A new code for the live session of ``cookie`` (one round trip, which also slides the session);
+        SessionEnded, InvalidCookie or ReauthenticationRequired (its sign-in is older than ``max_age_s``)."""
+        code = OpaqueToken.new(cookie.user_id, cookie.session_id)
+        now_ms = int(time.time() * 1000)
+        await scripts.issue_code(
+            self.send_code, user_id=cookie.user_id, session_id=cookie.session_id, code_digest=code.digest,
+            cookie_digest=cookie.digest, now_ms=now_ms, idle_ms=self.idle_ms, max_age_s=max_age_s,
+            ttl_ms=self.code_ttl_ms,
+            fields={"client_id": request.client.name, "redirect_uri": request.redirect_uri,
+                    "scope": request.scope, "nonce": request.nonce, "code_challenge": request.code_challenge,
+                    "code_challenge_method": request.code_challenge_method, "sid": cookie.session_id,
+                    "user_id": cookie.user_id, "issued_at": now_ms},
+        )  # fmt: skip
+        return str(code)
+
+
+def back_to_client(redirect_uri: str, params: Mapping[str, str | None], *, status: int = 302) -> Response:
+    """A redirect to a registered redirect URI (its own query kept, RFC 6749 3.1.2) with ``params``."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    separator = "&" if urlsplit(redirect_uri).query else ("" if redirect_uri.endswith("?") else "?")
+    return Response(
+        status_code=status, headers={**SECURITY_HEADERS, "Location": f"{redirect_uri}{separator}{query}"}
+    )
+
+
+def provider(ctx: Context) -> Provider:
+    """The process's Provider, made from the settings on first use."""
+    found = ctx.find(Provider)
+    if found is None:
+        sso, csrf = ctx.get(Sso), ctx.get(CsrfGuard)
+        secret_key = ctx.settings.require("secret_key")
+        found = Provider(
+            sso=sso, redis=ctx.redis, forms=SigninForms(secret_key, ttl_s=sso.settings.signin_form_ttl_s),
+            csrf=csrf, code_ttl_ms=sso.settings.code_ttl_s * 1000, idle_ms=sso.settings.idle_timeout_s * 1000,
+            secure_cookie=csrf.secure_cookie, send_code=ScriptBatcher(ctx.redis, scripts.CODE_ISSUE),
+        )  # fmt: skip
+        ctx.put(found)
+    return found
+
+
+class FormError(Exception):
+    """A body that is no sane urlencoded form: the status and what to tell the person."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def form_pairs(request: Request) -> list[tuple[str, str]]:
+    """The fields of an urlencoded body (its size is bounded by the request middleware); FormError else."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != _FORM:
+        raise FormError(415, f"send the form as {_FORM}")
+    text = (await request.body()).decode("utf-8", errors="replace")
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+    except ValueError:
+        raise FormError(400, "the form has too many fields") from None
+
+
+def signin(
+    request: Request, p: Provider, pending: AuthorizationRequest, *, username: str, error: str | None = None,
+    status: int = 200, headers: Mapping[str, str] | None = None,
+) -> Response:  # fmt: skip
+    """The sign-in page for ``pending``, with a CSRF token bound to it and to the browser's sign-in cookie."""
+    nonce = p.forms.nonce(request.cookies.get(forms.COOKIE))
+    signed = pending.pending()
+    origin = origin_of(pending.redirect_uri)
+    response = signin_page(
+        client=pending.client.name, request=signed, csrf=p.forms.token(nonce, signed, int(time.time())),
+        username=username, error=error, client_origin=origin if origin and _CSP_SOURCE.match(origin) else None,
+        status=status, headers=dict(headers or {}),
+    )  # fmt: skip
+    response.set_cookie(forms.COOKIE, nonce, max_age=p.forms.ttl_s, path="/sso", httponly=True,
+                        samesite="strict", secure=p.secure_cookie)  # fmt: skip
+    return response
+
+
+def provider_of(request: Request) -> Provider:
+    return provider(context_of(request))
