@@ -46,20 +46,26 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict
 
-# Everything on one redis-server, then the core suites and the scale-out tests on a Redis Cluster.
-# The two passes run side by side (they start their own servers on free ports; most of their time is spent
-# waiting on them): the whole suite shows its progress here, the cluster pass writes .peak/test-cluster.log and
-# its summary (all of it when it fails) follows.
+# Everything on one redis-server, plus the core suites and the scale-out tests on a Redis Cluster, in three
+# passes side by side (each starts its own servers on free ports; most of their time is spent waiting on them):
+# the main pass shows its progress here; the load-tool pass (tests/loadtest: bench, locust and drill smokes,
+# a third of the one-server time) writes .peak/test-loadtest.log and the cluster pass .peak/test-cluster.log,
+# whose summaries (all of a log when its pass fails) follow.
 CLUSTER_LOG := .peak/test-cluster.log
+LOADTEST_LOG := .peak/test-loadtest.log
 test: lint
 	@mkdir -p .peak
-	@echo "the cluster pass runs alongside; its output: $(CLUSTER_LOG)"
+	@echo "the load-tool and cluster passes run alongside; their output: $(LOADTEST_LOG), $(CLUSTER_LOG)"
 	@PEAK_TEST_REDIS=cluster $(BIN)/pytest tests/sso tests/seckill tests/scale > $(CLUSTER_LOG) 2>&1 & cluster=$$!; \
-	$(BIN)/pytest; single=$$?; \
-	echo "waiting for the cluster pass ($(CLUSTER_LOG))"; wait $$cluster; clustered=$$?; \
+	$(BIN)/pytest tests/loadtest > $(LOADTEST_LOG) 2>&1 & tools=$$!; \
+	$(BIN)/pytest --ignore=tests/loadtest; single=$$?; \
+	echo "waiting for the load-tool pass ($(LOADTEST_LOG)) and the cluster pass ($(CLUSTER_LOG))"; \
+	wait $$tools; tooled=$$?; wait $$cluster; clustered=$$?; \
+	if [ $$tooled -ne 0 ]; then cat $(LOADTEST_LOG); else tail -n 1 $(LOADTEST_LOG); fi; \
 	if [ $$clustered -ne 0 ]; then cat $(CLUSTER_LOG); else tail -n 3 $(CLUSTER_LOG); fi; \
-	echo "one redis-server: $$([ $$single -eq 0 ] && echo passed || echo FAILED); Redis Cluster: $$([ $$clustered -eq 0 ] && echo passed || echo FAILED)"; \
-	[ $$single -eq 0 ] && [ $$clustered -eq 0 ]
+	verdict() { [ $$1 -eq 0 ] && echo passed || echo FAILED; }; \
+	echo "one redis-server: $$(verdict $$single); load tools: $$(verdict $$tooled); Redis Cluster: $$(verdict $$clustered)"; \
+	[ $$single -eq 0 ] && [ $$tooled -eq 0 ] && [ $$clustered -eq 0 ]
 
 # The core suites and the scale-out tests again, on a private three-master Redis Cluster.
 test-cluster: $(STAMP)
