@@ -18,9 +18,9 @@ from starlette.routing import BaseRoute
 from kit.routing import ApiRoute, Doc
 from kit.schema import body_required, json_schema
 
-__all__ = ["openapi_document"]
+__all__ = ["ERROR_SCHEMA", "openapi_document"]
 
-_ERROR = {
+ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
     "properties": {
@@ -116,7 +116,7 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
                 continue
             responses[str(status)] = {
                 "description": "error codes: " + ", ".join(codes),
-                "content": {"application/json": {"schema": _ERROR}},
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
             }
         operation: dict[str, Any] = {"summary": doc.summary, "tags": [doc.tag], "responses": responses}
         if params:
@@ -138,5 +138,5 @@ def openapi_document(routes: Iterable[BaseRoute], *, title: str, version: str) -
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"securitySchemes": _SECURITY, "schemas": {"Error": _ERROR}},
+        "components": {"securitySchemes": _SECURITY, "schemas": {"Error": ERROR_SCHEMA}},
     }

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from kit.context import context_of
 from kit.errors import ApiError, InvalidRequest
+from kit.openapi import ERROR_SCHEMA
 from kit.responses import JSONResponse
 from kit.schema import read_body, rule
 from sso.errors import UnsupportedGrantType
@@ -61,21 +62,10 @@ _OAUTH_ERROR = {
     "required": ["error"],
     "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
 }
-_PEAK_ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
-}
 
 
 def _either(codes: str) -> dict[str, Any]:
-    return {"description": codes, "anyOf": [_OAUTH_ERROR, _PEAK_ERROR]}
+    return {"description": codes, "anyOf": [_OAUTH_ERROR, ERROR_SCHEMA]}
 
 
 RESPONSES: dict[int, dict[str, Any]] = {

@@ -4,8 +4,9 @@ and helpers to register users, log in and run `peak sso` commands."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,13 +14,14 @@ import jwt
 import pytest
 
 import sso.component
+from devstack.processes import free_port
 from kit.context import Context
 from kit.settings import Settings
 from peak.app import create_app
 from sso.keystore import KeyStore, SigningKey
 from sso.settings import SsoSettings
 from tests.conftest import Servers
-from tests.support import lifespan_client, run_peak
+from tests.support import kill_group, lifespan_client, run_peak, start_peak, wait_http
 
 PASSWORD = "correct horse battery"
 # What a browser on the site sends with a POST or DELETE, under the test settings (PEAK_PUBLIC_URL unset: the
@@ -36,6 +38,24 @@ def make_settings(make_settings: Callable[..., Settings]) -> Callable[..., Setti
         return make_settings(**{"PEAK_SSO_SIGNUPS_PER_IP_PER_HOUR": "0", **env})
 
     return make
+
+
+@pytest.fixture
+def served(servers: Servers, tmp_path: Path) -> Iterator[str]:
+    """A real `peak serve` process (one worker) on the test servers: its URL."""
+    port = free_port()
+    env = {
+        **servers.env(),
+        "PEAK_PORT": str(port),
+        "PEAK_WORKERS": "1",
+        "PEAK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+    proc = start_peak("serve", env=env, log=tmp_path / "api.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        kill_group(proc)
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import orjson
 import pytest
 
 import sso.sessions
-from devstack.processes import free_port
 from kit.redis import create_pubsub_client, create_redis
 from kit.settings import Settings
 from sso import keys, scripts
@@ -23,7 +21,7 @@ from sso.client import TokenValidator, jwks_from_url
 from sso.service import Sso
 from tests.conftest import Servers
 from tests.sso.conftest import App, bearer, login, register, sso_app
-from tests.support import REPO, kill_group, start_peak, wait_http
+from tests.support import REPO
 
 
 class Remote:
@@ -123,23 +121,6 @@ async def test_a_validator_started_later_knows_earlier_logouts(servers: Servers,
         assert await asyncio.to_thread(late.check, tokens["access_token"]) == "no"
     finally:
         late.close()
-
-
-@pytest.fixture
-def served(servers: Servers, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **servers.env(),
-        "PEAK_PORT": str(port),
-        "PEAK_WORKERS": "1",
-        "PEAK_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    proc = start_peak("serve", env=env, log=tmp_path / "api.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        kill_group(proc)
 
 
 @pytest.mark.slow

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 
-from devstack.processes import free_port
 from kit.redis import create_redis
 from kit.settings import Settings, SettingsError
 from loadtest.faultproxy import FaultProxy
@@ -25,7 +23,6 @@ from sso.service import Sso
 from sso.settings import SsoSettings
 from tests.conftest import TEST_REDIS, Servers
 from tests.sso.conftest import PASSWORD, App, bearer, error_code, login, register, sso_app
-from tests.support import kill_group, start_peak, wait_http
 
 ADMIN_TOKEN = "feed-admin-token-0123456789abcdef"
 
@@ -164,23 +161,6 @@ async def test_long_polls_park_on_one_subscription_and_answer_a_logout_at_once(
     assert took < 10
     # Polls woken together with the same cursor share a read (16 shards per read; the poll adds a few).
     assert reads < 16 * 40
-
-
-@pytest.fixture
-def served(servers: Servers, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **servers.env(),
-        "PEAK_PORT": str(port),
-        "PEAK_WORKERS": "1",
-        "PEAK_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    proc = start_peak("serve", env=env, log=tmp_path / "api.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        kill_group(proc)
 
 
 async def _refused_within(validator: TokenValidator, token: str, limit_s: float) -> float:
