@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from kit.component import Component, Role
 from kit.context import Context
+from kit.stopping import on_stop
 from seckill import cli, gauges, outbox, routes, scripts, timeouts, worker
 from seckill.console_feed import sale_feed
 from seckill.eventcache import EventCache
@@ -39,6 +40,7 @@ async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     ctx.put(events)
     ctx.put(PaymentGate(ctx.settings.of(SeckillSettings)))
     tasks = []
+    undo = on_stop(watch.stop_waiting) if role == "api" else None
     if role == "api":
         await reserver.start()
         await events.start()
@@ -48,6 +50,8 @@ async def _purchase_service(ctx: Context, role: Role) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if undo is not None:
+            undo()
         await reserver.drain()
         news.close()
         sold_out.close()

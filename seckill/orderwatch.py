@@ -93,6 +93,9 @@ class OrderWatch:
         self._waiting = 0
         self._counts = BucketCounts()
         self._closed = False
+        # The process is stopping (kit.stopping): long polls answer now and no new one waits, so the server's
+        # drain is not held up to a poll's 30 s.
+        self._stopping = False
         # Names this process's own change messages: it forgot those orders before publishing, and reading
         # them again when the message comes back would cost a second PostgreSQL read per change.
         self.origin = os.urandom(6).hex()
@@ -121,7 +124,7 @@ class OrderWatch:
     async def wait(self, raw: str, user_id: str, status: str, timeout_s: float) -> Known:
         """The order once its status is not ``status``, or after ``timeout_s`` as it is then."""
         known = await self.get(raw, user_id)
-        if known.status != status or timeout_s <= 0 or self._waiting >= MAX_WAITING:
+        if known.status != status or timeout_s <= 0 or self._waiting >= MAX_WAITING or self._stopping:
             return known
         order_id = str(parse_order_id(raw))
         loop = asyncio.get_running_loop()
@@ -141,7 +144,7 @@ class OrderWatch:
                 if not waiters and self._waiters.get(order_id) is waiters:
                     del self._waiters[order_id]
             known = await self.get(order_id, user_id)
-            if known.status != status:
+            if known.status != status or self._stopping:
                 return known
         return known
 
@@ -211,6 +214,14 @@ class OrderWatch:
 
     def close(self) -> None:
         self._closed = True
+
+    def stop_waiting(self) -> None:
+        """Answer every long poll now, as the order is, and let none wait from now on."""
+        self._stopping = True
+        for waiters in self._waiters.values():
+            for woken in waiters:
+                if not woken.done():
+                    woken.set_result(None)
 
     async def recheck(self) -> None:
         """Every PEAK_SECKILL_ORDER_RECHECK_S, check the cached orders that may still change and those long polls

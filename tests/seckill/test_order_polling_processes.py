@@ -5,6 +5,7 @@ it changes orders without any message (a lost one)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -135,3 +136,35 @@ async def _changes_and_lost_messages(shop: httpx.AsyncClient, other: httpx.Async
     waited = time.monotonic() - started
     assert answered.json()["status"] == "pending_payment" and waited < RECHECK_S + MARGIN_S, waited
     print(f"lost written message: poll {took * 1000:.0f} ms, long poll {waited * 1000:.0f} ms")
+
+
+async def test_sigterm_answers_the_long_polls_at_once_and_the_server_exits(
+    shop: httpx.AsyncClient, servers: Servers, tmp_path: Path
+) -> None:
+    """granian drains a worker only once its connections are done: a 30 s long poll held a rolling restart up
+    for 30 s. At SIGTERM every long poll answers the order as it is."""
+    port = free_port()
+    env = {**servers.env(), **SALE_ENV, "PEAK_PORT": str(port), "PEAK_WORKERS": "1"}
+    server = start_peak("serve", env=env, log=tmp_path / "api.log")
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/readyz")
+        users = await shoppers(shop, 2)
+        event_id = await http_event(shop, stock=10)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=40) as client:
+            ids = [(await client.post(f"/seckill/events/{event_id}/orders", headers=h)).json()["order_id"]
+                   for h in users]  # fmt: skip
+            polls = [asyncio.ensure_future(client.get(f"/seckill/orders/{o}?wait=30&status=queued", headers=h))
+                     for o, h in zip(ids, users, strict=True)]  # fmt: skip
+            await asyncio.sleep(0.5)
+            assert not any(p.done() for p in polls)  # parked: no worker writes the orders
+            started = time.monotonic()
+            os.killpg(server.pid, signal.SIGTERM)
+            answers = await asyncio.gather(*polls)
+            answered_s = time.monotonic() - started
+            assert [a.json()["status"] for a in answers] == ["queued", "queued"]
+        await asyncio.to_thread(server.wait, 10)
+        print(f"SIGTERM: long polls answered after {answered_s:.2f} s, the server exited after "
+              f"{time.monotonic() - started:.2f} s")  # fmt: skip
+        assert answered_s < 5
+    finally:
+        kill_group(server)
