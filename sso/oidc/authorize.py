@@ -16,8 +16,15 @@ from starlette.responses import Response
 from kit.errors import Unauthorized
 from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.page import error_page
-from sso.oidc.provider import SESSION_COOKIE, FormError, back_to_client, form_pairs, provider_of, signin
-from sso.oidc.request import client_id_of, read_request
+from sso.oidc.provider import (
+    SESSION_COOKIE,
+    FormError,
+    back_to_client,
+    form_pairs,
+    provider_of,
+    refusal,
+    signin,
+)
 from sso.tokens import OpaqueToken
 
 __all__ = ["authorize"]
@@ -38,16 +45,10 @@ async def authorize(request: Request) -> Response:
             pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
         except ValueError:
             return error_page("the request has too many parameters")
-    client_id = client_id_of(pairs)
-    client = await p.sso.clients.find(client_id) if client_id else None
     try:
-        pending = read_request(pairs, client)
-    except NotRedirectable as exc:
-        return error_page(exc.message)
-    except AuthorizationRefused as exc:
-        return back_to_client(
-            exc.redirect_uri, {"error": exc.code, "error_description": exc.message, "state": exc.state}
-        )
+        pending = await p.read(pairs)
+    except (NotRedirectable, AuthorizationRefused) as exc:
+        return refusal(exc)
     cookie = OpaqueToken.parse(request.cookies.get(SESSION_COOKIE) or "")
     if cookie is not None and not pending.fresh_login:
         try:

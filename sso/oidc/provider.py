@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -24,9 +24,10 @@ from kit.redis import RedisClient
 from sso import scripts
 from sso.csrf import CsrfGuard, origin_of
 from sso.oidc import forms
+from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.forms import SigninForms
-from sso.oidc.page import SECURITY_HEADERS, signin_page
-from sso.oidc.request import AuthorizationRequest
+from sso.oidc.page import SECURITY_HEADERS, error_page, signin_page
+from sso.oidc.request import AuthorizationRequest, client_id_of, read_request
 from sso.service import Sso
 from sso.tokens import OpaqueToken
 
@@ -38,6 +39,7 @@ __all__ = [
     "form_pairs",
     "provider",
     "provider_of",
+    "refusal",
     "signin",
 ]
 
@@ -63,6 +65,13 @@ class Provider:
     # Concurrent hops in one write (sso.scripts.issue_code).
     send_code: ScriptBatcher
 
+    async def read(self, pairs: Sequence[tuple[str, str]]) -> AuthorizationRequest:
+        """The authorization request of ``pairs`` with its client (from memory); NotRedirectable or
+        AuthorizationRefused (``refusal`` renders either)."""
+        client_id = client_id_of(pairs)
+        client = await self.sso.clients.find(client_id) if client_id else None
+        return read_request(pairs, client)
+
     async def issue(
         self, request: AuthorizationRequest, cookie: OpaqueToken, *, max_age_s: int | None
     ) -> str:
@@ -80,6 +89,18 @@ class Provider:
                     "user_id": cookie.user_id, "issued_at": now_ms},
         )  # fmt: skip
         return str(code)
+
+
+def refusal(exc: NotRedirectable | AuthorizationRefused, *, status: int = 302) -> Response:
+    """RFC 6749 4.1.2.1: a request that cannot be trusted is a page, never a redirect; any other refusal goes
+    back to the client with ``error`` and the ``state``."""
+    if isinstance(exc, NotRedirectable):
+        return error_page(exc.message)
+    return back_to_client(
+        exc.redirect_uri,
+        {"error": exc.code, "error_description": exc.message, "state": exc.state},
+        status=status,
+    )
 
 
 def back_to_client(redirect_uri: str, params: Mapping[str, str | None], *, status: int = 302) -> Response:

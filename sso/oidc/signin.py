@@ -21,8 +21,15 @@ from sso.errors import CrossSiteRequest
 from sso.oidc import forms
 from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.page import error_page
-from sso.oidc.provider import SESSION_COOKIE, FormError, back_to_client, form_pairs, provider_of, signin
-from sso.oidc.request import client_id_of, read_request
+from sso.oidc.provider import (
+    SESSION_COOKIE,
+    FormError,
+    back_to_client,
+    form_pairs,
+    provider_of,
+    refusal,
+    signin,
+)
 from sso.tokens import OpaqueToken
 
 __all__ = ["sign_in"]
@@ -52,19 +59,10 @@ async def sign_in(request: Request) -> Response:
     signed = form.get("request", "")
     if not p.forms.valid(request.cookies.get(forms.COOKIE), form.get("csrf", ""), signed, int(time.time())):
         return error_page(_FORGED, status=403)
-    pending_pairs = parse_qsl(signed, keep_blank_values=True)
-    client_id = client_id_of(pending_pairs)
-    client = await p.sso.clients.find(client_id) if client_id else None
     try:
-        pending = read_request(pending_pairs, client)
-    except NotRedirectable as exc:
-        return error_page(exc.message)
-    except AuthorizationRefused as exc:
-        return back_to_client(
-            exc.redirect_uri,
-            {"error": exc.code, "error_description": exc.message, "state": exc.state},
-            status=303,
-        )
+        pending = await p.read(parse_qsl(signed, keep_blank_values=True))
+    except (NotRedirectable, AuthorizationRefused) as exc:
+        return refusal(exc, status=303)
     username, password = form.get("username", ""), form.get("password", "")
     if not (0 < len(username) <= 64 and 0 < len(password) <= 1024):
         return signin(request, p, pending, username=username[:64], error="enter your username and password",
