@@ -16,6 +16,7 @@ __all__ = ["run_worker"]
 
 log = logging.getLogger("kit.worker")
 
+_STOP_S = 10.0
 _RESTART_DELAY_S = 1.0
 
 
@@ -46,6 +47,22 @@ async def run_worker(settings: Settings, components: Sequence[Component]) -> Non
         log.info("worker started with %d loops: %s", len(tasks), ", ".join(t.get_name() for t in tasks))
         await stop.wait()
         log.info("worker stopping")
-        for task in tasks:
+        await _cancel_all(tasks)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the loops, and again every half second: redis-py may swallow a cancellation that lands in the
+    middle of a blocking command (a stream read), and a loop that swallowed it would run on, holding the worker
+    up at SIGTERM for good (a CI run's worker was still there 30 s after it). Past _STOP_S, give up on them
+    (they end with the event loop) and say so."""
+    running = asyncio.get_running_loop()
+    deadline = running.time() + _STOP_S
+    pending = set(tasks)
+    while pending:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending and running.time() > deadline:
+            log.warning("loops still running %.0f s after the stop: %s", _STOP_S,
+                        ", ".join(t.get_name() for t in pending))  # fmt: skip
+            return
