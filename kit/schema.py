@@ -24,6 +24,7 @@ import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -37,6 +38,7 @@ __all__ = [
     "INSTANT_MAX",
     "INSTANT_MIN",
     "body_required",
+    "form_fields",
     "has_control",
     "instant",
     "json_schema",
@@ -51,7 +53,8 @@ BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 INSTANT_MIN = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 INSTANT_MAX = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_URLENCODED = "application/x-www-form-urlencoded"
+_FORM_TYPES = (_URLENCODED, "multipart/form-data")
 # A form field's values are short; no file is ever taken (Starlette would spool it to a temporary file).
 _FORM_MAX_FIELDS = 64
 # The body cap (PEAK_MAX_BODY_BYTES) bounds the whole form first; this is Starlette's default.
@@ -96,6 +99,8 @@ async def read_body(request: Request, cls: type[T], *, allow_form: bool = False)
     content_type = request.headers.get("content-type")
     media, _, params = (content_type or "").partition(";")
     media = media.strip().lower()
+    if allow_form and media == _URLENCODED:
+        return validate(cls, await form_fields(request))
     if allow_form and media in _FORM_TYPES:
         try:
             form = await request.form(
@@ -117,6 +122,25 @@ async def read_body(request: Request, cls: type[T], *, allow_form: bool = False)
         except orjson.JSONDecodeError as exc:
             raise InvalidJSON(f"the request body is not valid JSON: {exc}") from None
     return validate(cls, data)
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An urlencoded body's fields, read with ``parse_qsl`` (python-multipart took 60 % of a token
+    introspection's CPU). Refused with ``invalid_form`` (400): a body or an escape that is not UTF-8, more than
+    64 fields, a field sent twice (RFC 6749 3.1 and 3.2: a parameter MUST NOT be sent more than once)."""
+    try:
+        text = (await request.body()).decode()
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_FORM_MAX_FIELDS, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidForm("the form is not UTF-8 (nor are its %-escapes)") from None
+    except ValueError:
+        raise InvalidForm(f"the form has more than {_FORM_MAX_FIELDS} fields") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise InvalidForm(f"the form sends field {name!r} more than once")
+        fields[name] = value
+    return fields
 
 
 def _is_json(media: str, params: str) -> bool:

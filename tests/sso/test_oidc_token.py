@@ -110,6 +110,12 @@ async def test_code_redemption_refuses_every_attack_and_revokes_on_reuse(app: Ap
         400, "invalid_request")  # fmt: skip
     both = await app.http.post(TOKEN, data={**good, "client_secret": x_secret}, headers=basic("x", x_secret))
     assert oauth_error(both) == (400, "invalid_request")
+    # A parameter sent twice (RFC 6749 3.2): refused, not one of the two picked.
+    twice = "&".join(f"{k}={v}" for k, v in good.items()) + "&redirect_uri=" + Y
+    form = {**basic("x", x_secret), "content-type": "application/x-www-form-urlencoded"}
+    repeated = await app.http.post(TOKEN, content=twice, headers=form)
+    assert oauth_error(repeated) == (400, "invalid_request")
+    assert "'redirect_uri'" in repeated.json()["error_description"]
 
     # client_secret_post works as well as client_secret_basic.
     answer = await app.http.post(TOKEN, data={**good, "client_id": "x", "client_secret": x_secret})
