@@ -123,8 +123,9 @@ class ScriptBatcher:
             self._send, max_in_flight=max_in_flight, max_batch=max_batch
         )
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[EncodableT]) -> Any:
-        return await self._coalescer(None, (keys, args))
+    def __call__(self, keys: Sequence[str], args: Sequence[EncodableT]) -> asyncio.Future[Any]:
+        # The coalescer's future itself: a coroutine around it would cost a strict check a frame to resume.
+        return self._coalescer(None, (keys, args))
 
     async def drain(self) -> None:
         await self._coalescer.drain()

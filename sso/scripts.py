@@ -6,6 +6,7 @@ Keys come from ``sso/keys.py``; a reply becomes a typed result here, and a reply
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -175,10 +176,12 @@ def token_touch(
 ) -> Call:
     """The call of SESSION_TOUCH that checks and slides the session of an access token issued at account
     ``version`` (the validator batches these); its reply goes to ``check_token_touch``."""
-    return (
-        [keys.session(user_id, session_id), keys.revoked_token(user_id, token_id)],
-        [now_ms, idle_ms, "", version],
-    )
+    return _touch_keys(user_id, session_id, token_id), [now_ms, idle_ms, "", version]
+
+
+@functools.lru_cache(maxsize=20_000)  # the validator's token cache size: a key pair per token it remembers
+def _touch_keys(user_id: str, session_id: str, token_id: str) -> tuple[str, str]:
+    return keys.session(user_id, session_id), keys.revoked_token(user_id, token_id)
 
 
 def check_token_touch(reply: Any) -> frozenset[str] | None:

@@ -183,12 +183,12 @@ class Sessions:
         """``known`` as a touch at ``now_ms`` leaves it (the strict check slid it): what SESSION_READ answers.
         The touch leaves a session slid under a second before as it is (lua/_slide.lua), so the idle end
         given is the earliest it can be."""
-        return known._replace(
-            last_seen_at=now_ms // 1000,
-            idle_expires_at=min(
-                (now_ms - self._slide_step_ms + self._idle_ms) // 1000, known.absolute_expires_at
-            ),
-        )
+        k = known  # NamedTuple._replace costs 2 us of the ~30 of GET /sso/session
+        idle_end = min((now_ms - self._slide_step_ms + self._idle_ms) // 1000, k.absolute_expires_at)
+        return CurrentSession(
+            k.user_id, k.username, k.roles, k.version, k.created_at, now_ms // 1000, idle_end,
+            k.absolute_expires_at, k.ip, k.user_agent, k.id,
+        )  # fmt: skip
 
     async def current_by_cookie(self, value: str) -> CurrentSession:
         """The session a cookie belongs to, slid, in one (coalesced) round trip; InvalidCookie or
