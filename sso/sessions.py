@@ -18,6 +18,7 @@ from typing import Literal
 from kit.coalescer import ScriptBatcher
 from kit.redis import RedisClient
 from sso import code_scripts, keys, scripts
+from sso.client.session_check import slid_within_ms
 from sso.errors import InvalidCookie, InvalidGrant, RefreshTokenReused
 from sso.scripts import CurrentSession
 from sso.settings import SsoSettings
@@ -103,8 +104,8 @@ class Sessions:
     ) -> None:
         self._redis = redis
         self._idle_ms = settings.idle_timeout_s * 1000
-        # A touch this soon after the last slide leaves the session as it is (lua/_slide.lua's rule).
-        self._slide_step_ms = min(1000, self._idle_ms // 10)
+        # A strict check may leave the session as this long ago slid (lua/_slide.lua, sso.client.session_check).
+        self._slid_within_ms = slid_within_ms(self._idle_ms)
         self._absolute_ms = settings.absolute_timeout_s * 1000
         self._max = settings.max_sessions
         self._rotation_key = rotation_key
@@ -181,10 +182,11 @@ class Sessions:
 
     def slid(self, known: CurrentSession, now_ms: int) -> CurrentSession:
         """``known`` as a touch at ``now_ms`` leaves it (the strict check slid it): what SESSION_READ answers.
-        The touch leaves a session slid under a second before as it is (lua/_slide.lua), so the idle end
-        given is the earliest it can be."""
+        The touch leaves a session slid under a second before as it is (lua/_slide.lua), and a check half a
+        second after a touch only reads it (sso.client.session_check): the idle end given is the earliest it
+        can be."""
         k = known  # NamedTuple._replace costs 2 us of the ~30 of GET /sso/session
-        idle_end = min((now_ms - self._slide_step_ms + self._idle_ms) // 1000, k.absolute_expires_at)
+        idle_end = min((now_ms - self._slid_within_ms + self._idle_ms) // 1000, k.absolute_expires_at)
         return CurrentSession(
             k.user_id, k.username, k.roles, k.version, k.created_at, now_ms // 1000, idle_end,
             k.absolute_expires_at, k.ip, k.user_agent, k.id,

@@ -25,7 +25,6 @@ import jwt
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from kit.coalescer import ScriptBatcher
 from kit.errors import ServiceUnavailable, Unauthorized
 from kit.redis import RedisClient
 from sso import scripts
@@ -33,6 +32,7 @@ from sso.client.feed import RevocationFeed
 from sso.client.jwks import KeySource
 from sso.client.principal import Principal
 from sso.client.revocations import Revocations
+from sso.client.session_check import SessionCheck
 from sso.errors import SessionEnded, TokenRevoked
 
 __all__ = ["ALGORITHMS", "MAX_LEEWAY_S", "TokenValidator"]
@@ -71,10 +71,7 @@ class TokenValidator:
         self.audience = audience
         self._source = keys
         self._leeway_s = leeway_s
-        self._touch: ScriptBatcher | None = None
-        if redis is not None:
-            self._touch = ScriptBatcher(redis, scripts.SESSION_TOUCH, same_keys_same_answer=True)
-        self._idle_timeout_ms = idle_timeout_s * 1000
+        self._check = None if redis is None else SessionCheck(redis, idle_ms=idle_timeout_s * 1000)
         self._refetch_interval_s = refetch_interval_s
         # Keys also leave the set when their tokens have expired (or an operator withdraws one): looked at this
         # often even when nobody announces a change.
@@ -241,19 +238,11 @@ class TokenValidator:
     async def _check_session(self, principal: Principal, now: float) -> Principal:
         """The principal with its account's roles now; SessionEnded, TokenRevoked, or ServiceUnavailable when
         Redis cannot be reached."""
-        if self._touch is None:
+        if self._check is None:
             raise RuntimeError("strict validation needs Redis: give the validator a redis client")
-        call = scripts.token_touch(
-            principal.user_id,
-            principal.session_id,
-            principal.token_id,
-            now_ms=int(now * 1000),
-            idle_ms=self._idle_timeout_ms,
-            version=principal.version,
-        )
         # Remembered, so that this process refuses the token without asking Redis again.
         try:
-            roles = scripts.check_token_touch(await self._touch(*call))
+            roles = scripts.check_token_touch(await self._check(principal, int(now * 1000)))
         except SessionEnded:
             self._ended_sessions[principal.session_id] = principal.expires_at + self._leeway_s
             raise

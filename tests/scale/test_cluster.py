@@ -12,6 +12,7 @@ import redis
 
 from devstack.redis import RedisClusterServer
 from kit.lua import Script, load_scripts
+from kit.reads import read_many
 from kit.redis import LaneCluster, create_pubsub_client, create_redis
 from kit.settings import Settings
 from peak.app import components, create_app
@@ -165,3 +166,22 @@ async def test_a_call_sent_to_the_wrong_node_follows_the_redirection(cluster_cli
     assert await script(cluster_client, [f"{tag}n"], [100]) == 111
     assert manager.get_node_from_slot(slot).name == owner_name
     assert await cluster_client.get(f"{tag}n") == "111"
+
+
+async def test_plain_reads_sent_to_the_wrong_node_follow_the_redirection(cluster_client: LaneCluster) -> None:
+    """kit.reads, as the strict check uses it between touches: a stale slot map sends the reads to a node that
+    answers MOVED; they are asked again through redis-py where the slot lives, with the others of the batch
+    answered by their own nodes."""
+    tags = _tags_per_node(cluster_client)
+    (_, tag), (stranger_name, other_tag) = list(tags.items())[:2]
+    await cluster_client.hset(f"{tag}h", mapping={"a": "1", "b": "2"})
+    await cluster_client.set(f"{other_tag}k", "v")
+    manager = cluster_client.nodes_manager
+    stranger = manager.get_node(node_name=stranger_name)
+    assert stranger is not None
+    manager.slots_cache[cluster_client.keyslot(f"{tag}h")] = [stranger]
+    answers = await read_many(
+        cluster_client,
+        [(("EXISTS", f"{tag}none"), ("HMGET", f"{tag}h", "a", "b", "c")), (("GET", f"{other_tag}k"),)],
+    )
+    assert answers == [[0, ["1", "2", None]], ["v"]]

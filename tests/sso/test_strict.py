@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import jwt
 import pytest
 
 from devstack.processes import free_port
 from kit.errors import ServiceUnavailable, Unauthorized
 from kit.redis import create_redis
+from loadtest.faultproxy import FaultProxy
 from sso import keys
 from sso.client import TokenValidator
 from sso.service import Sso
+from tests.conftest import TEST_REDIS, Servers
 from tests.sso.conftest import App, bearer, login, register
 
 
@@ -98,3 +102,62 @@ async def test_strict_checks_answer_unavailable_when_redis_is_gone(app: App) -> 
         assert (await validator.validate(tokens["access_token"])).username == "alice"
     finally:
         await gone.aclose()
+
+
+async def test_checks_between_touches_read_the_session_and_see_every_refusal(app: App) -> None:
+    """For half a second after a touch a strict check only reads the session (EXISTS, HMGET; no script): it
+    still sees at once, with nobody announcing it, a revoked token, a session past its absolute end, a
+    deleted session and an account change (sso.client.session_check)."""
+    users = [await register(app.http, name) for name in ("ann", "bob", "cid", "dan")]
+    logins = [await login(app.http, name) for name in ("ann", "bob", "cid", "dan")]
+    validator = _validator_without_broadcasts(app)
+    await validator.refresh_keys(force=True)
+    redis = app.ctx.redis
+    for tokens in logins:  # each session touched: the next checks are within its read window
+        await validator.validate(tokens["access_token"], strict=True)
+    touched = time.monotonic()
+    before = await redis.info("commandstats")
+    ann, bob, cid, dan = ((u["id"], t) for u, t in zip(users, logins, strict=True))
+    claims = [jwt.decode(t["access_token"], options={"verify_signature": False}) for t in logins]
+    await redis.set(keys.revoked_token(ann[0], claims[0]["jti"]), "1", px=60_000)
+    await redis.hset(keys.session(bob[0], bob[1]["session_id"]), "absolute_expires_at", "1")
+    await redis.delete(keys.session(cid[0], cid[1]["session_id"]))
+    await redis.hset(
+        keys.session(dan[0], dan[1]["session_id"]), mapping={"version": "99", "roles": "shopper admin"}
+    )
+    for _, tokens in (ann, bob, cid):
+        with pytest.raises(Unauthorized):
+            await validator.validate(tokens["access_token"], strict=True)
+    assert (await validator.validate(dan[1]["access_token"], strict=True)).roles == {"shopper", "admin"}
+    after = await redis.info("commandstats")
+    # One redis-server (a cluster's INFO sums its nodes differently), and within the window however slow the
+    # machine: the four checks ran no script.
+    if "cmdstat_evalsha" in before and time.monotonic() - touched < 0.45:
+        assert after["cmdstat_evalsha"]["calls"] == before["cmdstat_evalsha"]["calls"]
+
+
+@pytest.mark.skipif(TEST_REDIS == "cluster", reason="the proxy stands in front of one redis-server")
+async def test_a_check_between_touches_answers_unavailable_when_redis_stalls(
+    servers: Servers, app: App
+) -> None:
+    await register(app.http, "alice")
+    tokens = await login(app.http, "alice")
+    sso = app.ctx.get(Sso)
+    redis_port = int(servers.redis.url.rsplit(":", 1)[1].split("/")[0])
+    async with FaultProxy("127.0.0.1", redis_port) as proxy:
+        through = create_redis(proxy.url(), timeout_s=0.2)
+        try:
+            validator = TokenValidator(
+                issuer=sso.validator.issuer, audience=sso.validator.audience, keys=sso.keystore.jwks,
+                redis=through,
+            )  # fmt: skip
+            await validator.refresh_keys(force=True)
+            await validator.validate(tokens["access_token"], strict=True)  # touched: reads come next
+            proxy.stalled = True
+            with pytest.raises(ServiceUnavailable):
+                await validator.validate(tokens["access_token"], strict=True)
+            proxy.heal()
+            await asyncio.sleep(0.6)  # past the read window: a touch again, through the mended network
+            assert (await validator.validate(tokens["access_token"], strict=True)).username == "alice"
+        finally:
+            await through.aclose()
