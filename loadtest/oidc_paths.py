@@ -8,7 +8,9 @@ other: a warm-up would spend codes the measured run then sends again), and the m
 exchange. The hop, reading its redirects (loadtest/wrk/requests.lua writes the codes to a file), answers about
 twice as many requests per second as the exchange (1,650 and 876 rps, 1 API process, 32 connections); were the
 codes too few, wrk would send some again and their 400 `invalid_grant` would show in the table's
-`unexpected`. One PKCE verifier serves every code.
+`unexpected`. One PKCE verifier serves every code. ``code_exchange`` is the seeded client's, registered with
+ES256 ID tokens; ``code_exchange_rs256`` the same for a second client left at the default, RS256 ID tokens (the
+access token is PEAK_SSO_ALGORITHM's in both).
 """
 
 from __future__ import annotations

@@ -46,9 +46,13 @@ class Seed:
     usernames: list[str] = field(default_factory=list)
     # The shoppers' session cookies (peak_sid), in the order of ``tokens``: the SSO hop's live sessions.
     cookies: list[str] = field(default_factory=list)
-    # The introspection client, also an OpenID Connect client (confidential) redirecting to REDIRECT_URI.
+    # The introspection client, also an OpenID Connect client (confidential) redirecting to REDIRECT_URI, its
+    # ID tokens ES256.
     client_id: str = ""
     client_secret: str = ""
+    # A second OpenID Connect client, registered with the default ID token algorithm (RS256).
+    rs256_client_id: str = ""
+    rs256_client_secret: str = ""
     events: dict[str, str] = field(default_factory=dict)
     # The ETag of the upcoming event's view (its countdown page), for the conditional request.
     etag: str = ""
@@ -184,10 +188,25 @@ PATHS: dict[str, BenchPath] = {
         ),
         BenchPath(
             "code_exchange",
-            "authorization code exchange (POST /sso/token, PKCE, client_secret_basic; a fresh code each)",
+            "authorization code exchange (POST /sso/token, PKCE, client_secret_basic; a fresh code each;"
+            " ES256 ID token)",
             (200,),
             lambda s: exchange_lines(
                 s.base_url, s.client_id, s.client_secret, s.cookies, run_s=s.run_s, connections=s.connections
+            ),
+            warm_up=False,
+        ),
+        BenchPath(
+            "code_exchange_rs256",
+            "the code exchange of a client with the default RS256 ID tokens",
+            (200,),
+            lambda s: exchange_lines(
+                s.base_url,
+                s.rs256_client_id,
+                s.rs256_client_secret,
+                s.cookies,
+                run_s=s.run_s,
+                connections=s.connections,
             ),
             warm_up=False,
         ),
@@ -278,5 +297,10 @@ def seed_stack(
     )
     if naive.status_code == 201:
         seed.events["naive"] = str(naive.json()["id"])
-    seed.client_id, seed.client_secret = add_client(env, f"bench-{run_id}", "--redirect-uri", REDIRECT_URI)
+    seed.client_id, seed.client_secret = add_client(
+        env, f"bench-{run_id}", "--redirect-uri", REDIRECT_URI, "--id-token-signed-response-alg", "ES256"
+    )
+    seed.rs256_client_id, seed.rs256_client_secret = add_client(
+        env, f"bench-{run_id}-rs256", "--redirect-uri", REDIRECT_URI
+    )
     return seed

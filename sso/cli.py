@@ -12,7 +12,7 @@ from kit.context import Context
 from sso import keys
 from sso.accounts import Account, Accounts
 from sso.clients import Clients
-from sso.keystore import KeyStore
+from sso.keystore import ALGORITHMS, DEFAULT_OIDC_ALGORITHM, KeyStore
 from sso.oidc import backchannel_cli
 from sso.oidc.uris import uri_problem
 from sso.sessions import Sessions
@@ -84,14 +84,15 @@ def _rotate_keys(args: argparse.Namespace) -> Work:
             raise CommandError("PEAK_SECRET_KEY is not set: it encrypts the private signing keys")
         store = KeyStore(ctx.db, algorithm=settings.algorithm, secret_key=secret_key,
                          access_token_ttl_s=settings.access_token_ttl_s)  # fmt: skip
-        kid = await store.rotate(retire_now=args.retire_now)
+        kids = await store.rotate(retire_now=args.retire_now)
         await ctx.redis.publish(keys.CHANGES_CHANNEL, "k")
+        made = ", ".join(f"{kid} ({algorithm})" for algorithm, kid in kids.items())
         if args.retire_now:
-            say(f"new signing key {kid} ({settings.algorithm}); the older public keys are withdrawn: every "
-                "token they signed is refused within a second")  # fmt: skip
+            say(f"new signing keys {made}; the older public keys are withdrawn: every token they signed is "
+                "refused within a second")  # fmt: skip
         else:
-            say(f"new signing key {kid} ({settings.algorithm}); older public keys stay published "
-                f"until their tokens expire (about {settings.access_token_ttl_s + 60} s)")  # fmt: skip
+            say(f"new signing keys {made}; older public keys stay published until their tokens expire "
+                f"(about {settings.access_token_ttl_s + 60} s)")  # fmt: skip
 
     return work
 
@@ -117,11 +118,16 @@ def _add_client(args: argparse.Namespace) -> Work:
     backchannel = _uris(
         "--backchannel-logout-uri", [args.backchannel_logout_uri] if args.backchannel_logout_uri else []
     )
-    oidc = bool(redirect_uris)
-    if not oidc and (args.public or logout_uris or backchannel or args.allow_no_pkce):
+    algorithm = args.id_token_signed_response_alg
+    if algorithm is not None and algorithm not in ALGORITHMS:
         raise CommandError(
-            "--public, --post-logout-redirect-uri, --backchannel-logout-uri and --allow-no-pkce "
-            "are for OpenID Connect clients: give at least one --redirect-uri"
+            f"--id-token-signed-response-alg must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}"
+        )
+    oidc = bool(redirect_uris)
+    if not oidc and (args.public or logout_uris or backchannel or args.allow_no_pkce or algorithm):
+        raise CommandError(
+            "--public, --post-logout-redirect-uri, --backchannel-logout-uri, --allow-no-pkce and "
+            "--id-token-signed-response-alg are for OpenID Connect clients: give at least one --redirect-uri"
         )
     if args.public and args.allow_no_pkce:
         raise CommandError("a public client always uses PKCE: --allow-no-pkce is for confidential clients")
@@ -134,6 +140,7 @@ def _add_client(args: argparse.Namespace) -> Work:
             post_logout_redirect_uris=logout_uris,
             backchannel_logout_uri=backchannel[0] if backchannel else None,
             allow_no_pkce=args.allow_no_pkce,
+            id_token_signed_response_alg=algorithm or DEFAULT_OIDC_ALGORITHM,
         )
         await ctx.redis.publish(keys.CHANGES_CHANNEL, "c")
         kind = (
@@ -156,7 +163,10 @@ def _list_clients(args: argparse.Namespace) -> Work:
         for row in rows:
             uris = list(row["redirect_uris"])
             kind = ("oidc public" if row["public"] else "oidc confidential") if uris else "introspection"
-            say(f"{row['name']}  {kind}" + ("  allow-no-pkce" if row["allow_no_pkce"] else ""))
+            flags = ("  allow-no-pkce" if row["allow_no_pkce"] else "") + (
+                f"  id-token-alg {row['id_token_signed_response_alg']}" if uris else ""
+            )
+            say(f"{row['name']}  {kind}{flags}")
             for label, values in (
                 ("redirect", uris),
                 ("post-logout", row["post_logout_redirect_uris"]),
@@ -181,7 +191,9 @@ def add_commands(
     disable = commands.add_parser("disable", help="end USER's sessions and refuse new logins")
     disable.add_argument("user")
     disable.set_defaults(func=_in_context(_disable, components))
-    rotate = commands.add_parser("rotate-keys", help="sign with a new key; old public keys stay published")
+    rotate = commands.add_parser(
+        "rotate-keys", help="sign with new keys (one per algorithm); old public keys stay published"
+    )
     rotate.add_argument(
         "--retire-now",
         action="store_true",
@@ -213,6 +225,11 @@ def add_commands(
     client.add_argument("--backchannel-logout-uri", metavar="URI", help="where logout tokens are POSTed")
     client.add_argument(
         "--allow-no-pkce", action="store_true", help="let this confidential client redeem codes without PKCE"
+    )
+    client.add_argument(
+        "--id-token-signed-response-alg",
+        metavar="ALG",
+        help=f"what its ID and logout tokens are signed with: {', '.join(ALGORITHMS)} (default RS256)",
     )
     client.set_defaults(func=_in_context(_add_client, components))
     listing = commands.add_parser("clients", help="list the registered clients (never a secret)")

@@ -21,6 +21,7 @@ from typing import Any
 from kit.db import Pool
 from kit.errors import POSTGRES_OUTAGES
 from sso.errors import InvalidClient
+from sso.keystore import DEFAULT_OIDC_ALGORITHM
 from sso.tokens import digest
 
 __all__ = ["Clients", "OidcClient"]
@@ -43,6 +44,8 @@ class OidcClient:
     post_logout_redirect_uris: tuple[str, ...]
     backchannel_logout_uri: str | None
     allow_no_pkce: bool
+    # What its ID and logout tokens are signed with: RS256 unless registered otherwise.
+    id_token_signed_response_alg: str = DEFAULT_OIDC_ALGORITHM
 
 
 class Clients:
@@ -58,7 +61,7 @@ class Clients:
         self._loaded_at = time.monotonic()
         rows = await self._db.fetch(
             "SELECT name, secret_sha256, redirect_uris, post_logout_redirect_uris, backchannel_logout_uri,"
-            " public, allow_no_pkce FROM sso_clients"
+            " public, allow_no_pkce, id_token_signed_response_alg FROM sso_clients"
         )
         self._digests = {
             r["name"]: r["secret_sha256"] for r in rows if not r["public"] and r["secret_sha256"]
@@ -71,6 +74,7 @@ class Clients:
                 post_logout_redirect_uris=tuple(r["post_logout_redirect_uris"]),
                 backchannel_logout_uri=r["backchannel_logout_uri"],
                 allow_no_pkce=r["allow_no_pkce"],
+                id_token_signed_response_alg=r["id_token_signed_response_alg"],
             )
             for r in rows
             if r["redirect_uris"]
@@ -86,18 +90,21 @@ class Clients:
         post_logout_redirect_uris: Sequence[str] = (),
         backchannel_logout_uri: str | None = None,
         allow_no_pkce: bool = False,
+        id_token_signed_response_alg: str = DEFAULT_OIDC_ALGORITHM,
     ) -> str | None:
         """Register (or re-register: every field and the secret replaced) a client; its secret, which is
         stored nowhere, or None for a public client (it has none)."""
         secret = None if public else secrets.token_urlsafe(32)
         await self._db.execute(
             "INSERT INTO sso_clients (name, secret_sha256, redirect_uris, post_logout_redirect_uris,"
-            " backchannel_logout_uri, public, allow_no_pkce) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " backchannel_logout_uri, public, allow_no_pkce, id_token_signed_response_alg)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             " ON CONFLICT (name) DO UPDATE SET secret_sha256 = excluded.secret_sha256,"
             " redirect_uris = excluded.redirect_uris,"
             " post_logout_redirect_uris = excluded.post_logout_redirect_uris,"
             " backchannel_logout_uri = excluded.backchannel_logout_uri, public = excluded.public,"
-            " allow_no_pkce = excluded.allow_no_pkce",
+            " allow_no_pkce = excluded.allow_no_pkce,"
+            " id_token_signed_response_alg = excluded.id_token_signed_response_alg",
             name,
             "" if secret is None else digest(secret),
             list(redirect_uris),
@@ -105,6 +112,7 @@ class Clients:
             backchannel_logout_uri,
             public,
             allow_no_pkce,
+            id_token_signed_response_alg,
         )
         return secret
 
@@ -112,7 +120,7 @@ class Clients:
         """Every registered client as `peak sso clients` shows it (never a secret nor its digest)."""
         rows = await self._db.fetch(
             "SELECT name, redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, public,"
-            " allow_no_pkce, created_at FROM sso_clients ORDER BY name"
+            " allow_no_pkce, id_token_signed_response_alg, created_at FROM sso_clients ORDER BY name"
         )
         return [dict(r) for r in rows]
 

@@ -29,7 +29,7 @@ __all__ = ["services"]
 
 log = logging.getLogger("peak.sso")
 
-# A missed "keys changed" message cannot leave a process signing with a retired key for longer than this.
+# A missed "keys changed" message cannot leave a process signing with retired keys for longer than this.
 _SIGNING_KEY_CHECK_S = 10.0
 
 
@@ -103,7 +103,7 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(_SIGNING_KEY_CHECK_S)
             try:
-                if await keystore.current_kid() != signer.kid:
+                if await signer.stale():
                     await on_change("k")
             except Exception as exc:
                 log.warning("could not check the signing key: %s", exc)

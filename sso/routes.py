@@ -18,6 +18,7 @@ from kit.schema import read_body, rule
 from sso import devices, feed_routes
 from sso.client import authenticate, bearer_token
 from sso.csrf import CsrfGuard
+from sso.keystore import ALGORITHMS
 from sso.oidc import discovery, token_endpoint
 from sso.oidc import routes as oidc_routes
 from sso.oidc.endsession import end_session_routes
@@ -256,7 +257,7 @@ async def jwks(request: Request) -> Response:
 async def openid_configuration(request: Request) -> Response:
     sso = _sso(request)
     base = context_of(request).settings.public_base_url()
-    body = discovery.document(issuer=sso.signer.issuer, base=base, algorithms=[sso.settings.algorithm])
+    body = discovery.document(issuer=sso.signer.issuer, base=base, algorithms=ALGORITHMS)
     return JSONResponse(body, headers={"Cache-Control": "public, max-age=60"})
 
 

@@ -14,7 +14,10 @@ class SsoSettings:
     issuer: str | None = setting("PEAK_SSO_ISSUER", None, "JWT `iss`; default the public URL")
     audience: str = setting("PEAK_SSO_AUDIENCE", "peak", "JWT `aud` of access tokens")
     algorithm: str = setting(
-        "PEAK_SSO_ALGORITHM", "RS256", "access token signature", choices=("RS256", "ES256", "EdDSA")
+        "PEAK_SSO_ALGORITHM",
+        "ES256",
+        "access token signature (ID tokens: each client's, RS256 unless registered otherwise)",
+        choices=("RS256", "ES256", "EdDSA"),
     )
     access_token_ttl_s: int = setting(
         "PEAK_SSO_ACCESS_TOKEN_TTL_S", 900, "access token lifetime", low=10, high=900

@@ -1,4 +1,4 @@
-"""Access tokens (JWT, signed with the current key) and the opaque secrets: refresh tokens and cookies.
+"""Access tokens (JWT, signed with the current key of PEAK_SSO_ALGORITHM) and the opaque secrets: refresh tokens and cookies.
 
 An opaque secret reads ``<user id>.<session id>.<random>``: the ids find the session in one Redis slot, the
 random part (256 bits) is what proves possession and only its SHA-256 digest is stored.
@@ -18,9 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import jwt
-
-from sso.keystore import KeyStore, SigningKey
+from sso.keystore import KeyRing, KeyStore
 
 __all__ = ["CLIENT_ID", "Grant", "OpaqueToken", "Signer", "digest", "new_session_id", "rotation_key"]
 
@@ -108,26 +106,35 @@ class Grant:
 
 
 class Signer:
-    """Signs access tokens with the current key; reloaded when `peak sso rotate-keys` announces a new one."""
+    """Signs access tokens with the current key of PEAK_SSO_ALGORITHM and ID tokens with that of their
+    client's algorithm; reloaded when `peak sso rotate-keys` announces new keys."""
 
     def __init__(self, store: KeyStore, *, issuer: str, audience: str, ttl_s: int) -> None:
-        self._store = store
-        self._key: SigningKey | None = None
+        self._keys = KeyRing(store)
+        # The access tokens' algorithm (PEAK_SSO_ALGORITHM).
+        self.algorithm = store.algorithm
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
 
     async def load(self) -> None:
-        self._key = await self._store.signing_key()
+        """Read the access tokens' key and every other one signed with so far (again after a rotation)."""
+        await self._keys.load(self.algorithm)
+
+    async def ready(self, algorithm: str) -> None:
+        """Make sure ``sign`` has the key of ``algorithm`` (an ID token's), reading it on first use."""
+        await self._keys.key(algorithm)
+
+    async def stale(self) -> bool:
+        """Whether a loaded key is no longer its algorithm's current one (a rotation this process missed)."""
+        return await self._keys.stale()
 
     @property
-    def kid(self) -> str:
-        assert self._key is not None, "Signer.load() first"
-        return self._key.kid
+    def kids(self) -> dict[str, str]:
+        return self._keys.kids
 
     def access_token(self, grant: Grant) -> tuple[str, int]:
         """The signed token and its ``expires_in``: the lifetime, or less where the session ends sooner."""
-        assert self._key is not None, "Signer.load() first"
         now = int(time.time()) if grant.issued_at is None else grant.issued_at
         expires_at = min(now + self.ttl_s, grant.not_after)
         claims = {
@@ -148,17 +155,7 @@ class Signer:
             claims["scope"] = grant.scope
         return self.sign(claims, typ="at+jwt"), max(0, expires_at - now)
 
-    @property
-    def algorithm(self) -> str:
-        assert self._key is not None, "Signer.load() first"
-        return self._key.algorithm
-
-    def sign(self, claims: dict[str, object], *, typ: str) -> str:
-        """``claims`` signed with the current key (header ``kid`` and ``typ``): access and ID tokens."""
-        assert self._key is not None, "Signer.load() first"
-        return jwt.encode(
-            claims,
-            self._key.private_key,  # type: ignore[arg-type]
-            algorithm=self._key.algorithm,
-            headers={"kid": self._key.kid, "typ": typ},
-        )
+    def sign(self, claims: dict[str, object], *, typ: str, algorithm: str | None = None) -> str:
+        """``claims`` signed with the current key of ``algorithm`` (default the access tokens'; any other must
+        be ``ready`` first), header ``kid`` and ``typ``."""
+        return self._keys.sign(claims, typ=typ, algorithm=algorithm or self.algorithm)

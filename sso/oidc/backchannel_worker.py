@@ -2,7 +2,7 @@
 (``backchannel``), each waiting out a Redis outage by itself (``kit.outage``) and resuming where it was: the
 cursor, the outboxes and the pending deliveries are all in Redis.
 
-The clients table and the signing key are read from PostgreSQL at start and again every few seconds; while
+The clients table and the signing keys are read from PostgreSQL at start and again every few seconds; while
 PostgreSQL is away the loop goes on with what it has.
 """
 
@@ -17,7 +17,7 @@ import httpx
 from kit.context import Context
 from kit.outage import Outage
 from sso.clients import Clients
-from sso.keystore import KeyStore
+from sso.keystore import DEFAULT_OIDC_ALGORITHM, KeyStore
 from sso.oidc.backchannel import BackchannelDelivery
 from sso.oidc.backchannel_feed import BackchannelFeed
 from sso.oidc.logout_token import LogoutTokens
@@ -33,7 +33,7 @@ _CLIENTS_RELOAD_S = 5.0
 
 
 class _ClientTable:
-    """The clients' back-channel URIs from memory, reloaded every few seconds (a failed reload keeps them)."""
+    """The clients' back-channel URIs and ID token algorithms from memory, reloaded every few seconds (a failed reload keeps them)."""
 
     def __init__(self, clients: Clients) -> None:
         self._clients = clients
@@ -54,6 +54,10 @@ class _ClientTable:
         client = self._clients.get(client_id)
         return None if client is None else client.backchannel_logout_uri
 
+    def algorithm(self, client_id: str) -> str:
+        client = self._clients.get(client_id)
+        return DEFAULT_OIDC_ALGORITHM if client is None else client.id_token_signed_response_alg
+
 
 async def backchannel_loop(ctx: Context) -> None:
     settings = ctx.settings.of(SsoSettings)
@@ -63,8 +67,8 @@ async def backchannel_loop(ctx: Context) -> None:
         secret_key=ctx.settings.secret_key,
         access_token_ttl_s=settings.access_token_ttl_s,
     )
-    tokens = LogoutTokens(store, issuer=settings.issuer_for(ctx.settings))
     table = _ClientTable(Clients(ctx.db))
+    tokens = LogoutTokens(store, issuer=settings.issuer_for(ctx.settings), algorithm_of=table.algorithm)
     feed = BackchannelFeed(ctx.redis, idle_check_s=settings.backchannel_idle_check_s)
     cap_s = ctx.settings.outage_retry_max_s
     reading = Outage(
@@ -85,7 +89,7 @@ async def backchannel_loop(ctx: Context) -> None:
 
         async def send() -> None:
             await table.refresh()
-            await tokens.current_key()
+            await tokens.check()
             await delivery.step()
 
         try:

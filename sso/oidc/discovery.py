@@ -18,7 +18,8 @@ CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "auth_time", "
 
 
 def document(*, issuer: str, base: str, algorithms: Sequence[str]) -> dict[str, Any]:
-    """The discovery document; ``base`` is the public URL every endpoint hangs from."""
+    """The discovery document; ``base`` is the public URL every endpoint hangs from, ``algorithms`` those a
+    client may register for its ID tokens, RS256 (every client's default, Discovery 1.0 section 3) first."""
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{base}/sso/authorize",

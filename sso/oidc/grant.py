@@ -2,7 +2,8 @@
 only) and ``refresh_token`` (the client's own refresh token in the session, rotated as the login's is).
 
 A code redemption is one Redis script (``sso/lua/code_redeem.lua``) and two signatures (the access token,
-the same JWT the rest of peak validates, and the ID token); PostgreSQL is never asked.
+the same JWT the rest of peak validates, with PEAK_SSO_ALGORITHM, and the ID token, with the client's
+algorithm); PostgreSQL is asked only at a process's first use of an algorithm (its key).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ async def exchange_code(
     parsed = OpaqueToken.parse(code)
     if parsed is None:
         raise CodeRefused()
+    # The ID token's key before the code is spent: a first use that cannot read it leaves the code unspent.
+    algorithm = client.id_token_signed_response_alg
+    await sso.signer.ready(algorithm)
     redemption = await sso.sessions.redeem_code(
         parsed, client_id=client.name, redirect_uri=redirect_uri, challenge=challenge
     )
@@ -77,7 +81,7 @@ async def exchange_code(
         body["id_token"] = id_token(
             sso.signer, user_id=parsed.user_id, username=r.username, client_id=client.name,
             session_id=parsed.session_id, issued_at=now, expires_at=now + expires_in, auth_time=r.auth_time,
-            nonce=r.nonce, scopes=scopes, access_token=access,
+            nonce=r.nonce, scopes=scopes, access_token=access, algorithm=algorithm,
         )  # fmt: skip
     return body
 

@@ -1,4 +1,5 @@
-"""ID tokens (OpenID Connect Core 1.0, 2 and 3.1.3.6), signed with the same JWKS keys as access tokens."""
+"""ID tokens (OpenID Connect Core 1.0, 2 and 3.1.3.6), signed with the client's ``id_token_signed_response_alg``
+(RS256 unless registered otherwise) by a key of the same JWKS as access tokens."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def id_token(
     nonce: str,
     scopes: frozenset[str],
     access_token: str,
+    algorithm: str,
 ) -> str:
     """The ID token of a code redemption: ``nonce`` as the authorization request sent it ("" for none), the
-    profile claims when the ``profile`` scope was granted."""
+    profile claims when the ``profile`` scope was granted; ``algorithm``'s key must be ``signer.ready``."""
     claims: dict[str, object] = {
         "iss": signer.issuer,
         "sub": user_id,
@@ -44,11 +46,11 @@ def id_token(
         "iat": issued_at,
         "auth_time": auth_time,
         "sid": session_id,
-        "at_hash": at_hash(access_token, signer.algorithm),
+        "at_hash": at_hash(access_token, algorithm),
     }
     if nonce:
         claims["nonce"] = nonce
     if "profile" in scopes:
         claims["preferred_username"] = username
         claims["name"] = username
-    return signer.sign(claims, typ="JWT")
+    return signer.sign(claims, typ="JWT", algorithm=algorithm)

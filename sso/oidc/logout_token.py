@@ -1,8 +1,10 @@
 """Back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0, section 2.4), signed in the workers.
 
-The workers sign no access tokens and have no ``Signer``: this loads the current signing key itself and checks
-every ``_KEY_CHECK_S`` whether `peak sso rotate-keys` made another current (a token signed by a withdrawn key
-would be refused by every client). While PostgreSQL is out of reach it goes on with the key it has.
+A logout token is signed with its client's ``id_token_signed_response_alg`` (RS256 unless registered
+otherwise): the key its ID tokens are verified with. The workers sign no access tokens and have no ``Signer``:
+this keeps the current keys itself and checks every ``_KEY_CHECK_S`` whether `peak sso rotate-keys` made
+others current (a token signed by a withdrawn key would be refused by every client). While PostgreSQL is out
+of reach it goes on with the keys it has.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
-import jwt
-
-from sso.keystore import KeyStore, SigningKey
+from sso.keystore import DEFAULT_OIDC_ALGORITHM, KeyRing, KeyStore
 
 __all__ = ["BACKCHANNEL_EVENT", "LOGOUT_TOKEN_TTL_S", "LogoutTokens"]
 
@@ -26,33 +27,37 @@ _KEY_CHECK_S = 10.0
 
 
 class LogoutTokens:
-    def __init__(self, store: KeyStore, *, issuer: str) -> None:
-        self._store = store
-        self._key: SigningKey | None = None
+    """``algorithm_of`` gives a client's ``id_token_signed_response_alg``."""
+
+    def __init__(self, store: KeyStore, *, issuer: str, algorithm_of: Callable[[str], str]) -> None:
+        self._keys = KeyRing(store)
+        self._algorithm_of = algorithm_of
         self._checked_at = 0.0
         self.issuer = issuer
 
-    async def current_key(self) -> SigningKey:
-        """The signing key, loaded on first use and checked against the store's current one now and then."""
-        if self._key is None:
-            self._key = await self._store.signing_key()
+    async def check(self) -> None:
+        """Load the default algorithm's key on first use; then now and then read the keys again if
+        another is current."""
+        if not self._keys.loaded:
+            await self._keys.load(DEFAULT_OIDC_ALGORITHM)
             self._checked_at = time.monotonic()
         elif time.monotonic() - self._checked_at >= _KEY_CHECK_S:
             self._checked_at = time.monotonic()
             try:
-                if await self._store.current_kid() != self._key.kid:
-                    self._key = await self._store.signing_key()
-            except Exception as exc:  # PostgreSQL away: keep signing with the key we have
-                log.warning("back-channel logout: could not check the signing key (%s)", type(exc).__name__)
-        return self._key
+                if await self._keys.stale():
+                    await self._keys.load()
+            except Exception as exc:  # PostgreSQL away: keep signing with the keys we have
+                log.warning("back-channel logout: could not check the signing keys (%s)", type(exc).__name__)
 
     def forget(self) -> None:
-        """Check the key at the next token (the "k" message: the keys changed)."""
+        """Check the keys at the next token (the "k" message: the keys changed)."""
         self._checked_at = 0.0
 
     async def token(self, *, client_id: str, sub: str, sid: str) -> str:
         """A fresh logout token for one client: its own ``jti`` and ``iat`` every attempt."""
-        key = await self.current_key()
+        await self.check()
+        algorithm = self._algorithm_of(client_id)
+        await self._keys.key(algorithm)
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -64,9 +69,4 @@ class LogoutTokens:
             "sid": sid,
             "events": {BACKCHANNEL_EVENT: {}},
         }
-        return jwt.encode(
-            claims,
-            key.private_key,  # type: ignore[arg-type]
-            algorithm=key.algorithm,
-            headers={"kid": key.kid, "typ": "logout+jwt"},
-        )
+        return self._keys.sign(claims, typ="logout+jwt", algorithm=algorithm)

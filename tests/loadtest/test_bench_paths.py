@@ -1,5 +1,5 @@
 """`peak bench`'s paths of issue 16 (event view, order polls, session, tickets) and issue 19 (the SSO hop, the
-code exchange), the purchase at 2,048 connections and the access log's cost: seeded and measured for a second
+code exchange, ES256 and RS256 ID tokens), the purchase at 2,048 connections and the access log's cost: seeded and measured for a second
 each, so that none can rot.
 
 No timing is asserted: speed is what `peak bench` reports, not what a test decides.
@@ -20,7 +20,7 @@ from tests.support import run_peak
 
 NEW_PATHS = (
     "event_view", "event_view_304", "order_queued", "order_written", "sso_session", "ticket", "purchase_ticket",
-    "sso_hop", "code_exchange",
+    "sso_hop", "code_exchange", "code_exchange_rs256",
 )  # fmt: skip
 
 
@@ -95,3 +95,4 @@ def test_bench_measures_the_new_paths_the_crowd_and_the_access_log(tmp_path: Pat
     assert "access log: CPU per request over the API's per floor request" in whats
     assert "event_view / floor" in whats and "order_queued / floor" in whats
     assert "sso_hop / floor" in whats and "code_exchange / floor" in whats
+    assert "code_exchange_rs256 / floor" not in whats, "the RS256 exchange is reported, with no goal"

@@ -130,11 +130,12 @@ def issuer(app: App) -> str:
     return app.ctx.settings.of(SsoSettings).issuer_for(app.ctx.settings)
 
 
-async def signing_key(app: App) -> SigningKey:
+async def signing_key(app: App, algorithm: str | None = None) -> SigningKey:
+    """The current key of ``algorithm``, by default the access tokens' (PEAK_SSO_ALGORITHM)."""
     settings = app.ctx.settings.of(SsoSettings)
     store = KeyStore(app.ctx.db, algorithm=settings.algorithm, secret_key=app.ctx.settings.secret_key,
                      access_token_ttl_s=settings.access_token_ttl_s)  # fmt: skip
-    return await store.signing_key()
+    return await store.signing_key(algorithm)
 
 
 async def forge(

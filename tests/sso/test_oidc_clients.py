@@ -118,7 +118,8 @@ async def test_discovery_lists_what_openid_connect_discovery_requires(
         assert doc["code_challenge_methods_supported"] == ["S256"]
         assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token"}
         assert doc["subject_types_supported"] == ["public"]
-        assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
+        # Every algorithm a client may register, RS256 (the default, which Discovery 1.0 requires) first.
+        assert doc["id_token_signing_alg_values_supported"] == ["RS256", "ES256", "EdDSA"]
         assert "openid" in doc["scopes_supported"]
         assert {"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid"} <= set(
             doc["claims_supported"]

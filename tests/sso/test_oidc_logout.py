@@ -33,7 +33,7 @@ from sso.oidc.logout_token import BACKCHANNEL_EVENT, LogoutTokens
 from sso.service import Sso
 from sso.settings import SsoSettings
 from tests.conftest import TEST_REDIS, TEST_SECRET, Servers
-from tests.sso.conftest import PASSWORD, SITE, App, bearer, issuer, register, sso_app
+from tests.sso.conftest import PASSWORD, SITE, App, bearer, issuer, register, signing_key, sso_app
 from tests.sso.oidc_support import authorize, params, pkce, redirected
 from tests.support import kill_group, run_peak, start_peak
 
@@ -154,6 +154,15 @@ async def record_oidc(app: App, tokens: dict[str, Any], *clients: str) -> str:
     return str(sid)
 
 
+async def client_jwks(app: App) -> dict[str, Any]:
+    """The JWK set a client holds, once the key of its logout tokens (RS256, every client's default) exists: it
+    is made on first use, by the first RS256 ID token or logout token."""
+    await signing_key(app, "RS256")
+    app.ctx.get(Sso).forget_jwks()
+    jwks: dict[str, Any] = (await app.http.get("/.well-known/jwks.json")).json()
+    return jwks
+
+
 @contextlib.asynccontextmanager
 async def worker_loop(app: App) -> AsyncIterator[None]:
     task = asyncio.create_task(backchannel_loop(app.ctx))
@@ -186,7 +195,7 @@ async def test_every_way_a_session_ends_reaches_the_clients(
         await add_oidc_client(app, "pay", backchannel=pay.uri)
         await add_oidc_client(app, "strict", backchannel=strict.uri)
         await add_oidc_client(app, "quiet")  # no back-channel URI: told nothing
-        jwks = (await app.http.get("/.well-known/jwks.json")).json()
+        jwks = await client_jwks(app)
         one = await sign_in(app, "bc-logout")
         everywhere = [await sign_in(app, "bc-all"), await sign_in(app, "bc-all", new=False)]
         pw_kept, pw_ended = await sign_in(app, "bc-password"), await sign_in(app, "bc-password", new=False)
@@ -231,9 +240,10 @@ async def test_every_way_a_session_ends_reaches_the_clients(
         await app.ctx.redis.delete(keys.BACKCHANNEL_DEAD)
         # The last attempt that fails makes a dead letter too (a client that never came back).
         await add_oidc_client(app, "gone", backchannel=f"http://127.0.0.1:{free_port()}/nobody")
-        tokens = LogoutTokens(KeyStore(app.ctx.db, algorithm="RS256", secret_key=TEST_SECRET,
-                                       access_token_ttl_s=900), issuer=issuer(app))  # fmt: skip
         sso = app.ctx.get(Sso)
+        tokens = LogoutTokens(KeyStore(app.ctx.db, algorithm="RS256", secret_key=TEST_SECRET,
+                                       access_token_ttl_s=900), issuer=issuer(app),
+                              algorithm_of=lambda _: "RS256")  # fmt: skip
 
         def uri(client_id: str) -> str | None:
             client = sso.clients.get(client_id)
@@ -264,7 +274,7 @@ async def test_a_worker_killed_mid_delivery_leaves_it_to_another(
         await add_oidc_client(app, "shop", backchannel=receiver.uri)
         tokens = await sign_in(app, "bc-kill")
         sid = await record_oidc(app, tokens, "shop")
-        jwks = (await app.http.get("/.well-known/jwks.json")).json()
+        jwks = await client_jwks(app)
         try:
             logs = [tmp_path / f"worker{i}.log" for i in range(2)]
             workers = [start_peak("worker", env=env, log=log) for log in logs]
@@ -356,7 +366,7 @@ async def test_the_loop_waits_out_store_outages_and_catches_up(
                                                     f"{pg_proxy.port}").geturl()}  # fmt: skip
         async with sso_app(make_settings(**env)) as app:
             await add_oidc_client(app, "shop", backchannel=receiver.uri)
-            jwks = (await app.http.get("/.well-known/jwks.json")).json()
+            jwks = await client_jwks(app)
             first, second = await sign_in(app, "bc-outage"), await sign_in(app, "bc-outage", new=False)
             sids = [await record_oidc(app, t, "shop") for t in (first, second)]
             pg_proxy.reset_rate = 1.0

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from kit.errors import Unauthorized
 from kit.settings import Settings
@@ -37,7 +37,8 @@ async def test_access_token_header_and_claims(app: App) -> None:
     user = await register(app.http, "alice")
     tokens = await login(app.http, "alice")
     header = jwt.get_unverified_header(tokens["access_token"])
-    assert header["alg"] == "RS256" and header["typ"] == "at+jwt" and header["kid"]
+    # PEAK_SSO_ALGORITHM's default.
+    assert header["alg"] == "ES256" and header["typ"] == "at+jwt" and header["kid"]
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     assert {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "username", "roles"} <= set(claims)
     assert claims["sub"] == user["id"] and claims["sid"] == tokens["session_id"]
@@ -47,10 +48,10 @@ async def test_access_token_header_and_claims(app: App) -> None:
     assert abs(claims["iat"] - time.time()) < 5 and claims["nbf"] <= claims["iat"]
     jwks = (await app.http.get("/.well-known/jwks.json")).json()
     assert [k["kid"] for k in jwks["keys"]] == [header["kid"]]
-    assert jwks["keys"][0]["alg"] == "RS256" and jwks["keys"][0]["use"] == "sig"
+    assert jwks["keys"][0]["alg"] == "ES256" and jwks["keys"][0]["use"] == "sig"
 
 
-@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA"])
+@pytest.mark.parametrize("algorithm", ["RS256", "EdDSA"])
 async def test_other_algorithms_are_selectable(
     make_settings: Callable[..., Settings], algorithm: str
 ) -> None:
@@ -180,6 +181,7 @@ async def test_private_keys_are_encrypted_and_never_shown(
     caplog.set_level(logging.DEBUG)
     await register(app.http, "alice")
     tokens = await login(app.http, "alice")
+    await signing_key(app, "RS256")  # the ID tokens' default, beside the access tokens' ES256
     texts = [cli(servers, "rotate-keys")]
     tokens = await login(app.http, "alice")
     for path in (
@@ -201,14 +203,17 @@ async def test_private_keys_are_encrypted_and_never_shown(
     assert rows and all(
         bytes(r["private_key"]).startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") for r in rows
     )
-    key = await signing_key(app)
-    assert isinstance(key.private_key, rsa.RSAPrivateKey)
-    private_jwk = RSAAlgorithm.to_jwk(key.private_key, as_dict=True)
-    assert private_jwk["d"] not in repr(key) and private_jwk["d"] not in str(key)
-    for text in texts:
+    rsa_key, ec_key = await signing_key(app, "RS256"), await signing_key(app, "ES256")
+    assert isinstance(rsa_key.private_key, rsa.RSAPrivateKey)
+    assert isinstance(ec_key.private_key, ec.EllipticCurvePrivateKey)
+    secrets = [
+        RSAAlgorithm.to_jwk(rsa_key.private_key, as_dict=True)[m] for m in ("d", "p", "q", "dp", "dq", "qi")
+    ]
+    secrets.append(ECAlgorithm.to_jwk(ec_key.private_key, as_dict=True)["d"])
+    for text in [*texts, repr(rsa_key), str(rsa_key), repr(ec_key), str(ec_key)]:
         assert "PRIVATE KEY" not in text
-        for member in ("d", "p", "q", "dp", "dq", "qi"):
-            assert private_jwk[member] not in text
+        for secret in secrets:
+            assert secret not in text
     for jwk in (await app.http.get("/.well-known/jwks.json")).json()["keys"]:
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(jwk)
 
