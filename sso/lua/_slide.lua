@@ -1,15 +1,16 @@
 -- Not a script of its own: sso/scripts.py puts this in front of session_touch.lua and session_read.lua, the
 -- strict check and the session read, so that both check and slide a session the same way.
--- slide(...) with KEYS[1] the session's hash, KEYS[2] (optional) the revoked-marker of the access token
--- presented, ARGV[1] now (ms), ARGV[2] idle timeout (ms), ARGV[3] hash of the session cookie to match ("" for
--- a token); the arguments are the fields to read besides absolute_expires_at and cookie.
+-- slide(revoked, ...) with KEYS[1] the session's hash, `revoked` the revoked-marker of the access token
+-- presented (the caller's KEYS[2], nil with a cookie; code_issue.lua's KEYS[2] is its code, which it checked
+-- already), ARGV[1] now (ms), ARGV[2] idle timeout (ms), ARGV[3] hash of the session cookie to match ("" for
+-- a token); the other arguments are the fields to read besides absolute_expires_at and cookie.
 -- Returns a verdict (0 ended or expired, -1 token revoked, -2 cookie does not match) or, for a live session
 -- now slid: {absolute_expires_at, cookie, last_seen_at, fields...}, the idle time it has left (ms) and when it
 -- was last slid (ms: now, or less than a second before, when it was slid then and is left as it is).
 -- Only slides the session: safe to run twice.
 
-local function slide(...)
-  if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+local function slide(revoked, ...)
+  if revoked and redis.call('EXISTS', revoked) == 1 then
     return -1
   end
   local now = tonumber(ARGV[1])

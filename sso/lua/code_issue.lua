@@ -17,17 +17,18 @@
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 1
 end
-local s = slide('user_id', 'username', 'auth_time', 'created_at')
+-- No revoked-marker to check (a cookie): KEYS[2] is the code, found absent just above.
+local s = slide(nil, 'username', 'auth_time', 'created_at')
 if type(s) == 'number' then
   return s
 end
 -- A session opened before auth_time was recorded was opened by a sign-in at its creation.
-local auth_time = tonumber(s[6] or '') or math.floor(tonumber(s[7] or '0') / 1000)
+local auth_time = tonumber(s[5] or '') or math.floor(tonumber(s[6] or '0') / 1000)
 local max_age = tonumber(ARGV[4])
 if max_age >= 0 and math.floor(tonumber(ARGV[1]) / 1000) - auth_time > max_age then
   return -3
 end
-redis.call('HSET', KEYS[2], 'username', s[5] or '', 'auth_time', string.format('%d', auth_time),
+redis.call('HSET', KEYS[2], 'username', s[4] or '', 'auth_time', string.format('%d', auth_time),
   unpack(ARGV, 6))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 1

@@ -12,7 +12,7 @@
 
 -- Checked and slid by _slide.lua's slide(), as the strict check does.
 
-local s, idle, seen = slide('user_id', 'username', 'roles', 'version', 'created_at', 'ip', 'user_agent')
+local s, idle, seen = slide(KEYS[2], 'user_id', 'username', 'roles', 'version', 'created_at', 'ip', 'user_agent')
 if type(s) == 'number' then
   return s
 end

@@ -11,7 +11,7 @@
 
 -- Checked and slid by _slide.lua's slide().
 
-local session = slide('user_id', 'username', 'roles', 'version')
+local session = slide(KEYS[2], 'user_id', 'username', 'roles', 'version')
 if type(session) == 'number' then
   return session
 end

@@ -8,13 +8,12 @@ sign-in page; with ``prompt=none`` instead the client gets ``error=login_require
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from kit.errors import Unauthorized
 from sso.oidc.errors import AuthorizationRefused, NotRedirectable
+from sso.oidc.hop import grouped_query, session_cookie
 from sso.oidc.page import error_page
 from sso.oidc.provider import (
     SESSION_COOKIE,
@@ -25,6 +24,7 @@ from sso.oidc.provider import (
     refusal,
     signin,
 )
+from sso.oidc.request import PARAMETERS, grouped
 from sso.tokens import OpaqueToken
 
 __all__ = ["authorize"]
@@ -39,17 +39,18 @@ async def authorize(request: Request) -> Response:
             pairs = await form_pairs(request)
         except FormError as exc:
             return error_page(exc.message, status=exc.status)
+        found = grouped(pairs)
     else:
         try:
             query = request.scope["query_string"].decode("latin-1")
-            pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            found = grouped_query(query, PARAMETERS, _MAX_FIELDS)
         except ValueError:
             return error_page("the request has too many parameters")
     try:
-        pending = await p.read(pairs)
+        pending = await p.read_grouped(found)
     except (NotRedirectable, AuthorizationRefused) as exc:
         return refusal(exc)
-    cookie = OpaqueToken.parse(request.cookies.get(SESSION_COOKIE) or "")
+    cookie = OpaqueToken.parse(session_cookie(request.scope, SESSION_COOKIE))
     if cookie is not None and not pending.fresh_login:
         try:
             code = await p.issue(pending, cookie, max_age_s=pending.max_age)

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,8 +26,9 @@ from sso.csrf import CsrfGuard, origin_of
 from sso.oidc import forms
 from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.forms import SigninForms
-from sso.oidc.page import SECURITY_HEADERS, error_page, signin_page
-from sso.oidc.request import AuthorizationRequest, client_id_of, read_request
+from sso.oidc.hop import Redirect, location
+from sso.oidc.page import error_page, signin_page
+from sso.oidc.request import AuthorizationRequest, client_id_in, grouped, read_grouped
 from sso.service import Sso
 from sso.tokens import OpaqueToken
 
@@ -68,9 +69,13 @@ class Provider:
     async def read(self, pairs: Sequence[tuple[str, str]]) -> AuthorizationRequest:
         """The authorization request of ``pairs`` with its client (from memory); NotRedirectable or
         AuthorizationRefused (``refusal`` renders either)."""
-        client_id = client_id_of(pairs)
+        return await self.read_grouped(grouped(pairs))
+
+    async def read_grouped(self, found: dict[str, list[str]]) -> AuthorizationRequest:
+        """``read`` of the parameters as ``sso.oidc.request.grouped`` gives them."""
+        client_id = client_id_in(found)
         client = await self.sso.clients.find(client_id) if client_id else None
-        return read_request(pairs, client)
+        return read_grouped(found, client)
 
     async def issue(
         self, request: AuthorizationRequest, cookie: OpaqueToken, *, max_age_s: int | None
@@ -105,11 +110,7 @@ def refusal(exc: NotRedirectable | AuthorizationRefused, *, status: int = 302) -
 
 def back_to_client(redirect_uri: str, params: Mapping[str, str | None], *, status: int = 302) -> Response:
     """A redirect to a registered redirect URI (its own query kept, RFC 6749 3.1.2) with ``params``."""
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    separator = "&" if urlsplit(redirect_uri).query else ("" if redirect_uri.endswith("?") else "?")
-    return Response(
-        status_code=status, headers={**SECURITY_HEADERS, "Location": f"{redirect_uri}{separator}{query}"}
-    )
+    return Redirect(location(redirect_uri, params), status)
 
 
 def provider(ctx: Context) -> Provider:

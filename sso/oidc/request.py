@@ -17,7 +17,16 @@ from sso.clients import OidcClient
 from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.uris import MAX_URI_LENGTH
 
-__all__ = ["PARAMETERS", "SCOPES", "AuthorizationRequest", "client_id_of", "read_request"]
+__all__ = [
+    "PARAMETERS",
+    "SCOPES",
+    "AuthorizationRequest",
+    "client_id_in",
+    "client_id_of",
+    "grouped",
+    "read_grouped",
+    "read_request",
+]
 
 # The parameters read, with the longest value each may have.
 PARAMETERS = {
@@ -33,6 +42,7 @@ _CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _USERNAME_MAX = 64
 _READ_FIRST = ("client_id", "redirect_uri", "request", "request_uri")
+_READ_THEN = tuple(name for name in PARAMETERS if name not in _READ_FIRST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +71,8 @@ class AuthorizationRequest:
         return urlencode({k: v for k, v in fields.items() if v})
 
 
-def _grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+def grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The values of each parameter read, in order (``sso.oidc.hop.grouped_query`` reads a query so)."""
     found: dict[str, list[str]] = {}
     for name, value in pairs:
         if name in PARAMETERS:
@@ -86,7 +97,11 @@ def _single(found: dict[str, list[str]], name: str) -> str | None:
 def read_request(pairs: Iterable[tuple[str, str]], client: OidcClient | None) -> AuthorizationRequest:
     """The request, or NotRedirectable / AuthorizationRefused. ``client`` is the registered client that
     ``client_id`` (see ``client_id_of``) names, None when none does."""
-    found = _grouped(pairs)
+    return read_grouped(grouped(pairs), client)
+
+
+def read_grouped(found: dict[str, list[str]], client: OidcClient | None) -> AuthorizationRequest:
+    """``read_request`` of the parameters ``grouped`` gives."""
     try:
         client_id, redirect_uri = _single(found, "client_id"), _single(found, "redirect_uri")
     except ValueError as exc:
@@ -105,7 +120,7 @@ def read_request(pairs: Iterable[tuple[str, str]], client: OidcClient | None) ->
     if found.get("request_uri"):
         raise refuse("request_uri_not_supported", "request_uri is not supported")
     try:
-        values = {name: _single(found, name) for name in PARAMETERS if name not in _READ_FIRST}
+        values = {name: _single(found, name) for name in _READ_THEN}
     except ValueError as exc:
         raise refuse("invalid_request", str(exc)) from None
     response_type = values["response_type"]
@@ -162,7 +177,12 @@ def _state(found: dict[str, list[str]]) -> str | None:
 
 def client_id_of(pairs: Iterable[tuple[str, str]]) -> str | None:
     """The one ``client_id`` of the request, if it has exactly one of a sane length."""
+    return client_id_in(grouped(pairs))
+
+
+def client_id_in(found: dict[str, list[str]]) -> str | None:
+    """``client_id_of`` of the parameters ``grouped`` gives."""
     try:
-        return _single(_grouped(pairs), "client_id")
+        return _single(found, "client_id")
     except ValueError:
         return None
