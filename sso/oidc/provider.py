@@ -28,7 +28,7 @@ from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.forms import SigninForms
 from sso.oidc.hop import Redirect, location
 from sso.oidc.page import error_page, signin_page
-from sso.oidc.request import AuthorizationRequest, client_id_in, grouped, read_grouped
+from sso.oidc.request import AuthorizationRequest, client_id_in, grouped, read_request
 from sso.service import Sso
 from sso.tokens import OpaqueToken
 
@@ -75,7 +75,7 @@ class Provider:
         """``read`` of the parameters as ``sso.oidc.request.grouped`` gives them."""
         client_id = client_id_in(found)
         client = await self.sso.clients.find(client_id) if client_id else None
-        return read_grouped(found, client)
+        return read_request(found, client)
 
     async def issue(
         self, request: AuthorizationRequest, cookie: OpaqueToken, *, max_age_s: int | None

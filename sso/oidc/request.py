@@ -22,9 +22,7 @@ __all__ = [
     "SCOPES",
     "AuthorizationRequest",
     "client_id_in",
-    "client_id_of",
     "grouped",
-    "read_grouped",
     "read_request",
 ]
 
@@ -94,14 +92,9 @@ def _single(found: dict[str, list[str]], name: str) -> str | None:
     return value
 
 
-def read_request(pairs: Iterable[tuple[str, str]], client: OidcClient | None) -> AuthorizationRequest:
-    """The request, or NotRedirectable / AuthorizationRefused. ``client`` is the registered client that
-    ``client_id`` (see ``client_id_of``) names, None when none does."""
-    return read_grouped(grouped(pairs), client)
-
-
-def read_grouped(found: dict[str, list[str]], client: OidcClient | None) -> AuthorizationRequest:
-    """``read_request`` of the parameters ``grouped`` gives."""
+def read_request(found: dict[str, list[str]], client: OidcClient | None) -> AuthorizationRequest:
+    """The request of the parameters as ``grouped`` gives them, or NotRedirectable / AuthorizationRefused.
+    ``client`` is the registered client that ``client_id`` (see ``client_id_in``) names, None when none does."""
     try:
         client_id, redirect_uri = _single(found, "client_id"), _single(found, "redirect_uri")
     except ValueError as exc:
@@ -175,13 +168,9 @@ def _state(found: dict[str, list[str]]) -> str | None:
         return None
 
 
-def client_id_of(pairs: Iterable[tuple[str, str]]) -> str | None:
-    """The one ``client_id`` of the request, if it has exactly one of a sane length."""
-    return client_id_in(grouped(pairs))
-
-
 def client_id_in(found: dict[str, list[str]]) -> str | None:
-    """``client_id_of`` of the parameters ``grouped`` gives."""
+    """The one ``client_id`` of the request (parameters as ``grouped`` gives them), if it has exactly one of a
+    sane length."""
     try:
         return _single(found, "client_id")
     except ValueError:
