@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError, NoScriptError, RedisError, Respons
 from kit.lane import RESEND_WINDOW_S, Lane, TooLateToResend
 from kit.redis import LaneCluster, RedisClient
 
-__all__ = ["Call", "ReplicaWaitError", "Script", "ScriptLoadError", "Wait", "load_scripts"]
+__all__ = ["REDIRECTIONS", "Call", "ReplicaWaitError", "Script", "ScriptLoadError", "Wait", "load_scripts"]
 
 EncodableT = str | int | float | bytes
 
@@ -195,7 +195,7 @@ class Script:
 
 
 # Error replies of a cluster node that does not serve the slot (now, or yet).
-_REDIRECTIONS = ("MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "READONLY ")
+REDIRECTIONS = ("MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "READONLY ")
 
 
 def _elsewhere(result: Any) -> bool:
@@ -205,7 +205,7 @@ def _elsewhere(result: Any) -> bool:
         return False
     if isinstance(result, (ConnectionError, TimeoutError)):
         return True
-    return isinstance(result, ResponseError) and str(result).startswith(_REDIRECTIONS)
+    return isinstance(result, ResponseError) and str(result).startswith(REDIRECTIONS)
 
 
 async def load_scripts(redis: RedisClient, scripts: Iterable[Script]) -> None:

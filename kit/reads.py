@@ -18,6 +18,7 @@ import hiredis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from kit.lane import Lane
+from kit.lua import REDIRECTIONS
 from kit.redis import LaneCluster, RedisClient
 
 __all__ = ["Read", "read_many"]
@@ -25,7 +26,6 @@ __all__ = ["Read", "read_many"]
 # One read: the commands (each a tuple of its words), all on keys of one slot; the first word after the
 # command's name is a key, and the read goes to the primary of the first command's key.
 Read = Sequence[tuple[str, ...]]
-_REDIRECTIONS = ("MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ")
 
 
 async def read_many(redis: RedisClient, reads: Sequence[Read]) -> list[list[Any] | Exception]:
@@ -70,5 +70,5 @@ def _elsewhere(result: list[Any] | Exception) -> bool:
     if isinstance(result, (ConnectionError, TimeoutError)):
         return True
     return isinstance(result, list) and any(
-        isinstance(reply, ResponseError) and str(reply).startswith(_REDIRECTIONS) for reply in result
+        isinstance(reply, ResponseError) and str(reply).startswith(REDIRECTIONS) for reply in result
     )

@@ -164,8 +164,16 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
     try:
         # A route that does not exist: its lines ("unmatched") are told apart from wait_http's /healthz.
         flood = write_lines([("GET", f"/no/such/{SECRET}", {}, "")], tmp_path, "flood")
-        _, _, _, total, statuses = parse_wrk(run_wrk(base_url, flood, duration_s=6, connections=connections))
-        assert set(statuses) == {404} and total > 25000, (total, statuses)
+        total = 0
+        for _ in range(4):  # a busy machine answers fewer per run: flood on until the buffers must be full
+            _, _, _, answered, statuses = parse_wrk(
+                run_wrk(base_url, flood, duration_s=6, connections=connections)
+            )
+            assert set(statuses) == {404}, statuses
+            total += answered
+            if total > 25000:
+                break
+        assert total > 25000, total
     finally:
         reader.start()
         kill_group(proc, 15)
