@@ -84,12 +84,11 @@ def test_bench_smoke_measures_every_path_and_audits(tmp_path: Path) -> None:
         assert r["cpu_ratio"] == pytest.approx(measured["floor"]["cpu_us"]["total"] / r["cpu_us"]["total"]), r
     assert report["audit"]["ok"] is True
     # The middleware measured in-process, the share of the API's CPU per floor request in this run. It costs
-    # about 0.5 us of ~17 (README), less than a loaded machine's noise between chunks (one CI run read -0.06):
-    # the two readings agree within a tenth, not always in order.
+    # about 0.5 us of ~17 (README), less than a loaded machine's noise between chunks (two CI runs read -0.06
+    # and +1.43 of 12.4): the two readings agree within a quarter, not always in order.
     cost = report["extras"]["degrade_cost"]
-    assert cost["without_us"] > 0 and abs(cost["with_us"] - cost["without_us"]) < cost["without_us"] / 10, (
-        cost
-    )
+    spread = abs(cost["with_us"] - cost["without_us"])
+    assert cost["without_us"] > 0 and spread < cost["without_us"] / 4, cost
     assert cost["floor_us"] == pytest.approx(measured["floor"]["cpu_us"]["api"])
     assert cost["cost"] == pytest.approx((cost["with_us"] - cost["without_us"]) / cost["floor_us"])
     for label in ("controller_off", "controller_on"):
