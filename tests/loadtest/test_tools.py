@@ -200,3 +200,20 @@ def test_bench_smoke_measures_the_purchase_paths_on_a_redis_cluster_too(tmp_path
         assert r["requests"] > 0 and r["unexpected"] == 0, r
     assert report["extras"]["cluster"] == {"masters": 3, "buckets": 3}
     assert report["audit"]["ok"] is True and "on the cluster" in report["audit"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--duration", "0", "between 1 and 180 seconds"),
+        # The code exchange's codes, minted for twice the measurement, would expire before its end.
+        ("--duration", "181", "between 1 and 180 seconds"),
+        ("--duration", "nan", "between 1 and 180 seconds"),
+        ("--connections", "0", "must be at least 1"),
+    ],
+)
+def test_bench_refuses_a_duration_or_connections_it_cannot_measure(flag: str, value: str, says: str) -> None:
+    result = run_peak("bench", flag, value, "--paths", "floor", env={})
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert "starting a private stack" not in result.stdout
