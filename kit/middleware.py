@@ -1,6 +1,6 @@
 """The request middleware: request id, errors as JSON bodies, one access-log line and the metrics.
 
-The access line is a tuple queued for kit/logs.py's writer thread (~0.4 us on the request path instead of the
+The access line is a tuple queued for kit/access_log.py's writer thread (~0.4 us on the request path instead of the
 ~16 us of a ``Logger.info``); the lifespan's shutdown writes out what is still queued.
 
 It is the outermost layer and the one place where exceptions become responses (instead of Starlette's
@@ -32,9 +32,9 @@ from prometheus_client import Counter, Histogram
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kit.access_log import access
 from kit.body import LimitedReceive, too_large
 from kit.errors import STORE_OUTAGES, ApiError, error_body, error_response
-from kit.logs import access
 from kit.metrics import REQUEST_SECONDS, REQUESTS
 from kit.responses import dumps
 

@@ -7,6 +7,7 @@ and whole lines; the in-process app with a writer held up for the sampling beyon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -150,13 +151,16 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
 ) -> None:
     """A real server whose stderr pipe nobody reads while wrk floods it: the pipe (64 KiB), the formatted
     bytes waiting (256 KiB) and the queue (16,384 lines) fill, then one line in 100 is kept. Once the pipe is
-    read, every request is either its line or counted in a summary, and the server answered them all."""
-    # No controller: its "shed reviews" warning is a log line of another logger, which waits for the root
-    # handler's lock while the access log's writer holds it, blocked on the full pipe; the server then
-    # answers nothing more (a known fault of kit/logs.py, in the session notes of 2026-12-02).
+    read, every request is either its line or counted in a summary, and the server answered them all.
+
+    The controller is set to shed at once (CPU above 1 % of a core), so that other loggers' warnings come
+    while the pipe is full: before, such a line waited for the root handler's lock, which the access log's
+    blocked writer held, and the server answered nothing more."""
     proc, base_url = _serve(
-        servers, tmp_path, json_lines=True, stderr=subprocess.PIPE, workers=1, PEAK_DEGRADE_CONTROLLER="0"
-    )
+        servers, tmp_path, json_lines=True, stderr=subprocess.PIPE, workers=1, PEAK_DEGRADE_CPU_HIGH="0.01",
+        PEAK_DEGRADE_CPU_LOW="0", PEAK_DEGRADE_HIGH_SAMPLES="1", PEAK_DEGRADE_SAMPLE_S="0.2",
+        PEAK_DEGRADE_STEP_S="0",
+    )  # fmt: skip
     pipe = proc.stderr
     assert pipe is not None
     chunks: list[bytes] = []
@@ -170,9 +174,11 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
     try:
         # A route that does not exist: its lines ("unmatched") are told apart from wait_http's /healthz.
         flood = write_lines([("GET", f"/no/such/{SECRET}", {}, "")], tmp_path, "flood")
-        # 9 s: a busy machine answered 18,395 in 6 s, fewer than fill the buffers.
-        _, _, _, total, statuses = parse_wrk(run_wrk(base_url, flood, duration_s=9, connections=connections))
+        # 12 s: a busy machine answered 18,395 in 6 s, fewer than fill the buffers, and one 22,925 in 9 s.
+        _, _, _, total, statuses = parse_wrk(run_wrk(base_url, flood, duration_s=12, connections=connections))
         assert set(statuses) == {404} and total > 25000, (total, statuses)
+        # The pipe is still full, the controller has logged: the server still answers at once.
+        assert httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
     finally:
         reader.start()
         kill_group(proc, 15)
@@ -185,8 +191,14 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
     dropped = sum(e["dropped"] for e in summaries)
     assert summaries and dropped > 0
     assert all("sampled 1 in 100" in e["message"] and e["sampled_1_in"] == 100 for e in summaries)
-    # Requests wrk gave up on at its end were still answered (and logged): at most one per connection.
-    assert total <= written + dropped <= total + connections
+    # The controller's warnings were written, or counted as dropped by the next line that was.
+    others = [
+        json.loads(line) for line in text.splitlines() if line.startswith("{") and "peak.access" not in line
+    ]
+    assert any("to shed" in e["message"] or "log lines dropped" in e["message"] for e in others), others[-5:]
+    # Requests wrk gave up on at its end were still answered (and logged): at most one per connection; and
+    # the /healthz above, if its line was dropped.
+    assert total <= written + dropped <= total + connections + 1
 
 
 @pytest.fixture
@@ -212,19 +224,24 @@ def log_file(tmp_path: Path) -> Iterator[tuple[Path, Callable[..., None]]]:
 
 
 async def test_a_writer_held_up_samples_and_says_how_many_it_dropped(
-    make_settings: Callable[..., Settings], log_file: tuple[Path, Callable[..., None]]
-) -> None:
+    make_settings: Callable[..., Settings], log_file: tuple[Path, Callable[..., None]],
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     """Beyond the buffer one line in ``sample`` is kept and the rest dropped; the summary line counts them, so
     written + dropped is every request. Other log lines written meanwhile stay whole."""
     path, configure = log_file
     app = create_app(make_settings(PEAK_ACCESS_LOG="1"))
     configure(json=True, access=True, buffer_lines=1000, sample=10)
-    lock = logging.getLogger().handlers[0].lock
-    assert lock is not None
+    lock = logs.access._writing  # the writer's, around each write: held, as if stderr were blocked
+    # The in-process client's own line per request (httpx logs at info) would fill the 256 KiB that other
+    # loggers' lines may wait, and the warnings below would be dropped: this is about the server's lines.
+    httpx_log = logging.getLogger("httpx")
+    httpx_log.setLevel(logging.WARNING)
+    request.addfinalizer(lambda: httpx_log.setLevel(logging.NOTSET))
     other = logging.getLogger("peak.other")
     others: list[threading.Thread] = []
     async with lifespan_client(app) as client:
-        lock.acquire()  # the writer can't write: as if stderr were blocked
+        lock.acquire()
         try:
 
             async def one(i: int) -> int:
@@ -294,3 +311,52 @@ def test_a_level_above_info_silences_the_access_log() -> None:
         assert logs.access.enabled
     finally:
         logs.configure(json=False, level="info", access=False)
+
+
+def test_a_blocked_stderr_blocks_no_thread_that_logs_and_the_lines_dropped_are_counted() -> None:
+    """stderr a pipe that is full and not read: 20,000 warnings of another logger return at once (before, the
+    first waited for the pipe, and on the event loop that stopped the server). Beyond 256 KiB waiting they
+    are dropped; once the pipe is read, the next line says how many, and written + dropped is all of them."""
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w")
+    saved, sys.stderr = sys.stderr, stream
+    try:
+        logs.configure(json=False, access=True)
+    finally:
+        sys.stderr = saved
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_fd, 65536), b"")))
+    try:
+        os.set_blocking(write_fd, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_fd, b"#" * 4096)
+        os.set_blocking(write_fd, True)
+        logger = logging.getLogger("peak.test.blocked")
+        done = threading.Event()
+
+        def log_many() -> None:
+            for i in range(20000):
+                logger.warning("blocked line %d", i)
+            done.set()
+
+        threading.Thread(target=log_many, daemon=True).start()
+        assert done.wait(20), "a thread that logs waited for the blocked stderr"
+        reader.start()
+        logs.access.flush()  # the writer has written what it was handed
+        logger.warning("after the drain")
+        logs.access.flush()
+    finally:
+        if not reader.is_alive():
+            reader.start()  # unblocks what did wait (a failure above), so that the test ends
+        logs.configure(json=False, access=False)
+        stream.close()
+        reader.join(30)
+    text = b"".join(chunks).decode()
+    written = len(re.findall(r"WARNING peak\.test\.blocked: blocked line \d+\n", text))
+    notes = [
+        int(n) for n in re.findall(r"WARNING peak\.logs: (\d+) log lines dropped: stderr was not read", text)
+    ]
+    assert len(notes) == 1 and notes[0] > 0, notes
+    assert written + notes[0] == 20000
+    assert text.index("log lines dropped") < text.index("after the drain")
