@@ -522,10 +522,11 @@ async def test_2000_http_long_polls_wait_idle_and_a_change_answers_only_its_own(
     assert len(done) == 500 and {p.result().json()["status"] for p in done} == {"pending_payment"}
     await asyncio.sleep(0.2)
     assert sum(p.done() for p in polls) == 500 and watch.waiting == 1500
-    # The 500 answered after waiting seconds: their latency samples leave the wait out (counted, the p99 would
-    # be the wait itself; a loaded machine still answers the rest well within half of it).
+    # The 500 answered after waiting seconds: their latency samples leave the wait out. Counted, the p99 would
+    # be about ``waited_ms``, since they all started then; left out, it is shorter by their time parked, at
+    # least the 2 s slept above (a loaded CI machine took 3.0 s to park the 2,000 and answer, of 5.7 s).
     waited_ms = (time.monotonic() - started) * 1000
-    assert waited_ms > 2000 and signals.roll(0.0, min_calls=1).p99_ms < waited_ms / 2
+    assert waited_ms > 2000 and signals.roll(0.0, min_calls=1).p99_ms < waited_ms - 1500
     for p in polls:
         p.cancel()
     await asyncio.gather(*polls, return_exceptions=True)
