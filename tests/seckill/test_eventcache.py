@@ -19,6 +19,11 @@ from seckill.eventcache import EventCache
 from tests.conftest import Servers
 from tests.seckill.conftest import ADMIN, http_event, in_s, new_event, seckill_context, shoppers
 
+# What a test may see of the process's own background loops (the degradation controller's, the sweeps) while it
+# counts scripts: loaded CI runs saw one in a short window, in this file and in test_tickets.py. A script per
+# request would show as one per request.
+BACKGROUND_SCRIPTS = 3
+
 
 async def script_calls(servers: Servers) -> int:
     """EVALSHA and EVAL calls so far, over every Redis primary."""
@@ -47,9 +52,7 @@ async def test_the_view_is_answered_from_memory_with_no_redis_call(
     before = await script_calls(servers)
     answers = await asyncio.gather(*(shop.get(f"/seckill/events/{event_id}") for _ in range(300)))
     assert {a.status_code for a in answers} == {200}
-    # None per view (300 would show as 300 or more). The process's own background loops (the degradation
-    # controller's, the sweeps) may run a script meanwhile: a loaded CI run saw one in these 300 views.
-    assert await script_calls(servers) - before <= 3, "a cached view called a script"
+    assert await script_calls(servers) - before <= BACKGROUND_SCRIPTS, "a cached view called a script"
 
 
 async def test_redis_gone_the_cached_view_still_answers(shop: httpx.AsyncClient, servers: Servers) -> None:
