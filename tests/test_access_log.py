@@ -174,9 +174,10 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
     try:
         # A route that does not exist: its lines ("unmatched") are told apart from wait_http's /healthz.
         flood = write_lines([("GET", f"/no/such/{SECRET}", {}, "")], tmp_path, "flood")
-        # 12 s: a busy machine answered 18,395 in 6 s, fewer than fill the buffers, and one 22,925 in 9 s.
+        # 12 s: about 17,700 lines fill the buffers; a busy machine answered 18,395 in 6 s, 22,925 in 9 s and
+        # 24,845 in 12 s. Too few would show below as no line dropped.
         _, _, _, total, statuses = parse_wrk(run_wrk(base_url, flood, duration_s=12, connections=connections))
-        assert set(statuses) == {404} and total > 25000, (total, statuses)
+        assert set(statuses) == {404}, (total, statuses)
         # The pipe is still full, the controller has logged: the server still answers at once.
         assert httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
     finally:
@@ -189,7 +190,7 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
     written = sum(1 for e in lines if e.get("route") == "unmatched")
     summaries = [e for e in lines if e["level"] == "warning"]
     dropped = sum(e["dropped"] for e in summaries)
-    assert summaries and dropped > 0
+    assert summaries and dropped > 0, f"{total} requests did not fill the buffers"
     assert all("sampled 1 in 100" in e["message"] and e["sampled_1_in"] == 100 for e in summaries)
     # The controller's warnings were written, or counted as dropped by the next line that was.
     others = [
