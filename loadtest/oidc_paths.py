@@ -10,9 +10,9 @@ exchange answers more than half the hop's rate (1,242 and 2,007 rps in one CI ru
 connections), and a minting run as long as the measurement once fell 64 codes short: wrk sent those again and
 their 400 `invalid_grant` showed in the table's `unexpected`, failing the bench. The bench's stack keeps codes
 600 s (PEAK_SSO_CODE_TTL_S), so a code minted first is still good at the end of a measurement up to 190 s long
-(`peak bench --duration` takes at most 180). One PKCE verifier serves every code. ``code_exchange`` is the seeded
-client's, registered with ES256 ID tokens; ``code_exchange_rs256`` the same for a second client left at the default, RS256 ID tokens (the
-access token is PEAK_SSO_ALGORITHM's in both).
+(`peak bench --duration` takes at most 180). One PKCE verifier serves every code. ``code_exchange`` is the
+seeded client's, registered with ES256 ID tokens; ``code_exchange_rs256`` the same for a second client left at
+the default, RS256 ID tokens (the access token is PEAK_SSO_ALGORITHM's in both).
 """
 
 from __future__ import annotations
