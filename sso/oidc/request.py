@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from sso.clients import OidcClient
@@ -35,16 +35,19 @@ PARAMETERS = {
 # What the code and the tokens can carry; other requested scopes are left out (RFC 6749 3.3).
 SCOPES = ("openid", "profile")
 _PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+_NO_PROMPTS: frozenset[str] = frozenset()
 # RFC 7636 4.1: 43 to 128 unreserved characters (S256's is 43).
 _CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _USERNAME_MAX = 64
 _READ_FIRST = ("client_id", "redirect_uri", "request", "request_uri")
 _READ_THEN = tuple(name for name in PARAMETERS if name not in _READ_FIRST)
+_ABSENT: dict[str, str | None] = dict.fromkeys(_READ_THEN)
 
 
-@dataclass(frozen=True, slots=True)
-class AuthorizationRequest:
+class AuthorizationRequest(NamedTuple):
+    """A checked request (a NamedTuple: a frozen dataclass's ``__init__`` cost the hop 3.7 us, this 1)."""
+
     client: OidcClient
     redirect_uri: str
     state: str | None
@@ -94,6 +97,21 @@ def _single(found: dict[str, list[str]], name: str) -> str | None:
     return value
 
 
+def _then(found: dict[str, list[str]]) -> dict[str, str | None]:
+    """``_single`` of every parameter of ``_READ_THEN``, the first refusal in that order: a pass over the
+    parameters given, each plain one (once, short, printable ASCII) taken as it is (4 us against 9)."""
+    values = dict(_ABSENT)
+    for name, given in found.items():
+        if name not in values:
+            continue
+        value = given[0]
+        if len(given) == 1 and len(value) <= PARAMETERS[name] and value.isascii() and value.isprintable():
+            values[name] = value or None
+        else:
+            return {name: _single(found, name) for name in _READ_THEN}
+    return values
+
+
 def read_request(found: dict[str, list[str]], client: OidcClient | None) -> AuthorizationRequest:
     """The request of the parameters as ``grouped`` gives them, or NotRedirectable / AuthorizationRefused.
     ``client`` is the registered client that ``client_id`` (see ``client_id_in``) names, None when none does."""
@@ -115,7 +133,7 @@ def read_request(found: dict[str, list[str]], client: OidcClient | None) -> Auth
     if found.get("request_uri"):
         raise refuse("request_uri_not_supported", "request_uri is not supported")
     try:
-        values = {name: _single(found, name) for name in _READ_THEN}
+        values = _then(found)
     except ValueError as exc:
         raise refuse("invalid_request", str(exc)) from None
     response_type = values["response_type"]
@@ -128,7 +146,7 @@ def read_request(found: dict[str, list[str]], client: OidcClient | None) -> Auth
     requested = (values["scope"] or "").split(" ")
     if "openid" not in requested:
         raise refuse("invalid_scope", "the scope must contain openid")
-    scope = " ".join(s for s in SCOPES if s in requested)
+    scope = "openid" if len(requested) == 1 else " ".join(s for s in SCOPES if s in requested)
     challenge, method = values["code_challenge"], values["code_challenge_method"]
     if method is not None and method != "S256":
         raise refuse("invalid_request", "code_challenge_method must be S256")
@@ -143,7 +161,7 @@ def read_request(found: dict[str, list[str]], client: OidcClient | None) -> Auth
         raise refuse(
             "invalid_request", "PKCE is required: send code_challenge and code_challenge_method=S256"
         )
-    prompts = set((values["prompt"] or "").split(" ")) - {""}
+    prompts = set(prompt.split(" ")) - {""} if (prompt := values["prompt"]) else _NO_PROMPTS
     if prompts - _PROMPTS:
         raise refuse("invalid_request", "prompt must be none, login, consent or select_account")
     if "none" in prompts and len(prompts) > 1:
@@ -157,7 +175,7 @@ def read_request(found: dict[str, list[str]], client: OidcClient | None) -> Auth
         code_challenge=challenge or "", code_challenge_method=method or "",
         fresh_login=bool(prompts & {"login", "select_account"}), no_prompt="none" in prompts,
         max_age=None if max_age is None else int(max_age),
-        login_hint=hint if len(hint) <= _USERNAME_MAX and not _CONTROL.search(hint) else "",
+        login_hint=hint if not hint or (len(hint) <= _USERNAME_MAX and not _CONTROL.search(hint)) else "",
     )  # fmt: skip
 
 

@@ -11,6 +11,8 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sso.oidc import hop as hop_module
+from sso.oidc import request as request_module
 from sso.oidc.hop import Redirect, grouped_query, location, session_cookie
 from sso.oidc.page import SECURITY_HEADERS
 from sso.oidc.request import PARAMETERS, grouped
@@ -84,6 +86,20 @@ def test_random_queries_read_as_parse_qsl_did() -> None:
     for _ in range(5000):
         query = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert _now(query) == _before(query), query
+
+
+def test_remembered_escapes_read_as_parse_qsl_did_and_stay_bounded() -> None:
+    uri = "state=http%3A%2F%2F127.0.0.1%3A9%2Fcb&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb"
+    for _ in range(3):  # the second and third read from memory
+        assert _now(uri) == _before(uri)
+    # A flood of made-up escaped values: every one still reads right, and memory stays bounded.
+    for i in range(3 * hop_module._UNESCAPED_MAX):
+        query = f"state=%41{i}%2F&nonce=%e2%82%ac{i}"
+        assert _now(query) == _before(query)
+        assert len(hop_module._UNESCAPED) <= hop_module._UNESCAPED_MAX
+    long_value = "state=" + "%41" * hop_module._UNESCAPED_LONGEST
+    assert _now(long_value) == _before(long_value)
+    assert long_value[6:] not in hop_module._UNESCAPED
 
 
 def test_a_huge_query_is_refused_as_before() -> None:
@@ -165,3 +181,30 @@ def _canonical_before(value: str) -> bool:
 def test_a_token_names_its_user_by_the_one_spelling_as_before(user_id: str) -> None:
     parsed = OpaqueToken.parse(f"{user_id}.session.secret")
     assert (parsed is not None) == _canonical_before(user_id)
+
+
+def _canonical(found: dict[str, list[str]]) -> dict[str, str | None] | str:
+    try:
+        return {name: request_module._single(found, name) for name in request_module._READ_THEN}
+    except ValueError as exc:
+        return str(exc)
+
+
+def _fast(found: dict[str, list[str]]) -> dict[str, str | None] | str:
+    try:
+        return request_module._then(found)
+    except ValueError as exc:
+        return str(exc)
+
+
+def test_the_parameters_read_in_one_pass_as_one_by_one() -> None:
+    """``_then`` (the hop's pass over the parameters given) answers what ``_single`` of each does, refusing
+    the same first parameter: repeated, too long, control characters, non-ASCII, empty."""
+    rng = random.Random(16)
+    names = [*request_module._READ_THEN, "client_id", "redirect_uri"]
+    values = ["", "code", "openid profile", "x" * 17, "x" * 1025, "a\x00b", "\x7f", "é", "é\x01", " ", "S256"]
+    for _ in range(5000):
+        found: dict[str, list[str]] = {}
+        for name in rng.sample(names, rng.randint(0, len(names))):
+            found[name] = [rng.choice(values) for _ in range(rng.choice((1, 1, 1, 2)))]
+        assert _fast(found) == _canonical(found), found
