@@ -49,7 +49,8 @@ class FaultProxy:
     # the request reaches the server, then after the server ran it, and so on.
     reset_first: int = 0
     seed: int | None = None
-    # connections, resets_before (request dropped), resets_after (reply dropped), stalls
+    # connections, requests (chunks read from clients), resets_before (request dropped), resets_after (reply
+    # dropped), stalls
     counts: Counter[str] = field(default_factory=Counter)
     _server: asyncio.Server | None = None
     _random: random.Random = field(default_factory=random.Random)
@@ -112,6 +113,7 @@ class FaultProxy:
 
         async def requests() -> None:
             while data := await client_r.read(_READ_SIZE):
+                self.counts["requests"] += 1
                 if self.drop_replies > 0:
                     self.drop_replies -= 1
                     doomed.set()

@@ -163,6 +163,19 @@ async def test_long_polls_park_on_one_subscription_and_answer_a_logout_at_once(
     assert reads < 16 * 40
 
 
+class _CountingFeed(RevocationFeed):
+    """The feed, counting the answers it has applied (one per poll answered)."""
+
+    answers = 0
+
+    async def follow(self, apply: Callable[[list[str]], None], on_gap: Callable[[], None]) -> None:
+        def counted(words: list[str]) -> None:
+            self.answers += 1
+            apply(words)
+
+        await super().follow(counted, on_gap)
+
+
 async def _refused_within(validator: TokenValidator, token: str, limit_s: float) -> float:
     start = time.monotonic()
     while True:
@@ -207,7 +220,7 @@ async def test_a_validator_without_redis_follows_the_feed_of_a_real_server(app: 
         host, _, port = served.removeprefix("http://").partition(":")
         async with FaultProxy(host, int(port)) as proxy:
             base = f"http://127.0.0.1:{proxy.port}"
-            feed = RevocationFeed(
+            feed = _CountingFeed(
                 f"{base}/sso/revocations", client_id="validator", client_secret=secret, wait_s=5
             )
             validator = TokenValidator(issuer=served, audience="peak", keys=jwks_from_url(f"{served}/.well-known/jwks.json"),
@@ -221,6 +234,12 @@ async def test_a_validator_without_redis_follows_the_feed_of_a_real_server(app: 
                 took = await _refused_within(validator, sessions[1]["access_token"], 3.0)
                 print(f"feed validator refused a logged-out token {took * 1000:.0f} ms after the logout")
                 # The feed out of reach: the poll in flight answers (another logout), the next ones are reset.
+                # Cut once that poll is on its way (one more request passed on than answered): a loaded machine
+                # once cut it before the validator had sent it, and the logout never came.
+                deadline = time.monotonic() + 5
+                while proxy.counts["requests"] <= feed.answers:
+                    assert time.monotonic() < deadline, "the validator sent no poll after its answer"
+                    await asyncio.sleep(0.01)
                 proxy.reset_rate = 1.0
                 await app.ctx.get(Sso).sessions.end(user_id, "one", sessions[3]["session_id"])
                 await _refused_within(validator, sessions[3]["access_token"], 3.0)
