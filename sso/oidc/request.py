@@ -99,7 +99,7 @@ def _single(found: dict[str, list[str]], name: str) -> str | None:
 
 def _then(found: dict[str, list[str]]) -> dict[str, str | None]:
     """``_single`` of every parameter of ``_READ_THEN``, the first refusal in that order: a pass over the
-    parameters given, each plain one (once, short, printable ASCII) taken as it is (4 us against 9)."""
+    parameters given, each plain one (once, short, printable ASCII) taken as it is (3.1 us against 5.5)."""
     values = dict(_ABSENT)
     for name, given in found.items():
         if name not in values:
