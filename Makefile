@@ -52,10 +52,8 @@ lint: $(STAMP)
 # the suites that mostly wait on real processes: tests/scale, tests/console, tests/test_access_log.py) writes
 # .peak/test-loadtest.log and the cluster pass .peak/test-cluster.log, whose summaries (all of a log when its
 # pass fails) follow. The split keeps the three about even: with the process suites in the main pass it took
-# 17 min of a 19.7 min run on 2026-12-02, the load tools alone 6.6 and the cluster pass 11.6; with them here
-# 13.7, 11.0 and 11.7 min of a 14.8 min run, so the CLI suites (a process per command) moved here too.
-PROCESS_SUITES := tests/loadtest tests/scale tests/console tests/test_access_log.py tests/seckill/test_cli.py \
-	tests/degrade/test_processes.py
+# 17 min of a 19.7 min run on 2026-12-02, the load tools alone 6.6 and the cluster pass 11.6.
+PROCESS_SUITES := tests/loadtest tests/scale tests/console tests/test_access_log.py
 CLUSTER_LOG := .peak/test-cluster.log
 LOADTEST_LOG := .peak/test-loadtest.log
 test: lint
