@@ -12,7 +12,7 @@ from kit.component import Component, Loop
 from kit.context import Context, open_context
 from kit.settings import Settings
 
-__all__ = ["run_worker"]
+__all__ = ["cancel_loops", "run_worker"]
 
 log = logging.getLogger("kit.worker")
 
@@ -47,10 +47,10 @@ async def run_worker(settings: Settings, components: Sequence[Component]) -> Non
         log.info("worker started with %d loops: %s", len(tasks), ", ".join(t.get_name() for t in tasks))
         await stop.wait()
         log.info("worker stopping")
-        await _cancel_all(tasks)
+        await cancel_loops(tasks)
 
 
-async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+async def cancel_loops(tasks: Sequence[asyncio.Task[None]]) -> None:
     """Cancel the loops, and again every half second: redis-py may swallow a cancellation that lands in the
     middle of a blocking command (a stream read), and a loop that swallowed it would run on, holding the worker
     up at SIGTERM for good (a CI run's worker was still there 30 s after it). Past _STOP_S, give up on them

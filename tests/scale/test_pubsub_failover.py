@@ -11,6 +11,7 @@ import pytest
 
 from devstack.redis import RedisClusterServer
 from kit.redis import PubSubSource, create_redis
+from kit.worker import cancel_loops
 from tests.conftest import TEST_REDIS
 
 pytestmark = pytest.mark.skipif(
@@ -81,8 +82,7 @@ async def test_a_listener_whose_node_is_killed_subscribes_on_another_and_hears_w
                     break
             assert any(h.startswith("after-") for h in heard), heard
         finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await cancel_loops([listener])  # a blocked read may swallow a single cancel
             await publisher.aclose()
     finally:
         cluster.stop()

@@ -19,6 +19,7 @@ from devstack.processes import free_port
 from devstack.redis import RedisServer
 from kit.context import Context
 from kit.settings import Settings
+from kit.worker import cancel_loops
 from loadtest.faultproxy import FaultProxy
 from peak.app import create_app
 from seckill import events, keys, outbox, scripts
@@ -201,7 +202,7 @@ async def test_redis_stopped_after_the_commit_answers_503_and_the_outbox_finishe
                 assert time.monotonic() < deadline, "the outbox did not finish once Redis was back"
                 await asyncio.sleep(0.05)
         finally:
-            loop.cancel()
+            await cancel_loops([loop])
         assert await _stock(ctx, new_id, 2) == (4, 4)
         assert await _stock(ctx, live_id, 2) == (10, 10)
         # The admin sends the PATCH again with its key: the same answer, no second change.

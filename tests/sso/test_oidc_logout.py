@@ -24,6 +24,7 @@ import pytest
 
 from kit.redis import create_redis
 from kit.settings import Settings
+from kit.worker import cancel_loops
 from loadtest.faultproxy import FaultProxy
 from sso import keys, scripts
 from sso.keystore import KeyStore
@@ -169,8 +170,7 @@ async def worker_loop(app: App) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_loops([task])  # its stream read may swallow a single cancel
 
 
 async def keep_alive(app: App, tokens: dict[str, Any]) -> None:
@@ -392,8 +392,7 @@ async def test_the_loop_waits_out_store_outages_and_catches_up(
                 print(f"told {took:.1f} s after Redis came back")
                 assert not task.done()
             finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await cancel_loops([task])
                 await receiver.stop()
 
 
