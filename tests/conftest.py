@@ -26,6 +26,7 @@ from devstack.redis import RedisClusterServer, RedisServer
 from kit import migrations
 from kit.settings import Settings
 from peak.app import components, create_app
+from tests import hangs
 from tests.support import lifespan_client
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
@@ -149,6 +150,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: starts real processes (granian, peak up)")
+    hangs.install()
 
 
 def pytest_report_header(config: Any) -> str:
