@@ -291,7 +291,10 @@ async def run_due(ctx: Context, board: Board) -> PlanReply:
     """Apply the plan whose time has come, if any (one cheap script call when none is due); safe when every
     process calls it at once: the script applies a due plan once. Raises when Redis cannot be reached."""
     call = PlanCall("", "", "", ctx.settings.of(DegradeSettings).audit_max)
-    reply = await plan_apply(ctx.redis, "due", "", call, ",".join(core_names(board)))
+    # Core by default from here; core by a tier changed since is judged by the script on the stored tiers, not
+    # on this board (up to a resync old: a plan shedding a subsystem made core a moment ago is still refused).
+    by_default = ",".join(sorted(n for n, s in board.subsystems.items() if is_core(s.default_tier)))
+    reply = await plan_apply(ctx.redis, "due", "", call, by_default)
     if reply.message:
         board.apply(reply.message)
     name = reply.record["name"] if reply.record else ""

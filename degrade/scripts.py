@@ -15,6 +15,7 @@ import orjson
 
 from degrade import keys
 from degrade.errors import NotApplied, NotScheduled, SwitchRefused, UnknownPlan
+from degrade.tiers import CORE_TIERS
 from kit.errors import InvalidRequest
 from kit.lua import EncodableT, Script
 from kit.redis import RedisClient
@@ -46,6 +47,7 @@ ALL = (SET, PLAN_EDIT, PLAN_APPLY)
 
 _PLAN_EDIT_KEYS = (keys.PLANS, keys.SCHEDULE, keys.AUDIT)
 _PLAN_APPLY_KEYS = (keys.PLANS, keys.SCHEDULE, keys.SWITCHES, keys.AUDIT)
+_CORE_TIERS = ",".join(sorted(CORE_TIERS))
 
 _SET_KEYS = (keys.SWITCHES, keys.AUDIT, keys.PRESSURE)
 
@@ -166,8 +168,11 @@ async def plan_edit(
     return _reply(await PLAN_EDIT(redis, _PLAN_EDIT_KEYS, [*args, *extra]))
 
 
-async def plan_apply(redis: RedisClient, op: str, name: str, call: PlanCall, core: str) -> PlanReply:
-    """``apply``, ``rollback`` or ``due`` (``degrade/lua/plan_apply.lua``); ``core``: the core subsystems."""
+async def plan_apply(
+    redis: RedisClient, op: str, name: str, call: PlanCall, core_by_default: str
+) -> PlanReply:
+    """``apply``, ``rollback`` or ``due`` (``degrade/lua/plan_apply.lua``); ``core_by_default``: the subsystems
+    core by their default tier "a,b" (the script reads the stored tiers of the others)."""
     args: list[EncodableT] = [
         op,
         name,
@@ -176,7 +181,8 @@ async def plan_apply(redis: RedisClient, op: str, name: str, call: PlanCall, cor
         call.call_id,
         call.audit_max,
         keys.CHANNEL,
-        core,
+        core_by_default,
+        _CORE_TIERS,
     ]
     return _reply(await PLAN_APPLY(redis, _PLAN_APPLY_KEYS, args))
 

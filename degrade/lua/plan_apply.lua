@@ -5,7 +5,9 @@
 -- KEYS[4] audit stream
 -- ARGV[1] op: "apply", "rollback" or "due"; ARGV[2] plan name ("" for due); ARGV[3] who; ARGV[4] reason
 -- ARGV[5] call id ("" for due); ARGV[6] audit entries kept; ARGV[7] pub/sub channel
--- ARGV[8] core subsystems "a,b" (due: a plan scheduled without force that sheds one is dropped, not applied)
+-- ARGV[8] subsystems core by their default tier "a,b", ARGV[9] the core tiers "x,y" (due only: a subsystem is core
+-- if it is core by default or its stored tier, KEYS[3]'s tier:NAME, is core now, whatever the caller's copy of the
+-- switches says; a plan scheduled without force that sheds a core one is dropped, not applied)
 -- Returns {status, record JSON, changed "a,b", overridden "a,b", published message JSON or ""}: status
 -- "applied", "rolled_back", "none" (due: nothing is due), "refused" (due: it needed force; changed names the core
 -- subsystems), "unknown" (no such plan), "not_applied" (rollback: nothing to roll back). overridden: switches a
@@ -105,14 +107,18 @@ if op == 'due' then
   end
   local s = rec.scheduled
   if not s.force then
-    local core = {}
+    local by_default, core_tiers = {}, {}
     for sub in string.gmatch(ARGV[8], '[^,]+') do
-      core[sub] = true
+      by_default[sub] = true
+    end
+    for tier in string.gmatch(ARGV[9], '[^,]+') do
+      core_tiers[tier] = true
     end
     local names, wanted = parse(rec.changes)
     local hit = {}
     for _, sub in ipairs(names) do
-      if core[sub] and (wanted[sub] == 'shed' or string.sub(wanted[sub], 1, 8) == 'partial:') then
+      local core = by_default[sub] or core_tiers[redis.call('HGET', KEYS[3], 'tier:' .. sub) or '']
+      if core and (wanted[sub] == 'shed' or string.sub(wanted[sub], 1, 8) == 'partial:') then
         hit[#hit + 1] = sub
       end
     end

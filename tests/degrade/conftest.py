@@ -84,7 +84,7 @@ def parts(*extra: Component) -> list[Component]:
 @pytest.fixture
 def degrade_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
-        return make_settings(PEAK_ADMIN_TOKEN=ADMIN, PEAK_DEGRADE_RESYNC_S="0.2", **env)
+        return make_settings(**{"PEAK_ADMIN_TOKEN": ADMIN, "PEAK_DEGRADE_RESYNC_S": "0.2", **env})
 
     return make
 
