@@ -46,6 +46,18 @@ class _BoundedPool(asyncpg.Pool):
     def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext[Any]:
         return super().acquire(timeout=self._acquire_timeout_s if timeout is None else timeout)
 
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's)
+        """asyncpg resets a connection as it goes back to the pool (one more round trip) and raises if that
+        fails; the caller's work is done by then, a transaction committed. PostgreSQL going away at that moment
+        made the order writer count a committed batch as failed and leave it queued (CI, test_pg_outage). The
+        connection is terminated either way and the pool connects anew when needed: an outage here is not
+        the caller's failure."""
+        try:
+            await super().release(connection, timeout=timeout)
+        except Exception as exc:
+            if not postgres_outage(exc):
+                raise
+
 
 async def _init(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):

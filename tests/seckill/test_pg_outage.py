@@ -203,7 +203,9 @@ async def test_postgresql_shut_down_fast_pauses_the_writer_and_the_sweeper_and_r
     try:
         async with seckill_context(sale_settings) as ctx:
             deadline = time.monotonic() + 30
-            while len(await order_rows(ctx, event_id)) < 20:
+            queued = keys.event_keys(event_id).queued
+            # Written and acknowledged (no longer queued in Redis): a poll of them needs PostgreSQL.
+            while len(await order_rows(ctx, event_id)) < 20 or await ctx.redis.hlen(queued):
                 assert time.monotonic() < deadline, log.read_text()
                 await asyncio.sleep(0.02)
         # Down before any of them falls due (1 s): the sweeper meets the outage with work to do.
