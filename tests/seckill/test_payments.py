@@ -267,7 +267,14 @@ async def test_200_callbacks_racing_the_payment_timeout_each_decide_once(
         async def pay(order_id: str, delay_s: float) -> httpx.Response:
             # Spread over 0.6 s around pay_by: callbacks land before, at and after the deadline.
             await asyncio.sleep(delay_s)
-            return await provider_pays(shop, order_id)
+            for _ in range(10):
+                answer = await provider_pays(shop, order_id)
+                if answer.status_code != 503:
+                    break
+                # 200 transactions on 10 connections: on a loaded machine some wait past the pool's bound
+                # (PEAK_DB_ACQUIRE_TIMEOUT_S) and are told to retry, as a payment provider then does.
+                await asyncio.sleep(0.1)
+            return answer
 
         async def sweep() -> None:
             for _ in range(30):
@@ -283,6 +290,7 @@ async def test_200_callbacks_racing_the_payment_timeout_each_decide_once(
         recorded = {str(r["order_id"]): r for r in await ctx.db.fetch("SELECT * FROM seckill_payments")}
         outcome: collections.Counter[str] = collections.Counter()
         for order_id, answer in zip(order_ids, answers, strict=True):
+            assert order_id in rows and order_id in recorded, answer.text
             row, payment = rows[order_id], recorded[order_id]
             if answer.status_code == 200:
                 assert (row["status"], payment["outcome"]) == ("paid", "paid"), order_id
