@@ -26,7 +26,7 @@ from typing import IO
 from devstack.errors import StackError
 from devstack.nginx import NginxBalancer
 from devstack.postgres import PostgresServer
-from devstack.processes import free_port, stop_process
+from devstack.processes import free_port, stop_processes
 from devstack.redis import RedisClusterServer, RedisServer
 from kit.settings import Settings, SettingsError
 from peak.serve import APP_FACTORY, server_command
@@ -280,8 +280,13 @@ class LocalStack:
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx = None
-        for child in [*self.workers, *self.servers]:
-            stop_process(child, signal.SIGTERM, 8.0)
+        names = {w.pid: "a background worker" for w in self.workers}
+        names |= {
+            s.pid: f"the API server at {url}"
+            for url, s in zip(self.instance_urls, self.servers, strict=False)
+        }
+        for child in stop_processes([*self.workers, *self.servers], signal.SIGTERM, 8.0):
+            self.say(f"{names.get(child.pid, child.pid)} did not stop within 8 s of SIGTERM: killed")
         self.workers.clear()
         self.servers.clear()
         if self.postgres is not None:

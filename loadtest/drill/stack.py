@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 
 from devstack.postgres import PostgresServer
-from devstack.processes import free_port, port_open, stop_process
+from devstack.processes import free_port, port_open, stop_processes
 from devstack.redis import RedisServer
 from loadtest.drill.scenario import Say
 from loadtest.seed import bearer, create_shoppers, iso
@@ -131,8 +131,7 @@ class Stack:
             self.postgres.start()
 
     def stop_processes(self) -> None:
-        for proc in self._procs:
-            stop_process(proc, signal.SIGTERM, 8.0)
+        stop_processes(self._procs, signal.SIGTERM, 8.0)
         self._procs.clear()
 
     def stop(self) -> None:

@@ -27,7 +27,12 @@ def _env_file(data_dir: Path) -> dict[str, str]:
 def _stop(proc: object, log: Path) -> str:
     assert isinstance(proc, subprocess.Popen)
     os.kill(proc.pid, signal.SIGTERM)
-    code = proc.wait(40)
+    try:
+        code = proc.wait(40)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"peak up still running 40 s after SIGTERM:\n{log.read_text()[-4000:]}"
+        ) from None
     output = log.read_text()
     assert code == 0, output
     assert "peak: stopped" in output
