@@ -192,7 +192,9 @@ def _measure_stack(
             say("skipping degrade_cost: it runs the app in-process on the private stack's servers (no --url)")
         else:
             say(f"measuring degrade_cost: {EXTRAS['degrade_cost']}")
-            extras["degrade_cost"] = measure_degrade_cost(stack, results[0].cpu_us.get("api", 0.0), say)
+            extras["degrade_cost"] = measure_degrade_cost(
+                stack, results[0].cpu_us.get("api", 0.0), options.inproc_requests, say
+            )
     return results, extras
 
 

@@ -102,7 +102,9 @@ def measure_order_queued(stack: LocalStack, seed: Seed, folder: Path, options: B
             os.killpg(worker.pid, signal.SIGCONT)
 
 
-def measure_degrade_cost(stack: LocalStack, floor_us: float, say: Callable[[str], None]) -> dict[str, Any]:
+def measure_degrade_cost(
+    stack: LocalStack, floor_us: float, requests: int, say: Callable[[str], None]
+) -> dict[str, Any]:
     """The degradation middleware's own CPU per request, as a share of what a floor request costs the API.
 
     The app with and without the middleware is driven inside this process (loadtest/inproc.py): compared as
@@ -118,7 +120,8 @@ def measure_degrade_cost(stack: LocalStack, floor_us: float, say: Callable[[str]
             {
                 "with": create_app(settings, parts=components()),
                 "without": without_degrade_middleware(settings),
-            }
+            },
+            requests=requests,
         )
     finally:
         # create_app set up the server's logging in this process; the bench's own output stays as it was.

@@ -65,7 +65,7 @@ def _start(stack: LocalStack, folder: Path, access_log: str) -> tuple[subprocess
     return server, f"http://127.0.0.1:{port}", log_path
 
 
-def _inproc(stack: LocalStack, folder: Path) -> dict[str, float]:
+def _inproc(stack: LocalStack, folder: Path, requests: int) -> dict[str, float]:
     """CPU microseconds per floor request of the app in this process with the access log on and off, its
     lines written to a file of ``folder`` by the writer thread (flushed inside each measured chunk)."""
     root = logging.getLogger()
@@ -79,7 +79,7 @@ def _inproc(stack: LocalStack, folder: Path) -> dict[str, float]:
                 return lambda: setattr(logs.access, "enabled", on)
 
             return inproc.cpu_per_toggle(
-                app, {"on": switch(True), "off": switch(False)}, finish=logs.access.flush
+                app, {"on": switch(True), "off": switch(False)}, finish=logs.access.flush, requests=requests
             )
         finally:
             logs.access.setup(sys.stderr, enabled=False, json=False)
@@ -103,7 +103,7 @@ def measure_access_log_cost(
     finally:
         for server, _, _ in servers.values():
             stop_process(server, timeout_s=8.0)
-    in_process = _inproc(stack, folder)
+    in_process = _inproc(stack, folder, options.inproc_requests)
     pairs = list(zip(seen["off"], seen["on"], strict=True))
     cost = 1 - statistics.median(on[0] / off[0] for off, on in pairs if off[0])
     cpu_cost = statistics.median(on[1] / off[1] for off, on in pairs if off[1]) - 1

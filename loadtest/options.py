@@ -26,3 +26,9 @@ class BenchOptions:
     buckets: int = 3
     # Times every path of the main stack is measured (medians are reported).
     rounds: int = 1
+
+    @property
+    def inproc_requests(self) -> int:
+        """Requests per chunk of the in-process comparisons (loadtest/inproc.py): they scale with --duration
+        like the paths do, 20,000 at the default 10 s (a smoke run of 1 s spent 15 s on 20,000)."""
+        return max(1_000, round(2_000 * self.duration_s))
