@@ -19,7 +19,7 @@ from devstack.processes import free_port
 from devstack.redis import RedisServer
 from kit.context import Context
 from kit.settings import Settings
-from kit.worker import cancel_loops
+from kit.tasks import cancel_loops
 from loadtest.faultproxy import FaultProxy
 from peak.app import create_app
 from seckill import events, keys, outbox, scripts
@@ -221,7 +221,12 @@ async def test_redis_stopped_after_the_commit_answers_503_and_the_outbox_finishe
         while (await api.get(f"/seckill/events/{new_id}")).status_code != 200:
             assert time.monotonic() < deadline, "the warmed event stays unknown to the API process"
             await asyncio.sleep(0.05)
-        bought = await api.post(f"/seckill/events/{new_id}/orders", headers=alice)
+        # A pooled connection to the stopped server fails on its first use since (a 503 that says to try
+        # again; a loaded CI machine met one here): the shopper tries again, as told.
+        for _ in range(5):
+            bought = await api.post(f"/seckill/events/{new_id}/orders", headers=alice)
+            if bought.status_code != 503:
+                break
         assert bought.status_code == 202, bought.text
 
 
