@@ -105,7 +105,8 @@ async def _migrate(url: str) -> None:
         await conn.close()
 
 
-def _clean(servers: Servers) -> None:
+def clean(servers: Servers) -> None:
+    """Every Redis node flushed, every table but the migrations' emptied."""
     for url in servers.redis_nodes:
         client = redis.Redis.from_url(url)
         client.flushall()
@@ -129,7 +130,7 @@ async def _truncate(url: str) -> None:
 @pytest.fixture
 def make_settings(servers: Servers) -> Callable[..., Settings]:
     """Settings on the session's servers; keyword arguments are extra PEAK_* variables."""
-    _clean(servers)
+    clean(servers)
 
     def make(**env: str) -> Settings:
         return Settings.from_env({**servers.env(), **env})

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kit.openapi import openapi_document
 from kit.settings import Settings
 from peak.app import create_app
-from tests.conftest import Servers, _clean
+from tests.conftest import Servers, clean
 from tests.support import run_peak
 
 EXAMPLES = int(os.environ.get("PEAK_FUZZ_EXAMPLES", "8"))
@@ -84,7 +84,7 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(servers: Servers) -> Iterator[Target]:
-    _clean(servers)
+    clean(servers)
     # Configured as in production, so that no 503 is an answer the configuration explains away.
     env = {"PEAK_ADMIN_TOKEN": ADMIN_TOKEN, "PEAK_PAYMENT_SECRET": "fuzz-payment-secret-0123456789"}
     settings = Settings.from_env({**servers.env(), **env})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kit.worker import cancel_loops
+from kit.tasks import cancel_loops
 
 
 async def _swallows_the_first_cancel(cancels: list[int]) -> None:

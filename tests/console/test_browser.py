@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from devstack.processes import free_port
-from tests.conftest import TEST_REDIS, Servers, _clean
+from tests.conftest import TEST_REDIS, Servers, clean
 from tests.support import REPO, kill_group, run_peak, start_peak, wait_http
 
 pytestmark = [
@@ -87,7 +87,7 @@ def _buyer(http: httpx.Client, name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    _clean(servers)
+    clean(servers)
     log_dir = tmp_path_factory.mktemp("console-browser")
     env = {
         **servers.env(),

@@ -15,7 +15,7 @@ from customer_service import keys
 from customer_service.inbox import move_queued_messages
 from kit.context import open_context
 from kit.settings import Settings
-from kit.worker import cancel_loops
+from kit.tasks import cancel_loops
 from loadtest.drill.pg_outage import start_postgres, stop_postgres
 from peak.app import components
 from tests.conftest import TEST_REDIS, Servers

@@ -11,7 +11,7 @@ import pytest
 
 from devstack.redis import RedisClusterServer
 from kit.redis import PubSubSource, create_redis
-from kit.worker import cancel_loops
+from kit.tasks import cancel_loops
 from tests.conftest import TEST_REDIS
 
 pytestmark = pytest.mark.skipif(

@@ -24,7 +24,7 @@ import pytest
 
 from kit.redis import create_redis
 from kit.settings import Settings
-from kit.worker import cancel_loops
+from kit.tasks import cancel_loops
 from loadtest.faultproxy import FaultProxy
 from sso import keys, scripts
 from sso.keystore import KeyStore
