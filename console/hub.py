@@ -32,6 +32,7 @@ from kit.component import Feed, Role
 from kit.context import Context
 from kit.errors import REDIS_OUTAGES, STORE_OUTAGES, ServiceUnavailable
 from kit.stopping import on_stop
+from kit.tasks import cancel_loops
 
 __all__ = ["Hub", "Subscriber", "TooManyStreams", "console_service", "sse"]
 
@@ -206,9 +207,7 @@ class Hub:
             for sub in list(self.subscribers):
                 sub.close("hub failed")
         finally:
-            for task in readers:
-                task.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+            await cancel_loops(readers)
 
     def _switches(self, state: HubState) -> None:
         body = sources.switches(self.board, redis_failed=state.redis_failed)

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from kit.component import Component, Loop
 from kit.context import Context, open_context
 from kit.settings import Settings
+from kit.tasks import cancel_loops
 
-__all__ = ["cancel_loops", "run_worker"]
+__all__ = ["run_worker"]
 
 log = logging.getLogger("kit.worker")
 
-_STOP_S = 10.0
 _RESTART_DELAY_S = 1.0
 
 
@@ -48,21 +48,3 @@ async def run_worker(settings: Settings, components: Sequence[Component]) -> Non
         await stop.wait()
         log.info("worker stopping")
         await cancel_loops(tasks)
-
-
-async def cancel_loops(tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Cancel the loops, and again every half second: redis-py may swallow a cancellation that lands in the
-    middle of a blocking command (a stream read), and a loop that swallowed it would run on, holding the worker
-    up at SIGTERM for good (a CI run's worker was still there 30 s after it). Past _STOP_S, give up on them
-    (they end with the event loop) and say so."""
-    running = asyncio.get_running_loop()
-    deadline = running.time() + _STOP_S
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-        if pending and running.time() > deadline:
-            log.warning("loops still running %.0f s after the stop: %s", _STOP_S,
-                        ", ".join(t.get_name() for t in pending))  # fmt: skip
-            return

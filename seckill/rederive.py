@@ -31,6 +31,7 @@ from typing import Any
 
 from kit.context import Context
 from kit.lua import EncodableT
+from kit.tasks import cancel_loops
 from seckill import keys
 from seckill.events import get_event_row
 from seckill.scripts import REPAIR
@@ -274,6 +275,4 @@ class Repairer:
             del self._running[event_id]
 
     async def aclose(self) -> None:
-        for task in list(self._running.values()):
-            task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await cancel_loops(list(self._running.values()))

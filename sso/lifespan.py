@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from kit.admins import AdminTokens
 from kit.component import Role
 from kit.context import Context
+from kit.tasks import cancel_loops
 from sso import feed
 from sso.accounts import Accounts
 from sso.client import TokenValidator
@@ -114,6 +115,5 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
         async with validator.running(), feed.serving(ctx, validator.revocations):
             yield
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        await cancel_loops([watcher])
         passwords.close()

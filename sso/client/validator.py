@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kit.errors import ServiceUnavailable, Unauthorized
 from kit.redis import RedisClient
+from kit.tasks import cancel_loops
 from sso import scripts
 from sso.client.feed import RevocationFeed
 from sso.client.jwks import KeySource
@@ -110,8 +111,7 @@ class TokenValidator:
             async with self.revocations.following():
                 yield self
         finally:
-            checker.cancel()
-            await asyncio.gather(checker, return_exceptions=True)
+            await cancel_loops([checker])
 
     async def _check_keys_forever(self) -> None:
         while True:

@@ -33,6 +33,7 @@ import httpx
 from redis.exceptions import ResponseError
 
 from kit.redis import RedisClient
+from kit.tasks import cancel_loops
 from sso import keys
 from sso.oidc.backchannel_feed import ClientUri
 from sso.oidc.logout_token import LogoutTokens
@@ -223,7 +224,5 @@ class BackchannelDelivery:
     async def close(self) -> None:
         """Stop the attempts under way (their entries stay pending: another worker, or this one's next start,
         takes them over)."""
-        for task in self._inflight.values():
-            task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await cancel_loops(list(self._inflight.values()))
         self._inflight.clear()
