@@ -32,24 +32,15 @@ def port_open(port: int) -> bool:
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
     """Signal the process's whole group, wait, and SIGKILL what is left after ``timeout_s``."""
-    if proc.poll() is not None:
-        _kill_group(proc.pid, signal.SIGKILL)
-        return
-    _kill_group(proc.pid, sig)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    _kill_group(proc.pid, signal.SIGKILL)
+    stop_processes([proc], sig, timeout_s)
 
 
 def stop_processes(
     procs: Sequence[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, timeout_s: float = 10.0
 ) -> list[subprocess.Popen[bytes]]:
-    """stop_process for all of them at once: every group is signalled first, then each waits out what is left
-    of one shared ``timeout_s`` (stopped one after another, four servers slow to drain on a loaded machine took
-    over 40 s). Returns those that had to be SIGKILLed."""
+    """Signal every process's whole group at once, wait for each within one shared ``timeout_s``, and SIGKILL
+    the groups of those still running then (stopped one after another, each with a bound of its own, nginx, a
+    worker and two servers could take over 40 s). Returns those that had to be SIGKILLed."""
     for proc in procs:
         _kill_group(proc.pid, sig if proc.poll() is None else signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
