@@ -275,4 +275,4 @@ class Repairer:
             del self._running[event_id]
 
     async def aclose(self) -> None:
-        await cancel_loops(list(self._running.values()))
+        await cancel_loops(self._running.values())

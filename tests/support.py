@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,20 @@ async def lifespan_client(
         await inbox.put({"type": "lifespan.shutdown"})
         await asyncio.wait_for(stopped.wait(), 30)
         await task
+
+
+async def retried_on_503(
+    send: Callable[[], Awaitable[httpx.Response]], *, tries: int = 5, pause_s: float = 0.0
+) -> httpx.Response:
+    """``send()`` again while it answers 503 (which tells the caller to try again), at most ``tries`` times in
+    all: what a shopper or a payment provider does. The last answer, whatever it is."""
+    answer = await send()
+    for _ in range(tries - 1):
+        if answer.status_code != 503:
+            break
+        await asyncio.sleep(pause_s)
+        answer = await send()
+    return answer
 
 
 def run_peak(*args: str, env: Mapping[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,8 @@ import asyncpg
 import httpx
 
 from devstack.postgres import PostgresServer
-from devstack.processes import free_port, port_open, stop_processes
+from devstack.processes import free_port, port_open
+from devstack.processes import stop_processes as stop_all
 from devstack.redis import RedisServer
 from loadtest.drill.scenario import Say
 from loadtest.seed import bearer, create_shoppers, iso
@@ -131,7 +132,7 @@ class Stack:
             self.postgres.start()
 
     def stop_processes(self) -> None:
-        stop_processes(self._procs, signal.SIGTERM, 8.0)
+        stop_all(self._procs, signal.SIGTERM, 8.0)
         self._procs.clear()
 
     def stop(self) -> None:

@@ -224,5 +224,5 @@ class BackchannelDelivery:
     async def close(self) -> None:
         """Stop the attempts under way (their entries stay pending: another worker, or this one's next start,
         takes them over)."""
-        await cancel_loops(list(self._inflight.values()))
+        await cancel_loops(self._inflight.values())
         self._inflight.clear()

@@ -32,7 +32,7 @@ from tests.seckill.conftest import (
     shoppers,
     signed_notice,
 )
-from tests.support import lifespan_client
+from tests.support import lifespan_client, retried_on_503
 
 CALLBACK = "/seckill/payments/callback"
 
@@ -267,14 +267,9 @@ async def test_200_callbacks_racing_the_payment_timeout_each_decide_once(
         async def pay(order_id: str, delay_s: float) -> httpx.Response:
             # Spread over 0.6 s around pay_by: callbacks land before, at and after the deadline.
             await asyncio.sleep(delay_s)
-            for _ in range(10):
-                answer = await provider_pays(shop, order_id)
-                if answer.status_code != 503:
-                    break
-                # 200 transactions on 10 connections: on a loaded machine some wait past the pool's bound
-                # (PEAK_DB_ACQUIRE_TIMEOUT_S) and are told to retry, as a payment provider then does.
-                await asyncio.sleep(0.1)
-            return answer
+            # 200 transactions on 10 connections: on a loaded machine some wait past the pool's bound
+            # (PEAK_DB_ACQUIRE_TIMEOUT_S) and are told to retry, as a payment provider then does.
+            return await retried_on_503(lambda: provider_pays(shop, order_id), tries=10, pause_s=0.1)
 
         async def sweep() -> None:
             for _ in range(30):
