@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kit.component import Component
+from reviews import scripts
 from reviews.routes import routes
 from reviews.settings import ReviewsSettings
 
@@ -11,5 +12,10 @@ __all__ = ["component"]
 
 def component() -> Component:
     return Component(
-        name="reviews", tier="sheddable", routes=routes(), migrations="reviews", settings=ReviewsSettings
+        name="reviews",
+        tier="sheddable",
+        routes=routes(),
+        migrations="reviews",
+        settings=ReviewsSettings,
+        scripts=scripts.ALL,
     )

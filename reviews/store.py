@@ -10,7 +10,7 @@ import orjson
 
 from kit.context import Context
 from kit.errors import Conflict
-from reviews import keys
+from reviews import keys, scripts
 from reviews.settings import ReviewsSettings
 
 __all__ = ["add", "cached", "page"]
@@ -54,9 +54,8 @@ async def page(ctx: Context, sku: str, *, before: int | None) -> dict[str, Any]:
 
 async def _cache(ctx: Context, sku: str, body: dict[str, Any]) -> None:
     cached = {**body, "next_cursor": None, "cached_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    await ctx.redis.set(
-        keys.summary(sku), orjson.dumps(cached), ex=ctx.settings.of(ReviewsSettings).cache_ttl_s
-    )
+    ttl_s = ctx.settings.of(ReviewsSettings).cache_ttl_s
+    await scripts.cache_summary(ctx.redis, sku, orjson.dumps(cached), body["count"], ttl_s=ttl_s)
 
 
 async def cached(ctx: Context, sku: str) -> dict[str, Any] | None:

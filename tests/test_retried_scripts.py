@@ -20,6 +20,7 @@ from kit.lua import EncodableT, Script
 from kit.redis import RedisClient, create_redis
 from kit.settings import Settings
 from peak.app import components
+from reviews import keys as reviews_keys
 from seckill import keys as sk
 from seckill import scripts as seckill_scripts
 from seckill.ids import new_order_id
@@ -558,6 +559,12 @@ async def _cs_requeue(r: RedisClient) -> Case:
         [cs_keys.DEAD_LETTERS, cs_keys.INBOX], [dead],
         again=_expect(lambda first, second: (bool(first), second) == (True, None)),
     )  # fmt: skip
+
+
+@case("reviews_cache_summary")
+async def _reviews_cache_summary(r: RedisClient) -> Case:
+    await r.set(reviews_keys.summary("SKU-1"), b'{"count": 2}')
+    return Case([reviews_keys.summary("SKU-1")], [b'{"count": 3}', 3, 60_000])
 
 
 # After every case: the parameters are read when the decorator runs.

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 
+from kit.context import open_context
 from kit.settings import Settings
+from peak.app import components
+from reviews import scripts, store
 from tests.reviews.conftest import ADMIN, buy_and_pay, shoppers
 
 
@@ -89,6 +93,26 @@ async def test_concurrent_reviews_keep_the_summary_exact(
     assert [a.status_code for a in answers] == [201] * 40
     page = (await shop.get("/reviews/PHONE-4")).json()
     assert page["count"] == 40 and page["average"] == 3.0
+    # The summary cached for when reviews is shed holds all 40 too, whichever review wrote it last.
+    cached = await _cached_summary(shop_settings, "PHONE-4")
+    assert cached is not None and (cached["count"], cached["average"]) == (40, 3.0), cached
+
+
+async def test_an_older_summary_written_late_does_not_replace_a_newer_one(shop_settings: Settings) -> None:
+    """Two reviews at once each render the page after their COMMIT; the first to render may write last."""
+    async with open_context(shop_settings, components(), "api") as ctx:
+        assert await scripts.cache_summary(ctx.redis, "PHONE-9", b'{"count": 40}', 40, ttl_s=60)
+        assert not await scripts.cache_summary(ctx.redis, "PHONE-9", b'{"count": 39}', 39, ttl_s=60)
+        assert (await store.cached(ctx, "PHONE-9") or {})["count"] == 40
+        # A newer one, or the same one again, is written.
+        assert await scripts.cache_summary(ctx.redis, "PHONE-9", b'{"count": 41}', 41, ttl_s=60)
+        assert await scripts.cache_summary(ctx.redis, "PHONE-9", b'{"count": 41}', 41, ttl_s=60)
+        assert (await store.cached(ctx, "PHONE-9") or {})["count"] == 41
+
+
+async def _cached_summary(settings: Settings, sku: str) -> dict[str, Any] | None:
+    async with open_context(settings, components(), "api") as ctx:
+        return await store.cached(ctx, sku)
 
 
 async def test_shed_get_serves_stale_summary_and_post_is_503(
