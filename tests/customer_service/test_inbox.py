@@ -16,7 +16,7 @@ from kit.context import Context, open_context
 from kit.settings import Settings
 from peak.app import components, create_app
 from tests.conftest import Servers
-from tests.reviews.conftest import ADMIN, NO_CS_RATE, shoppers
+from tests.reviews.conftest import ADMIN, NO_CONTROLLER, NO_CS_RATE, shoppers
 from tests.seckill.conftest import SALE_ENV
 from tests.support import lifespan_client, run_peak
 
@@ -103,7 +103,7 @@ async def test_an_entry_postgresql_refuses_is_dead_lettered_and_the_rest_are_sto
 
 @pytest.fixture
 async def small_inbox(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(**SALE_ENV, **NO_CS_RATE, PEAK_CS_INBOX_MAX="50")
+    settings = make_settings(**SALE_ENV, **NO_CS_RATE, **NO_CONTROLLER, PEAK_CS_INBOX_MAX="50")
     async with lifespan_client(create_app(settings)) as c:
         yield c
 
@@ -123,7 +123,9 @@ async def test_the_inbox_is_bounded(small_inbox: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def rated(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    async with lifespan_client(create_app(make_settings(**SALE_ENV, PEAK_CS_USER_MESSAGES="20"))) as c:
+    async with lifespan_client(
+        create_app(make_settings(**SALE_ENV, **NO_CONTROLLER, PEAK_CS_USER_MESSAGES="20"))
+    ) as c:
         yield c
 
 
@@ -150,7 +152,7 @@ async def test_one_shopper_cannot_lock_out_the_others(rated: httpx.AsyncClient) 
 @pytest.fixture
 async def small_pages(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     async with lifespan_client(
-        create_app(make_settings(**SALE_ENV, **NO_CS_RATE, PEAK_CS_PAGE_SIZE="3"))
+        create_app(make_settings(**SALE_ENV, **NO_CS_RATE, **NO_CONTROLLER, PEAK_CS_PAGE_SIZE="3"))
     ) as c:
         yield c
 
