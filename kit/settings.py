@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
+from kit.access_log import BUFFER_LINES, SAMPLE
+
 __all__ = ["Settings", "SettingsError", "describe", "load", "setting"]
 
 S = TypeVar("S")
@@ -89,6 +91,14 @@ class Settings:
         "PEAK_LOG_LEVEL", "info", "log level", choices=("debug", "info", "warning", "error")
     )
     access_log: bool = setting("PEAK_ACCESS_LOG", True, "one log line per request")
+    access_log_buffer_lines: int = setting(
+        "PEAK_ACCESS_LOG_BUFFER_LINES",
+        BUFFER_LINES,
+        f"access-log lines a process queues while its stderr is not read; beyond them one request in {SAMPLE} "
+        "is still logged and the rest are counted in a warning",
+        low=64,
+        high=1048576,
+    )
     admin_token: str | None = setting(
         "PEAK_ADMIN_TOKEN",
         None,

@@ -57,7 +57,10 @@ def create_app(settings: Settings | None = None, parts: Sequence[Component] | No
         except SettingsError as exc:
             print(f"peak: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    configure(json=settings.log_json, level=settings.log_level, access=settings.access_log)
+    configure(
+        json=settings.log_json, level=settings.log_level, access=settings.access_log,
+        buffer_lines=settings.access_log_buffer_lines,
+    )  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
