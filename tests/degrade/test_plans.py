@@ -45,21 +45,22 @@ async def plan_client(degrade_settings: Callable[..., Settings]) -> AsyncIterato
 async def listening(url: str) -> AsyncIterator[Drain]:
     """Every message on the switch channel from now on; ``drain()`` returns those that came so far."""
     client = redis.asyncio.Redis.from_url(url, decode_responses=True)
-    pubsub = client.pubsub()
-    await pubsub.subscribe(keys.CHANNEL)
-    await pubsub.get_message(timeout=1)
+    # As degrade/service.py listens: the context manager closes it (newer redis-py releases type
+    # PubSub.aclose and older ones did not, so no ignore comment suits both).
+    async with client.pubsub() as pubsub:
+        await pubsub.subscribe(keys.CHANNEL)
+        await pubsub.get_message(timeout=1)
 
-    async def drain() -> list[dict[str, Any]]:
-        got = []
-        while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3)) is not None:
-            got.append(orjson.loads(m["data"]))
-        return got
+        async def drain() -> list[dict[str, Any]]:
+            got = []
+            while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3)) is not None:
+                got.append(orjson.loads(m["data"]))
+            return got
 
-    try:
-        yield drain
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await client.aclose()
+        try:
+            yield drain
+        finally:
+            await client.aclose()
 
 
 async def _modes(c: httpx.AsyncClient) -> dict[str, tuple[str, int | None]]:
