@@ -79,8 +79,10 @@ def test_under_uvloop_a_write_on_a_reset_connection_is_a_connection_error(server
     # ConnectionError: retried by the client, a 503 at worst.
     async def main() -> None:
         port = int(servers.redis.url.rsplit(":", 1)[1].split("/")[0])
-        classes: list[tuple[Any, type[Exception]]] = [
-            (Connection, RuntimeError), (reset_safe(Connection), RedisConnectionError)
+        # redis-py 8.2 looks at the transport before it writes and raises ConnectionError itself; 8.1 wrote
+        # and let uvloop's RuntimeError through (a transport closed during the write still does).
+        classes: list[tuple[Any, tuple[type[Exception], ...]]] = [
+            (Connection, (RuntimeError, RedisConnectionError)), (reset_safe(Connection), (RedisConnectionError,))
         ]  # fmt: skip
         for cls, expected in classes:
             conn = cls(port=port)
