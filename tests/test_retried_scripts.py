@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -338,7 +339,14 @@ async def _code_issue(r: RedisClient) -> Case:
     await _session(r, "s1")
     return Case(
         [sso_keys.session(USER, "s1"), sso_keys.auth_code(USER, "c0")],
-        [NOW_MS + 5, IDLE_MS, "k0", -1, 60_000, "client_id", "shop", "sid", "s1", "user_id", USER],
+        [
+            NOW_MS + 5,
+            IDLE_MS,
+            "k0",
+            -1,
+            60_000,
+            orjson.dumps(["shop", "https://shop/cb", "openid", "n", "ch", "S256", "s1", USER, NOW_MS]),
+        ],
     )
 
 
@@ -432,9 +440,8 @@ async def _code_redeem(r: RedisClient) -> Case:
     # A retry must not look like a second redemption (which would revoke what the first issued).
     await _session(r, "s1")
     await r.hset(sso_keys.auth_code(USER, "c0"), mapping={
-        "client_id": "shop", "redirect_uri": "https://shop/cb", "scope": "openid", "nonce": "n",
-        "code_challenge": "ch", "code_challenge_method": "S256", "sid": "s1", "user_id": USER, "username": "alice",
-        "auth_time": NOW_MS // 1000, "issued_at": NOW_MS})  # fmt: skip
+        "r": orjson.dumps(["shop", "https://shop/cb", "openid", "n", "ch", "S256", "s1", USER, NOW_MS]),
+        "username": "alice", "auth_time": NOW_MS // 1000})  # fmt: skip
     return Case(
         [sso_keys.auth_code(USER, "c0"), sso_keys.session(USER, "s1"), sso_keys.oidc_session(USER, "s1"),
          sso_keys.oidc_expiries(sso_keys.shard_of(USER)), sso_keys.journal(USER)],

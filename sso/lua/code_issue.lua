@@ -7,8 +7,9 @@
 -- ARGV[3] hash of the session cookie presented
 -- ARGV[4] the client's max_age (s), or -1 for none
 -- ARGV[5] the code's lifetime (ms)
--- ARGV[6..] field, value pairs of the code (client_id, redirect_uri, scope, nonce, code_challenge,
---   code_challenge_method, sid, user_id, issued_at); the script adds username and auth_time from the session
+-- ARGV[6] the code's record: a JSON array of the values of sso.scripts.CODE_RECORD's fields (client_id,
+--   redirect_uri, scope, nonce, code_challenge, code_challenge_method, sid, user_id, issued_at), written as
+--   the field `r`; the script adds `username` and `auth_time` from the session
 -- Returns 1 (the code is written and the session slid), 0 (the session ended or expired), -2 (the cookie does
 -- not match), -3 (the session's password sign-in is older than max_age: ask for the password again; no code)
 -- Retry: safe; a second run finds the code the first one wrote (its key names a random 256-bit secret) and
@@ -28,7 +29,6 @@ local max_age = tonumber(ARGV[4])
 if max_age >= 0 and math.floor(tonumber(ARGV[1]) / 1000) - auth_time > max_age then
   return -3
 end
-redis.call('HSET', KEYS[2], 'username', s[4] or '', 'auth_time', string.format('%d', auth_time),
-  unpack(ARGV, 6))
+redis.call('HSET', KEYS[2], 'r', ARGV[6], 'username', s[4] or '', 'auth_time', string.format('%d', auth_time))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 1

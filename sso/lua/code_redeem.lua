@@ -1,4 +1,4 @@
--- KEYS[1] the authorization code's hash (sso.keys.auth_code)
+-- KEYS[1] the authorization code's hash (sso.keys.auth_code; its record as code_issue.lua writes it)
 -- KEYS[2] the session's hash
 -- KEYS[3] the OIDC side of the session (sso.keys.oidc_session)
 -- KEYS[4] the shard's sessions with OIDC clients by absolute expiry (sso.keys.oidc_expiries)
@@ -27,8 +27,18 @@
 -- Retry: safe; a retried call (the same ARGV[8]) finds the code used by itself and gives the same answer,
 -- changing nothing.
 
-local c = redis.call('HMGET', KEYS[1], 'client_id', 'redirect_uri', 'code_challenge', 'code_challenge_method',
-  'sid', 'user_id', 'scope', 'nonce', 'auth_time', 'used')
+local h = redis.call('HMGET', KEYS[1], 'r', 'auth_time', 'used', 'client_id', 'redirect_uri', 'code_challenge',
+  'code_challenge_method', 'sid', 'user_id', 'scope', 'nonce')
+-- c: client_id, redirect_uri, code_challenge, code_challenge_method, sid, user_id, scope, nonce, auth_time, used
+local c
+if h[1] then
+  -- code_issue.lua's record (sso.scripts.CODE_RECORD's order)
+  local r = cjson.decode(h[1])
+  c = {r[1], r[2], r[5], r[6], r[7], r[8], r[3], r[4], h[2], h[3]}
+else
+  -- A record of the release before 2026-12-04, a field each (none is left 60 s after the deploy), or none.
+  c = {h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[2], h[3]}
+end
 if not c[1] or c[5] ~= ARGV[6] then
   return 0
 end

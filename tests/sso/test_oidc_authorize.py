@@ -9,6 +9,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 import httpx
+import orjson
 
 from kit.coalescer import ScriptBatcher
 from kit.settings import Settings
@@ -43,10 +44,16 @@ async def _cookie(app: App, username: str) -> str:
 
 
 async def _code(app: App, code: str) -> dict[str, str]:
+    """The code's record, its packed fields (``r``) by their names."""
     token = OpaqueToken.parse(code)
     assert token is not None, code
-    record = await app.ctx.redis.hgetall(keys.auth_code(token.user_id, token.digest))
-    return {str(k): str(v) for k, v in record.items()}
+    stored = {
+        str(k): str(v)
+        for k, v in (await app.ctx.redis.hgetall(keys.auth_code(token.user_id, token.digest))).items()
+    }
+    packed = orjson.loads(stored.pop("r")) if "r" in stored else []
+    assert len(packed) in (0, len(scripts.CODE_RECORD)), packed
+    return {**dict(zip(scripts.CODE_RECORD, map(str, packed), strict=False)), **stored}
 
 
 async def test_the_hop_with_a_live_session_is_one_redirect_with_a_code(app: App) -> None:
@@ -74,6 +81,12 @@ async def test_the_hop_with_a_live_session_is_one_redirect_with_a_code(app: App)
     assert token is not None
     ttl_ms = await app.ctx.redis.pttl(keys.auth_code(token.user_id, token.digest))
     assert 55_000 < ttl_ms <= 60_000
+    # Three fields written, the request's packed in one.
+    assert set(await app.ctx.redis.hkeys(keys.auth_code(token.user_id, token.digest))) == {
+        "r",
+        "username",
+        "auth_time",
+    }
     # The hop slid the session, as any SSO call does.
     assert int(str(await app.ctx.redis.hget(session_key, "last_seen_at"))) > int(time.time() * 1000) - 3000
     # A second client on another origin (its own query kept) gets its code without any page: single sign-on.
@@ -322,13 +335,17 @@ async def test_the_code_script_is_safe_to_retry_and_survives_a_script_flush(app:
     cookie = OpaqueToken.parse(await _cookie(app, "alice"))
     assert cookie is not None
     code = OpaqueToken.new(cookie.user_id, cookie.session_id)
+    record = ("shop", SHOP, "openid", "n", "", "", cookie.session_id, cookie.user_id, 1)
     call = {"user_id": cookie.user_id, "session_id": cookie.session_id, "code_digest": code.digest,
             "cookie_digest": cookie.digest, "now_ms": int(time.time() * 1000), "idle_ms": 900_000,
-            "max_age_s": None, "ttl_ms": 60_000, "fields": {"client_id": "shop"}}  # fmt: skip
+            "max_age_s": None, "ttl_ms": 60_000, "record": record}  # fmt: skip
     send = ScriptBatcher(app.ctx.redis, scripts.CODE_ISSUE)
     await scripts.issue_code(send, **call)  # type: ignore[arg-type]
+    assert (await _code(app, str(code)))["client_id"] == "shop"
     # The same call again (a retry after a lost answer) answers the same and changes nothing.
-    await app.ctx.redis.hset(keys.auth_code(cookie.user_id, code.digest), "client_id", "kept")
+    await app.ctx.redis.hset(
+        keys.auth_code(cookie.user_id, code.digest), "r", orjson.dumps(["kept", *record[1:]])
+    )
     await scripts.issue_code(send, **call)  # type: ignore[arg-type]
     assert (await _code(app, str(code)))["client_id"] == "kept"
     await app.ctx.redis.script_flush()

@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
+from redis.typing import EncodableT, FieldT
 
 from kit.redis import create_redis
 from kit.settings import Settings
 from loadtest.faultproxy import FaultProxy
-from sso import code_scripts, keys
+from sso import code_scripts, keys, scripts
 from sso.oidc.grant import s256
 from sso.oidc.idtoken import at_hash
 from sso.tokens import OpaqueToken
@@ -54,18 +56,26 @@ async def code_for(app: App, client_id: str, redirect_uri: str, **extra: str | N
 
 
 async def forged_code(
-    app: App, login: dict[str, Any], client_id: str, redirect_uri: str, challenge: str = ""
-) -> str:
-    """A code record written straight into Redis with the fields GET /sso/authorize writes: for codes the hop
-    never issues (a public client's without PKCE), to check the token endpoint refuses them on its own."""
+    app: App, login: dict[str, Any], client_id: str, redirect_uri: str, challenge: str = "", *,
+    legacy: bool = False,
+) -> str:  # fmt: skip
+    """A code record written straight into Redis as GET /sso/authorize writes it (``legacy``: as the release
+    before wrote it): for codes the hop never issues (a public client's without PKCE), to check the token
+    endpoint refuses them on its own."""
     sid = login["session_id"]
     user_id = jwt.decode(login["access_token"], options={"verify_signature": False})["sub"]
     code = OpaqueToken.new(user_id, sid)
-    await app.ctx.redis.hset(keys.auth_code(user_id, code.digest), mapping={
+    fields: dict[str, str | int] = {
         "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid", "nonce": "",
         "code_challenge": challenge, "code_challenge_method": "S256" if challenge else "", "sid": sid,
-        "user_id": user_id, "username": "u", "auth_time": int(time.time()), "issued_at": int(time.time() * 1000),
-    })  # fmt: skip
+        "user_id": user_id, "issued_at": int(time.time() * 1000),
+    }  # fmt: skip
+    record: dict[FieldT, EncodableT] = {"username": "u", "auth_time": int(time.time())}
+    if legacy:  # as the release before 2026-12-04 wrote it: a field each
+        record.update(fields)
+    else:
+        record["r"] = orjson.dumps([fields[name] for name in scripts.CODE_RECORD]).decode()
+    await app.ctx.redis.hset(keys.auth_code(user_id, code.digest), mapping=record)
     await app.ctx.redis.expire(keys.auth_code(user_id, code.digest), 60)
     return str(code)
 
@@ -151,6 +161,32 @@ async def test_code_redemption_refuses_every_attack_and_revokes_on_reuse(app: Ap
         "invalid_grant",
     )
     assert (await app.http.get("/sso/userinfo", headers=bearer(login))).status_code == 200
+
+
+async def test_a_code_the_release_before_wrote_redeems_once(app: App) -> None:
+    """A code written a field each (before 2026-12-04; they live 60 s after the deploy) redeems as before:
+    only with its verifier, once, and a second redemption revokes what the first issued."""
+    secret = await add_client(app, "shop", X)
+    login = await sign_in(app, "carol")
+    verifier, challenge = pkce()
+    code = await forged_code(app, login, "shop", X, challenge, legacy=True)
+    grant = {"grant_type": "authorization_code", "redirect_uri": X, "code": code}
+    wrong = await app.http.post(
+        TOKEN, data={**grant, "code_verifier": pkce()[0]}, headers=basic("shop", secret)
+    )
+    assert oauth_error(wrong) == (400, "invalid_grant")
+    first = await app.http.post(
+        TOKEN, data={**grant, "code_verifier": verifier}, headers=basic("shop", secret)
+    )
+    assert first.status_code == 200, first.text
+    claims = jwt.decode(first.json()["id_token"], options={"verify_signature": False})
+    assert claims["sid"] == login["session_id"] and claims["aud"] == "shop", claims
+    assert (await app.http.get("/sso/userinfo", headers=bearer(first.json()))).status_code == 200
+    again = await app.http.post(
+        TOKEN, data={**grant, "code_verifier": verifier}, headers=basic("shop", secret)
+    )
+    assert oauth_error(again) == (400, "invalid_grant")
+    assert (await app.http.get("/sso/userinfo", headers=bearer(first.json()))).status_code == 401
 
 
 async def test_pkce_downgrade_and_code_expiry(make_settings: Callable[..., Settings]) -> None:
