@@ -151,8 +151,8 @@ def test_a_server_whose_stderr_is_not_read_samples_and_counts_what_it_dropped(
 ) -> None:
     """A real server whose stderr pipe nobody reads while wrk floods it: the pipe (64 KiB), the formatted
     bytes waiting (256 KiB) and the queue (PEAK_ACCESS_LOG_BUFFER_LINES, 1,024 here) fill, then one line in
-    100 is kept. Once the pipe is
-    read, every request is either its line or counted in a summary, and the server answered them all.
+    100 is kept. Once the pipe is read, every request is either its line or counted in a summary, and the
+    server answered them all.
 
     The controller is set to shed at once (CPU above 1 % of a core), so that other loggers' warnings come
     while the pipe is full: before, such a line waited for the root handler's lock, which the access log's
