@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-cluster fuzz chaos lint system-deps clean bytecode
+.PHONY: up test test-cluster fuzz chaos lint lock system-deps clean bytecode
 
 # OS packages: redis-server, PostgreSQL server binaries, wrk (benchmark), nginx (several instances), and
 # chromium with chromium-driver (the console's browser tests, tests/console/test_browser.py).
@@ -30,13 +30,23 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# The Python packages at the releases of constraints.txt: a new release of one (redis-py 8.2 failed mypy and
+# a test on 2026-12-04) changes nothing until `make lock` takes it in.
+$(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing peak and its Python dependencies into $(VENV)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# Every dependency at its newest release within pyproject.toml's ranges, written to constraints.txt; then run
+# make test before committing it.
+lock: $(STAMP)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
+	@{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sort -f; } > constraints.new
+	@mv constraints.new constraints.txt
+	@echo "constraints.txt rewritten: git diff constraints.txt shows what changed; run make test before committing it"
 
 # Bytecode of peak's own packages, compiled once: where PYTHONDONTWRITEBYTECODE is set (as on this VM)
 # every process compiled its ~190 modules from source again, 0.4 s of each `peak` command's 1.3 s, and the
