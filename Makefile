@@ -40,12 +40,16 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# Every dependency at its newest release within pyproject.toml's ranges, written to constraints.txt; then run
-# make test before committing it.
-lock: $(STAMP)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
-	@{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sort -f; } > constraints.new
-	@mv constraints.new constraints.txt
+# Every dependency at its newest release within pyproject.toml's ranges, resolved in a fresh venv (nothing
+# installed by hand gets pinned) and written to constraints.txt; the next make reinstalls .venv with them.
+LOCK_VENV := .peak/lock-venv
+lock:
+	@rm -rf $(LOCK_VENV) && mkdir -p .peak && $(PYTHON) -m venv $(LOCK_VENV)
+	@echo "resolving the newest releases pyproject.toml allows in $(LOCK_VENV)"
+	@$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@{ sed -n '1,2p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | sort -f; } > constraints.new
+	@mv constraints.new constraints.txt && rm -rf $(LOCK_VENV)
 	@echo "constraints.txt rewritten: git diff constraints.txt shows what changed; run make test before committing it"
 
 # Bytecode of peak's own packages, compiled once: where PYTHONDONTWRITEBYTECODE is set (as on this VM)
