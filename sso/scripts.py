@@ -32,9 +32,9 @@ from sso.errors import (
 
 __all__ = [
     "ALL",
-    "CODE_RECORD",
     "SESSION_READ",
     "SESSION_TOUCH",
+    "CodeRecord",
     "CookieSession",
     "CurrentSession",
     "ListedSession",
@@ -80,11 +80,24 @@ THROTTLE_ACCOUNT = Script.of("sso", "throttle_account")
 THROTTLE_NETWORK = Script.of("sso", "throttle_network")
 SIGNUP = Script.of("sso", "signup")
 CODE_ISSUE = _after("slide", "code_issue")
-# An authorization code's record, as code_issue.lua writes it: these fields' values in one JSON array (the hash
-# field `r`: one field to write where there were nine), beside `username` and `auth_time` from the session.
-# code_redeem.lua reads the array by position.
-CODE_RECORD = ("client_id", "redirect_uri", "scope", "nonce", "code_challenge", "code_challenge_method", "sid",
-               "user_id", "issued_at")  # fmt: skip
+
+
+class CodeRecord(NamedTuple):
+    """An authorization code's record, as code_issue.lua writes it: these fields' values in one JSON array (the
+    hash field `r`: one field to write where there were nine), beside `username` and `auth_time` from the
+    session. code_redeem.lua reads the array by position: this order is the one place it is defined."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str
+    code_challenge: str
+    code_challenge_method: str
+    sid: str
+    user_id: str
+    issued_at: int  # ms
+
+
 # Its call and reply: sso/code_scripts.py.
 CODE_REDEEM = _announcing("code_redeem")
 
@@ -341,16 +354,16 @@ async def issue_code(
     idle_ms: int,
     max_age_s: int | None,
     ttl_ms: int,
-    record: Sequence[str | int],
+    record: CodeRecord,
 ) -> None:
     """Write an authorization code for the live session of a cookie and slide the session, in one call;
     SessionEnded, InvalidCookie, or ReauthenticationRequired when its sign-in is older than ``max_age_s``.
-    ``record`` holds the values of CODE_RECORD's fields, in its order. ``send`` coalesces concurrent hops into
-    one write, as the strict check's touch is (a ScriptBatcher of CODE_ISSUE): the hop is the SSO's hottest
-    request after the strict check."""
+    ``send`` coalesces concurrent hops into one write, as the strict check's touch is (a ScriptBatcher of
+    CODE_ISSUE): the hop is the SSO's hottest request after the strict check."""
     reply = await send(
         [keys.session(user_id, session_id), keys.auth_code(user_id, code_digest)],
-        [now_ms, idle_ms, cookie_digest, -1 if max_age_s is None else max_age_s, ttl_ms, orjson.dumps(record)],
+        [now_ms, idle_ms, cookie_digest, -1 if max_age_s is None else max_age_s, ttl_ms,
+         orjson.dumps(record, default=tuple)],
     )  # fmt: skip
     code = int(reply)
     if code == -3:

@@ -334,19 +334,18 @@ async def _session_read(r: RedisClient) -> Case:
     return Case(list(keys), list(args))
 
 
+# A code's record as the hop packs it (sso.scripts.CodeRecord).
+_CODE_RECORD = orjson.dumps(
+    list(sso_scripts.CodeRecord("shop", "https://shop/cb", "openid", "n", "ch", "S256", "s1", USER, NOW_MS))
+)
+
+
 @case("sso_code_issue")
 async def _code_issue(r: RedisClient) -> Case:
     await _session(r, "s1")
     return Case(
         [sso_keys.session(USER, "s1"), sso_keys.auth_code(USER, "c0")],
-        [
-            NOW_MS + 5,
-            IDLE_MS,
-            "k0",
-            -1,
-            60_000,
-            orjson.dumps(["shop", "https://shop/cb", "openid", "n", "ch", "S256", "s1", USER, NOW_MS]),
-        ],
+        [NOW_MS + 5, IDLE_MS, "k0", -1, 60_000, _CODE_RECORD],
     )
 
 
@@ -440,7 +439,7 @@ async def _code_redeem(r: RedisClient) -> Case:
     # A retry must not look like a second redemption (which would revoke what the first issued).
     await _session(r, "s1")
     await r.hset(sso_keys.auth_code(USER, "c0"), mapping={
-        "r": orjson.dumps(["shop", "https://shop/cb", "openid", "n", "ch", "S256", "s1", USER, NOW_MS]),
+        "r": _CODE_RECORD,
         "username": "alice", "auth_time": NOW_MS // 1000})  # fmt: skip
     return Case(
         [sso_keys.auth_code(USER, "c0"), sso_keys.session(USER, "s1"), sso_keys.oidc_session(USER, "s1"),

@@ -7,7 +7,7 @@
 -- ARGV[3] hash of the session cookie presented
 -- ARGV[4] the client's max_age (s), or -1 for none
 -- ARGV[5] the code's lifetime (ms)
--- ARGV[6] the code's record: a JSON array of the values of sso.scripts.CODE_RECORD's fields (client_id,
+-- ARGV[6] the code's record: a JSON array of the values of sso.scripts.CodeRecord's fields (client_id,
 --   redirect_uri, scope, nonce, code_challenge, code_challenge_method, sid, user_id, issued_at), written as
 --   the field `r`; the script adds `username` and `auth_time` from the session
 -- Returns 1 (the code is written and the session slid), 0 (the session ended or expired), -2 (the cookie does

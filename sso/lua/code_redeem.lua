@@ -32,7 +32,7 @@ local h = redis.call('HMGET', KEYS[1], 'r', 'auth_time', 'used', 'client_id', 'r
 -- c: client_id, redirect_uri, code_challenge, code_challenge_method, sid, user_id, scope, nonce, auth_time, used
 local c
 if h[1] then
-  -- code_issue.lua's record (sso.scripts.CODE_RECORD's order)
+  -- code_issue.lua's record (sso.scripts.CodeRecord's order)
   local r = cjson.decode(h[1])
   c = {r[1], r[2], r[5], r[6], r[7], r[8], r[3], r[4], h[2], h[3]}
 else

@@ -3,7 +3,7 @@ them (or a refusal) back to the client, the sign-in page and the form reader.
 
 A code reads like a refresh token (``sso.tokens.OpaqueToken``: ``<user id>.<session id>.<256 random bits>``),
 so its record (``sso.keys.auth_code``) lies in the user's slot with the session; only the digest of its
-secret is stored. The record: ``sso.scripts.CODE_RECORD``'s fields (client_id, redirect_uri, scope, nonce,
+secret is stored. The record: a ``sso.scripts.CodeRecord`` (client_id, redirect_uri, scope, nonce,
 code_challenge, code_challenge_method, sid, user_id, issued_at in ms) packed in one JSON array, and from the
 session username and auth_time (s).
 """
@@ -89,9 +89,11 @@ class Provider:
             self.send_code, user_id=cookie.user_id, session_id=cookie.session_id, code_digest=code.digest,
             cookie_digest=cookie.digest, now_ms=now_ms, idle_ms=self.idle_ms, max_age_s=max_age_s,
             ttl_ms=self.code_ttl_ms,
-            record=(request.client.name, request.redirect_uri, request.scope, request.nonce,
-                    request.code_challenge, request.code_challenge_method, cookie.session_id, cookie.user_id,
-                    now_ms),
+            record=scripts.CodeRecord(
+                client_id=request.client.name, redirect_uri=request.redirect_uri, scope=request.scope,
+                nonce=request.nonce, code_challenge=request.code_challenge,
+                code_challenge_method=request.code_challenge_method, sid=cookie.session_id,
+                user_id=cookie.user_id, issued_at=now_ms),
         )  # fmt: skip
         return str(code)
 

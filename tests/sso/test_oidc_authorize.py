@@ -52,8 +52,8 @@ async def _code(app: App, code: str) -> dict[str, str]:
         for k, v in (await app.ctx.redis.hgetall(keys.auth_code(token.user_id, token.digest))).items()
     }
     packed = orjson.loads(stored.pop("r")) if "r" in stored else []
-    assert len(packed) in (0, len(scripts.CODE_RECORD)), packed
-    return {**dict(zip(scripts.CODE_RECORD, map(str, packed), strict=False)), **stored}
+    assert len(packed) in (0, len(scripts.CodeRecord._fields)), packed
+    return {**dict(zip(scripts.CodeRecord._fields, map(str, packed), strict=False)), **stored}
 
 
 async def test_the_hop_with_a_live_session_is_one_redirect_with_a_code(app: App) -> None:
@@ -335,7 +335,7 @@ async def test_the_code_script_is_safe_to_retry_and_survives_a_script_flush(app:
     cookie = OpaqueToken.parse(await _cookie(app, "alice"))
     assert cookie is not None
     code = OpaqueToken.new(cookie.user_id, cookie.session_id)
-    record = ("shop", SHOP, "openid", "n", "", "", cookie.session_id, cookie.user_id, 1)
+    record = scripts.CodeRecord("shop", SHOP, "openid", "n", "", "", cookie.session_id, cookie.user_id, 1)
     call = {"user_id": cookie.user_id, "session_id": cookie.session_id, "code_digest": code.digest,
             "cookie_digest": cookie.digest, "now_ms": int(time.time() * 1000), "idle_ms": 900_000,
             "max_age_s": None, "ttl_ms": 60_000, "record": record}  # fmt: skip
@@ -344,7 +344,9 @@ async def test_the_code_script_is_safe_to_retry_and_survives_a_script_flush(app:
     assert (await _code(app, str(code)))["client_id"] == "shop"
     # The same call again (a retry after a lost answer) answers the same and changes nothing.
     await app.ctx.redis.hset(
-        keys.auth_code(cookie.user_id, code.digest), "r", orjson.dumps(["kept", *record[1:]])
+        keys.auth_code(cookie.user_id, code.digest),
+        "r",
+        orjson.dumps(list(record._replace(client_id="kept"))),
     )
     await scripts.issue_code(send, **call)  # type: ignore[arg-type]
     assert (await _code(app, str(code)))["client_id"] == "kept"

@@ -65,16 +65,22 @@ async def forged_code(
     sid = login["session_id"]
     user_id = jwt.decode(login["access_token"], options={"verify_signature": False})["sub"]
     code = OpaqueToken.new(user_id, sid)
-    fields: dict[str, str | int] = {
-        "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid", "nonce": "",
-        "code_challenge": challenge, "code_challenge_method": "S256" if challenge else "", "sid": sid,
-        "user_id": user_id, "issued_at": int(time.time() * 1000),
-    }  # fmt: skip
+    fields = scripts.CodeRecord(
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        scope="openid",
+        nonce="",
+        code_challenge=challenge,
+        code_challenge_method="S256" if challenge else "",
+        sid=sid,
+        user_id=user_id,
+        issued_at=int(time.time() * 1000),
+    )
     record: dict[FieldT, EncodableT] = {"username": "u", "auth_time": int(time.time())}
     if legacy:  # as the release before 2026-12-04 wrote it: a field each
-        record.update(fields)
+        record.update(fields._asdict())
     else:
-        record["r"] = orjson.dumps([fields[name] for name in scripts.CODE_RECORD]).decode()
+        record["r"] = orjson.dumps(list(fields)).decode()
     await app.ctx.redis.hset(keys.auth_code(user_id, code.digest), mapping=record)
     await app.ctx.redis.expire(keys.auth_code(user_id, code.digest), 60)
     return str(code)
