@@ -169,6 +169,23 @@ async def test_code_redemption_refuses_every_attack_and_revokes_on_reuse(app: Ap
     assert (await app.http.get("/sso/userinfo", headers=bearer(login))).status_code == 200
 
 
+async def test_a_nonce_of_quotes_escapes_and_other_scripts_comes_back_byte_for_byte(app: App) -> None:
+    """The hop packs the request into one JSON value (Python's orjson) that the token endpoint's script reads
+    (Redis's cjson): what a client put in its nonce, quotes, backslashes, escapes and any script, is what
+    its ID token says, and the redirect URI still matches exactly."""
+    secret = await add_client(app, "shop", X)
+    await sign_in(app, "dave")
+    for nonce in ['a"b\\c\\"d', "\\u0041 %41 &amp; <x>", "é中文 🎉", "[1,2]", "null"]:
+        code, verifier, sent = await code_for(app, "shop", X, nonce=nonce)
+        assert sent == nonce
+        answer = await app.http.post(
+            TOKEN, data={"grant_type": "authorization_code", "redirect_uri": X, "code": code,
+                         "code_verifier": verifier}, headers=basic("shop", secret),
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert jwt.decode(answer.json()["id_token"], options={"verify_signature": False})["nonce"] == nonce
+
+
 async def test_a_code_the_release_before_wrote_redeems_once(app: App) -> None:
     """A code written a field each (before 2026-12-04; they live 60 s after the deploy) redeems as before:
     only with its verifier, once, and a second redemption revokes what the first issued."""
