@@ -124,9 +124,10 @@ def call_answer(user_id: str, call_id: str) -> str:
 
 
 # -- OpenID Connect (issue 19) ---------------------------------------------------------------------------
-# An authorization code: a hash (client, redirect URI, scope, nonce, PKCE challenge, session, auth_time) named
-# by the digest of the code, in the user's slot (the code carries the user id, as refresh tokens do), so its
-# redemption and the session it belongs to are one script on one slot.
+# An authorization code's mark of its first redemption (`used`: the access token it issued), named by the digest
+# of the sealed code (sso/oidc/codes.py), in the user's slot (the code carries the user id, as refresh tokens
+# do), so its redemption and the session it belongs to are one script on one slot. A code of the release
+# before 2026-12-05 has its record here too (`r`).
 def auth_code(user_id: str, code_digest: str) -> str:
     return f"{_user_tag(user_id)}:code:{code_digest}"
 

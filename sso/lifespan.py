@@ -19,6 +19,7 @@ from sso.client.feed import RevocationFeed
 from sso.clients import Clients
 from sso.csrf import CsrfGuard
 from sso.keystore import KeyStore
+from sso.oidc.codes import CodeSeal
 from sso.passwords import Passwords
 from sso.service import Sso
 from sso.sessions import Sessions
@@ -89,6 +90,7 @@ async def services(ctx: Context, role: Role) -> AsyncIterator[None]:
         signer=signer,
         clients=Clients(ctx.db),
         validator=validator,
+        codes=CodeSeal(secret_key),
     )
     await sso.clients.reload()
     ctx.put(sso)

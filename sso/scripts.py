@@ -12,9 +12,6 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
-import orjson
-
-from kit.coalescer import ScriptBatcher
 from kit.lua import Call, EncodableT, Script
 from kit.redis import RedisClient
 from sso import keys
@@ -22,7 +19,6 @@ from sso.errors import (
     AccountDisabled,
     InvalidCookie,
     InvalidGrant,
-    ReauthenticationRequired,
     RefreshTokenReused,
     SessionEnded,
     TokenRevoked,
@@ -34,16 +30,16 @@ __all__ = [
     "ALL",
     "SESSION_READ",
     "SESSION_TOUCH",
-    "CodeRecord",
     "CookieSession",
     "CurrentSession",
     "ListedSession",
     "OpenedSession",
     "Rotation",
     "change_account",
+    "check_cookie_touch",
     "check_token_touch",
+    "cookie_touch",
     "end_sessions",
-    "issue_code",
     "list_sessions",
     "open_session",
     "read_session",
@@ -79,23 +75,7 @@ REFRESH = _announcing("refresh")
 THROTTLE_ACCOUNT = Script.of("sso", "throttle_account")
 THROTTLE_NETWORK = Script.of("sso", "throttle_network")
 SIGNUP = Script.of("sso", "signup")
-CODE_ISSUE = _after("slide", "code_issue")
-
-
-class CodeRecord(NamedTuple):
-    """An authorization code's record, as code_issue.lua writes it: these fields' values in one JSON array (the
-    hash field `r`: one field to write where there were nine), beside `username` and `auth_time` from the
-    session. code_redeem.lua reads the array by position: this order is the one place it is defined."""
-
-    client_id: str
-    redirect_uri: str
-    scope: str
-    nonce: str
-    code_challenge: str
-    code_challenge_method: str
-    sid: str
-    user_id: str
-    issued_at: int  # ms
+COOKIE_TOUCH = _after("slide", "cookie_touch")
 
 
 # Its call and reply: sso/code_scripts.py.
@@ -103,7 +83,7 @@ CODE_REDEEM = _announcing("code_redeem")
 
 # What the component hands the kit to load at start.
 ALL = (SESSION_OPEN, SESSION_TOUCH, SESSION_READ, SESSION_LIST, SESSION_END, SESSION_REVOKE, SESSION_ACCOUNT,
-       REFRESH, THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP, CODE_ISSUE, CODE_REDEEM)  # fmt: skip
+       REFRESH, THROTTLE_ACCOUNT, THROTTLE_NETWORK, SIGNUP, COOKIE_TOUCH, CODE_REDEEM)  # fmt: skip
 # What every announcing script is told: how long journal entries stay (ms), and the channel.
 _ANNOUNCE = (keys.REVOKED_JOURNAL_KEEP_S * 1000, keys.CHANGES_CHANNEL)
 
@@ -227,6 +207,21 @@ async def touch_by_cookie(
     return CookieSession(str(owner), str(username), frozenset(str(roles).split()))
 
 
+def cookie_touch(user_id: str, session_id: str, cookie_digest: str, *, now_ms: int, idle_ms: int) -> Call:
+    """The call of COOKIE_TOUCH that checks and slides the session of a cookie (the single sign-on hop
+    batches these); its reply goes to ``check_cookie_touch``."""
+    return [keys.session(user_id, session_id)], [now_ms, idle_ms, cookie_digest]
+
+
+def check_cookie_touch(reply: Any) -> int:
+    """When the live session's password sign-in was (``auth_time``, s); SessionEnded (ended or expired) or
+    InvalidCookie otherwise."""
+    if type(reply) is list:
+        return int(reply[1])
+    _raise_for_touch(int(reply))
+    raise SessionEnded()  # an unknown answer: refuse rather than guess
+
+
 def session_read(
     user_id: str, session_id: str, *, token_id: str, cookie_digest: str, now_ms: int, idle_ms: int
 ) -> Call:
@@ -341,33 +336,3 @@ async def signup(redis: RedisClient, network: str, per_hour: int) -> None:
     )
     if int(status) == 1:
         raise TooManySignups(int(retry_after_s))
-
-
-async def issue_code(
-    send: ScriptBatcher,
-    *,
-    user_id: str,
-    session_id: str,
-    code_digest: str,
-    cookie_digest: str,
-    now_ms: int,
-    idle_ms: int,
-    max_age_s: int | None,
-    ttl_ms: int,
-    record: CodeRecord,
-) -> None:
-    """Write an authorization code for the live session of a cookie and slide the session, in one call;
-    SessionEnded, InvalidCookie, or ReauthenticationRequired when its sign-in is older than ``max_age_s``.
-    ``send`` coalesces concurrent hops into one write, as the strict check's touch is (a ScriptBatcher of
-    CODE_ISSUE): the hop is the SSO's hottest request after the strict check."""
-    reply = await send(
-        [keys.session(user_id, session_id), keys.auth_code(user_id, code_digest)],
-        [now_ms, idle_ms, cookie_digest, -1 if max_age_s is None else max_age_s, ttl_ms,
-         orjson.dumps(record, default=tuple)],
-    )  # fmt: skip
-    code = int(reply)
-    if code == -3:
-        raise ReauthenticationRequired()
-    if code != 1:
-        _raise_for_touch(code)
-        raise SessionEnded()

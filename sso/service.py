@@ -28,6 +28,7 @@ from sso.errors import (
     WeakPassword,
 )
 from sso.keystore import KeyStore
+from sso.oidc.codes import CodeSeal
 from sso.passwords import Passwords
 from sso.sessions import CurrentSession, Sessions
 from sso.settings import SsoSettings
@@ -87,6 +88,8 @@ class Sso:
     signer: Signer
     clients: Clients
     validator: TokenValidator
+    # Authorization codes: sealed by the hop, opened by the token endpoint (PEAK_SECRET_KEY's).
+    codes: CodeSeal
     _jwks: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     # -- accounts --------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ class Sessions:
         self._grace_ms = settings.refresh_grace_s * 1000
         self._max_rotations = settings.refresh_max
         self._window_ms = settings.refresh_window_s * 1000
+        self._code_ttl_ms = settings.code_ttl_s * 1000
         self._used_code_keep_ms = (settings.code_ttl_s + keys.USED_CODE_KEEP_S) * 1000
         # A revoked access token's marker outlives the token (with the validators' clock leeway).
         self._revoked_ttl_ms = (settings.access_token_ttl_s + 60) * 1000
@@ -260,20 +261,22 @@ class Sessions:
         )
 
     async def redeem_code(
-        self, code: OpaqueToken, *, client_id: str, redirect_uri: str, challenge: str
-    ) -> CodeRedemption:
+        self, *, user_id: str, session_id: str, code_digest: str, sealed: code_scripts.Code | None,
+        client_id: str, redirect_uri: str, challenge: str,
+    ) -> CodeRedemption:  # fmt: skip
         """Redeem an authorization code for the client (``challenge``: BASE64URL(SHA256(code_verifier)), or
         "" without one) and put the client's new refresh token in the session, in one call; CodeReused or
-        CodeRefused otherwise (sso.code_scripts.redeem_code). The access token's id is derived from the refresh
+        CodeRefused otherwise (sso.code_scripts.redeem_code). ``sealed``: the sealed code's record (None for a
+        code of the release before, recorded in Redis). The access token's id is derived from the refresh
         token, as for a rotation: a retried call brings the same and is answered alike."""
         assert self._rotation_key is not None, "Sessions(rotation_key=...) to issue refresh tokens"
-        refresh = OpaqueToken.new(code.user_id, code.session_id)
+        refresh = OpaqueToken.new(user_id, session_id)
         token_id = refresh.access_token_id(self._rotation_key)
         redeemed = await code_scripts.redeem_code(
-            self._redis, user_id=code.user_id, session_id=code.session_id, code_digest=code.digest,
-            client_id=client_id, redirect_uri=redirect_uri, challenge=challenge, refresh_digest=refresh.digest,
-            token_id=token_id, now_ms=int(time.time() * 1000), idle_ms=self._idle_ms,
-            used_keep_ms=self._used_code_keep_ms, revoked_ttl_ms=self._revoked_ttl_ms,
+            self._redis, user_id=user_id, session_id=session_id, code_digest=code_digest, client_id=client_id,
+            redirect_uri=redirect_uri, challenge=challenge, sealed=sealed, code_ttl_ms=self._code_ttl_ms,
+            refresh_digest=refresh.digest, token_id=token_id, now_ms=int(time.time() * 1000),
+            idle_ms=self._idle_ms, used_keep_ms=self._used_code_keep_ms, revoked_ttl_ms=self._revoked_ttl_ms,
             oidc_keep_ms=keys.OIDC_SESSION_KEEP_S * 1000,
         )  # fmt: skip
         return CodeRedemption(redeemed, refresh, token_id)

@@ -20,10 +20,19 @@ from dataclasses import dataclass
 
 from sso.keystore import KeyRing, KeyStore
 
-__all__ = ["CLIENT_ID", "Grant", "OpaqueToken", "Signer", "digest", "new_session_id", "rotation_key"]
+__all__ = [
+    "CANONICAL_UUID",
+    "CLIENT_ID",
+    "Grant",
+    "OpaqueToken",
+    "Signer",
+    "digest",
+    "new_session_id",
+    "rotation_key",
+]
 
 # str(uuid.UUID(x)) == x exactly when x reads so (0.3 µs, against 2.6 by uuid.UUID).
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # RFC 9068 `client_id` of the tokens /sso/login and /sso/token issue: the first-party login client.
 CLIENT_ID = "peak"
@@ -62,7 +71,7 @@ class OpaqueToken:
         parts = value.split(".")
         if len(parts) != 3 or not all(parts) or len(value) > 200:
             return None
-        if not _CANONICAL_UUID.fullmatch(parts[0]):  # the user id picks a Redis key: only its one spelling
+        if not CANONICAL_UUID.fullmatch(parts[0]):  # the user id picks a Redis key: only its one spelling
             return None
         return cls(*parts)
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
@@ -25,9 +24,9 @@ from reviews import keys as reviews_keys
 from seckill import keys as sk
 from seckill import scripts as seckill_scripts
 from seckill.ids import new_order_id
+from sso import code_scripts, throttle_scripts
 from sso import keys as sso_keys
 from sso import scripts as sso_scripts
-from sso import throttle_scripts
 from tests.conftest import Servers
 
 SCRIPTS = {script.name: script for part in components() for script in part.scripts}
@@ -334,18 +333,12 @@ async def _session_read(r: RedisClient) -> Case:
     return Case(list(keys), list(args))
 
 
-# A code's record as the hop packs it (sso.scripts.CodeRecord).
-_CODE_RECORD = orjson.dumps(
-    list(sso_scripts.CodeRecord("shop", "https://shop/cb", "openid", "n", "ch", "S256", "s1", USER, NOW_MS))
-)
-
-
-@case("sso_code_issue")
-async def _code_issue(r: RedisClient) -> Case:
+@case("sso_cookie_touch")
+async def _cookie_touch(r: RedisClient) -> Case:
     await _session(r, "s1")
+    keys, args = sso_scripts.cookie_touch(USER, "s1", "k0", now_ms=NOW_MS + 5, idle_ms=IDLE_MS)
     return Case(
-        [sso_keys.session(USER, "s1"), sso_keys.auth_code(USER, "c0")],
-        [NOW_MS + 5, IDLE_MS, "k0", -1, 60_000, _CODE_RECORD],
+        list(keys), list(args), again=_expect(lambda first, second: first[0] == 1 and second == first)
     )
 
 
@@ -438,14 +431,12 @@ async def _refresh(r: RedisClient) -> Case:
 async def _code_redeem(r: RedisClient) -> Case:
     # A retry must not look like a second redemption (which would revoke what the first issued).
     await _session(r, "s1")
-    await r.hset(sso_keys.auth_code(USER, "c0"), mapping={
-        "r": _CODE_RECORD,
-        "username": "alice", "auth_time": NOW_MS // 1000})  # fmt: skip
     return Case(
         [sso_keys.auth_code(USER, "c0"), sso_keys.session(USER, "s1"), sso_keys.oidc_session(USER, "s1"),
          sso_keys.oidc_expiries(sso_keys.shard_of(USER)), sso_keys.journal(USER)],
-        [NOW_MS + 10, IDLE_MS, "shop", "https://shop/cb", "ch", "s1", "r1", "jti1", 660_000,
-         sso_keys.revoked_token(USER, ""), 960_000, *_ANNOUNCE, 86_400_000],
+        [NOW_MS + 10, IDLE_MS, "shop", code_scripts.redirect_digest("https://shop/cb"), "ch", "s1", "r1", "jti1",
+         660_000, sso_keys.revoked_token(USER, ""), 960_000, *_ANNOUNCE, 86_400_000, USER,
+         "shop", code_scripts.redirect_digest("https://shop/cb"), "ch", "S256", "openid", "n", NOW_MS + 60_000],
         again=_expect(lambda first, second: first[0] == 1 and second == first),
     )  # fmt: skip
 

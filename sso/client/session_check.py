@@ -9,6 +9,7 @@ answer every verdict the touch would (revoked, ended, expired, the roles of a ne
 slide nothing; the next check after the window touches again. Concurrent checks of either kind share one write
 (``ScriptBatcher``, ``kit.reads``). A session is then slid at most ``SLIDE_STEP_MS + READ_WINDOW_MS`` after
 its last check rather than ``SLIDE_STEP_MS``: its idle end is up to 1.5 s early, out of 15 minutes (``slid_within_ms``).
+The single sign-on hop checks its cookie's session the same way (``sso.oidc.cookie_check``, ``RecentTouches``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from kit.redis import RedisClient
 from sso import scripts
 from sso.client.principal import Principal
 
-__all__ = ["SessionCheck", "slid_within_ms"]
+__all__ = ["RecentTouches", "SessionCheck", "slid_within_ms"]
 
 # lua/_slide.lua leaves a session slid less than this ago as it is (a tenth of the idle timeout when shorter).
 SLIDE_STEP_MS = 1000
@@ -40,16 +41,35 @@ def _window_ms(idle_ms: int) -> int:
 _FIELDS = ("absolute_expires_at", "version", "roles")
 
 
+class RecentTouches:
+    """The sessions this process found live with a touch less than the read window ago (at most
+    ``remembered`` of them): those its next checks may only read."""
+
+    def __init__(self, idle_ms: int, remembered: int = 20_000) -> None:
+        self._window_ms = _window_ms(idle_ms)
+        self._remembered = remembered
+        # Session id -> when this process last found it live with a touch (ms).
+        self._touched_at: dict[str, int] = {}
+
+    def fresh(self, session_id: str, now_ms: int) -> bool:
+        touched = self._touched_at.get(session_id)
+        return touched is not None and 0 <= now_ms - touched < self._window_ms
+
+    def touched(self, session_id: str, now_ms: int) -> None:
+        if len(self._touched_at) >= self._remembered:
+            fresh = {sid: at for sid, at in self._touched_at.items() if 0 <= now_ms - at < self._window_ms}
+            # Still full of sessions touched this instant: forget them all (their next check touches).
+            self._touched_at = fresh if len(fresh) < self._remembered // 2 else {}
+        self._touched_at[session_id] = now_ms
+
+
 class SessionCheck:
     def __init__(self, redis: RedisClient, *, idle_ms: int, remembered: int = 20_000) -> None:
         self._redis = redis
         self._idle_ms = idle_ms
-        self._window_ms = _window_ms(idle_ms)
         self._touch = ScriptBatcher(redis, scripts.SESSION_TOUCH, same_keys_same_answer=True)
         self._reads: Coalescer[None, Read, list[Any]] = Coalescer(self._send, max_in_flight=2)
-        self._remembered = remembered
-        # Session id -> when this process last found it live with a touch (ms).
-        self._touched_at: dict[str, int] = {}
+        self._recent = RecentTouches(idle_ms, remembered)
 
     async def __call__(self, principal: Principal, now_ms: int) -> Any:
         """What SESSION_TOUCH answers for ``principal``'s token now: 1 (live), the account's roles now (a
@@ -58,25 +78,17 @@ class SessionCheck:
             principal.user_id, principal.session_id, principal.token_id, now_ms=now_ms, idle_ms=self._idle_ms,
             version=principal.version,
         )  # fmt: skip
-        touched = self._touched_at.get(principal.session_id)
-        if touched is not None and 0 <= now_ms - touched < self._window_ms:
+        if self._recent.fresh(principal.session_id, now_ms):
             session, marker = keys
             exists, fields = await self._reads(None, (("EXISTS", marker), ("HMGET", session, *_FIELDS)))
             return _verdict(exists, fields, now_ms, principal.version)
         reply = await self._touch(keys, args)
         if reply == 1 or isinstance(reply, str):
-            if len(self._touched_at) >= self._remembered:
-                self._forget_old(now_ms)
-            self._touched_at[principal.session_id] = now_ms
+            self._recent.touched(principal.session_id, now_ms)
         return reply
 
     async def _send(self, _: None, reads: list[Read]) -> list[list[Any] | Exception]:
         return await read_many(self._redis, reads)
-
-    def _forget_old(self, now_ms: int) -> None:
-        fresh = {sid: at for sid, at in self._touched_at.items() if 0 <= now_ms - at < self._window_ms}
-        # Still full of sessions touched this instant: forget them all (their next check touches).
-        self._touched_at = fresh if len(fresh) < self._remembered // 2 else {}
 
 
 def _verdict(exists: Any, fields: Any, now_ms: int, version: int) -> Any:

@@ -1,9 +1,10 @@
--- Not a script of its own: sso/scripts.py puts this in front of session_touch.lua and session_read.lua, the
--- strict check and the session read, so that both check and slide a session the same way.
+-- Not a script of its own: sso/scripts.py puts this in front of session_touch.lua, session_read.lua and
+-- cookie_touch.lua, the strict check, the session read and the single sign-on hop, so that all three check and
+-- slide a session the same way.
 -- slide(revoked, ...) with KEYS[1] the session's hash, `revoked` the revoked-marker of the access token
--- presented (the caller's KEYS[2], nil with a cookie; code_issue.lua's KEYS[2] is its code, which it checked
--- already), ARGV[1] now (ms), ARGV[2] idle timeout (ms), ARGV[3] hash of the session cookie to match ("" for
--- a token); the other arguments are the fields to read besides absolute_expires_at and cookie.
+-- presented (the caller's KEYS[2], nil with a cookie), ARGV[1] now (ms), ARGV[2] idle timeout (ms), ARGV[3]
+-- hash of the session cookie to match ("" for a token); the other arguments are the fields to read besides
+-- absolute_expires_at and cookie.
 -- Returns a verdict (0 ended or expired, -1 token revoked, -2 cookie does not match) or, for a live session
 -- now slid: {absolute_expires_at, cookie, last_seen_at, fields...}, the idle time it has left (ms) and when it
 -- was last slid (ms: now, or less than a second before, when it was slid then and is left as it is).

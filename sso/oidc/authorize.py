@@ -1,8 +1,8 @@
 """``GET /sso/authorize`` (and POST, OpenID Connect Core 3.1.2.1): the single sign-on hop.
 
 With a live ``peak_sid`` cookie the browser goes straight back to the client with a code: one Redis round trip
-(``sso/lua/code_issue.lua`` checks and slides the session and writes the code), the client from memory, no
-page and no PostgreSQL. Without one (or with ``prompt=login``, or a sign-in older than ``max_age``) it gets the
+that checks and slides the session (``sso/oidc/cookie_check.py``), a code sealed in memory
+(``sso/oidc/codes.py``: nothing is written), the client from memory, no page and no PostgreSQL. Without one (or with ``prompt=login``, or a sign-in older than ``max_age``) it gets the
 sign-in page; with ``prompt=none`` instead the client gets ``error=login_required``.
 """
 

@@ -54,18 +54,28 @@ async def exchange_code(
     if redirect_uri is None:
         raise OAuthInvalidRequest("field 'redirect_uri' is required (the one sent to /sso/authorize)")
     challenge = _challenge(client, verifier)
-    parsed = OpaqueToken.parse(code)
-    if parsed is None:
+    opened = sso.codes.open(code, now_ms=int(time.time() * 1000))
+    if opened is not None:
+        user_id, session_id, code_digest, sealed = opened
+    elif (stored := OpaqueToken.parse(code)) is not None:  # a code of the release before, recorded in Redis
+        user_id, session_id, code_digest, sealed = stored.user_id, stored.session_id, stored.digest, None
+    else:
         raise CodeRefused()
     # The ID token's key before the code is spent: a first use that cannot read it leaves the code unspent.
     algorithm = client.id_token_signed_response_alg
     await sso.signer.ready(algorithm)
     redemption = await sso.sessions.redeem_code(
-        parsed, client_id=client.name, redirect_uri=redirect_uri, challenge=challenge
+        user_id=user_id,
+        session_id=session_id,
+        code_digest=code_digest,
+        sealed=sealed,
+        client_id=client.name,
+        redirect_uri=redirect_uri,
+        challenge=challenge,
     )
     r = redemption.redeemed
     now = int(time.time())
-    grant = Grant(parsed.user_id, r.username, r.roles, parsed.session_id,
+    grant = Grant(user_id, r.username, r.roles, session_id,
                   not_after=r.absolute_expires_at_ms // 1000, version=r.version, issued_at=now,
                   token_id=redemption.token_id, client_id=client.name, scope=r.scope)  # fmt: skip
     access, expires_in = sso.signer.access_token(grant)
@@ -79,8 +89,8 @@ async def exchange_code(
     scopes = frozenset(r.scope.split())
     if "openid" in scopes:
         body["id_token"] = id_token(
-            sso.signer, user_id=parsed.user_id, username=r.username, client_id=client.name,
-            session_id=parsed.session_id, issued_at=now, expires_at=now + expires_in, auth_time=r.auth_time,
+            sso.signer, user_id=user_id, username=r.username, client_id=client.name,
+            session_id=session_id, issued_at=now, expires_at=now + expires_in, auth_time=r.auth_time,
             nonce=r.nonce, scopes=scopes, access_token=access, algorithm=algorithm,
         )  # fmt: skip
     return body

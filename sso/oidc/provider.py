@@ -1,11 +1,9 @@
 """What the authorization endpoint and the sign-in form share: the codes they issue, the redirects that carry
 them (or a refusal) back to the client, the sign-in page and the form reader.
 
-A code reads like a refresh token (``sso.tokens.OpaqueToken``: ``<user id>.<session id>.<256 random bits>``),
-so its record (``sso.keys.auth_code``) lies in the user's slot with the session; only the digest of its
-secret is stored. The record: a ``sso.scripts.CodeRecord`` (client_id, redirect_uri, scope, nonce,
-code_challenge, code_challenge_method, sid, user_id, issued_at in ms) packed in one JSON array, and from the
-session username and auth_time (s).
+A code is sealed (``sso/oidc/codes.py``): it carries its record (client, redirect URI's digest, PKCE challenge,
+scope, nonce, when it was issued), so the hop's one round trip only checks and slides the session
+(``sso/oidc/cookie_check.py``) and writes nothing; the token endpoint marks its single use.
 """
 
 from __future__ import annotations
@@ -19,12 +17,12 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kit.coalescer import ScriptBatcher
 from kit.context import Context, context_of
-from kit.redis import RedisClient
-from sso import scripts
+from sso.code_scripts import Code, redirect_digest
 from sso.csrf import CsrfGuard, origin_of
+from sso.errors import ReauthenticationRequired
 from sso.oidc import forms
+from sso.oidc.cookie_check import CookieCheck
 from sso.oidc.errors import AuthorizationRefused, NotRedirectable
 from sso.oidc.forms import SigninForms
 from sso.oidc.hop import Redirect, location
@@ -58,14 +56,11 @@ class Provider:
     """What the authorization endpoint needs, made once per process (``sso.oidc.authorize.provider``)."""
 
     sso: Sso
-    redis: RedisClient
     forms: SigninForms
     csrf: CsrfGuard
-    code_ttl_ms: int
-    idle_ms: int
     secure_cookie: bool
-    # Concurrent hops in one write (sso.scripts.issue_code).
-    send_code: ScriptBatcher
+    # The hop's check of its session (concurrent hops in one write).
+    cookies: CookieCheck
 
     async def read(self, pairs: Sequence[tuple[str, str]]) -> AuthorizationRequest:
         """The authorization request of ``pairs`` with its client (from memory); NotRedirectable or
@@ -83,19 +78,15 @@ class Provider:
     ) -> str:
         """A new code for the live session of ``cookie`` (one round trip, which also slides the session);
         SessionEnded, InvalidCookie or ReauthenticationRequired (its sign-in is older than ``max_age_s``)."""
-        code = OpaqueToken.new(cookie.user_id, cookie.session_id)
         now_ms = int(time.time() * 1000)
-        await scripts.issue_code(
-            self.send_code, user_id=cookie.user_id, session_id=cookie.session_id, code_digest=code.digest,
-            cookie_digest=cookie.digest, now_ms=now_ms, idle_ms=self.idle_ms, max_age_s=max_age_s,
-            ttl_ms=self.code_ttl_ms,
-            record=scripts.CodeRecord(
-                client_id=request.client.name, redirect_uri=request.redirect_uri, scope=request.scope,
-                nonce=request.nonce, code_challenge=request.code_challenge,
-                code_challenge_method=request.code_challenge_method, sid=cookie.session_id,
-                user_id=cookie.user_id, issued_at=now_ms),
-        )  # fmt: skip
-        return str(code)
+        auth_time = await self.cookies.auth_time(cookie, now_ms)
+        if max_age_s is not None and now_ms // 1000 - auth_time > max_age_s:
+            raise ReauthenticationRequired()
+        return self.sso.codes.seal(cookie.user_id, cookie.session_id, Code(
+            client_id=request.client.name, redirect_digest=redirect_digest(request.redirect_uri),
+            code_challenge=request.code_challenge, code_challenge_method=request.code_challenge_method,
+            scope=request.scope, nonce=request.nonce, issued_at=now_ms,
+        ))  # fmt: skip
 
 
 def refusal(exc: NotRedirectable | AuthorizationRefused, *, status: int = 302) -> Response:
@@ -122,9 +113,9 @@ def provider(ctx: Context) -> Provider:
         sso, csrf = ctx.get(Sso), ctx.get(CsrfGuard)
         secret_key = ctx.settings.require("secret_key")
         found = Provider(
-            sso=sso, redis=ctx.redis, forms=SigninForms(secret_key, ttl_s=sso.settings.signin_form_ttl_s),
-            csrf=csrf, code_ttl_ms=sso.settings.code_ttl_s * 1000, idle_ms=sso.settings.idle_timeout_s * 1000,
-            secure_cookie=csrf.secure_cookie, send_code=ScriptBatcher(ctx.redis, scripts.CODE_ISSUE),
+            sso=sso, forms=SigninForms(secret_key, ttl_s=sso.settings.signin_form_ttl_s),
+            csrf=csrf, secure_cookie=csrf.secure_cookie,
+            cookies=CookieCheck(ctx.redis, idle_ms=sso.settings.idle_timeout_s * 1000),
         )  # fmt: skip
         ctx.put(found)
     return found

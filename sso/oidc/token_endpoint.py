@@ -20,6 +20,7 @@ from kit.openapi import ERROR_SCHEMA
 from kit.responses import JSONResponse
 from kit.schema import read_body, rule
 from sso.errors import UnsupportedGrantType
+from sso.oidc import codes
 from sso.oidc.client_auth import authenticate_client, basic_credentials
 from sso.oidc.grant import exchange_code, refresh_for_client
 from sso.service import Sso
@@ -39,7 +40,7 @@ _AS_INVALID_REQUEST = frozenset({400, 415, 422})
 class TokenRequest:
     grant_type: str = field(metadata=rule(max_length=64))
     refresh_token: str | None = None
-    code: str | None = field(default=None, metadata=rule(max_length=512))
+    code: str | None = field(default=None, metadata=rule(max_length=codes.MAX_LENGTH))
     redirect_uri: str | None = field(default=None, metadata=rule(max_length=2048))
     code_verifier: str | None = field(default=None, metadata=rule(max_length=256))
     client_id: str | None = field(default=None, metadata=rule(max_length=256))

@@ -9,14 +9,15 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 import httpx
-import orjson
+import pytest
 
-from kit.coalescer import ScriptBatcher
 from kit.settings import Settings
-from sso import keys, scripts
+from loadtest.faultproxy import FaultProxy
+from sso import code_scripts, keys
 from sso.oidc.forms import SigninForms
 from sso.service import Sso
 from sso.tokens import OpaqueToken
+from tests.conftest import TEST_REDIS, Servers
 from tests.sso.conftest import PASSWORD, SITE, App, error_code, register, sso_app
 from tests.sso.oidc_support import (
     PAY,
@@ -43,17 +44,15 @@ async def _cookie(app: App, username: str) -> str:
     return str(app.http.cookies["peak_sid"])
 
 
-async def _code(app: App, code: str) -> dict[str, str]:
-    """The code's record, its packed fields (``r``) by their names."""
-    token = OpaqueToken.parse(code)
-    assert token is not None, code
-    stored = {
-        str(k): str(v)
-        for k, v in (await app.ctx.redis.hgetall(keys.auth_code(token.user_id, token.digest))).items()
+def _code(app: App, code: str) -> dict[str, str]:
+    """What the sealed code carries, by name, with the user and session it names."""
+    opened = app.ctx.get(Sso).codes.open(code, now_ms=int(time.time() * 1000))
+    assert opened is not None, code
+    return {
+        "user_id": opened.user_id,
+        "sid": opened.session_id,
+        **{k: str(v) for k, v in opened.code._asdict().items()},
     }
-    packed = orjson.loads(stored.pop("r")) if "r" in stored else []
-    assert len(packed) in (0, len(scripts.CodeRecord._fields)), packed
-    return {**dict(zip(scripts.CodeRecord._fields, map(str, packed), strict=False)), **stored}
 
 
 async def test_the_hop_with_a_live_session_is_one_redirect_with_a_code(app: App) -> None:
@@ -67,33 +66,23 @@ async def test_the_hop_with_a_live_session_is_one_redirect_with_a_code(app: App)
     sent = params(login_hint="ignored")
     back = redirected(await authorize(app.http, sent), SHOP)
     assert set(back) == {"code", "state"} and back["state"] == sent["state"]
-    record = await _code(app, back["code"])
-    auth_time = int(str(await app.ctx.redis.hget(session_key, "auth_time")))
-    assert abs(auth_time - time.time()) < 5
+    record = _code(app, back["code"])
     assert record == {
-        "client_id": "shop", "redirect_uri": SHOP, "scope": "openid profile", "nonce": sent["nonce"],
-        "code_challenge": sent["code_challenge"], "code_challenge_method": "S256", "sid": session.session_id,
-        "user_id": session.user_id, "username": "alice", "auth_time": str(auth_time),
-        "issued_at": record["issued_at"],
+        "client_id": "shop", "redirect_digest": code_scripts.redirect_digest(SHOP), "scope": "openid profile",
+        "nonce": sent["nonce"], "code_challenge": sent["code_challenge"], "code_challenge_method": "S256",
+        "sid": session.session_id, "user_id": session.user_id, "issued_at": record["issued_at"],
     }  # fmt: skip
     assert abs(int(record["issued_at"]) / 1000 - time.time()) < 5
-    token = OpaqueToken.parse(back["code"])
-    assert token is not None
-    ttl_ms = await app.ctx.redis.pttl(keys.auth_code(token.user_id, token.digest))
-    assert 55_000 < ttl_ms <= 60_000
-    # Three fields written, the request's packed in one.
-    assert set(await app.ctx.redis.hkeys(keys.auth_code(token.user_id, token.digest))) == {
-        "r",
-        "username",
-        "auth_time",
-    }
+    # Nothing of the code is in Redis until it is redeemed.
+    token = OpaqueToken.parse(back["code"].rsplit(".", 1)[0] + ".x")
+    assert token is not None and await app.ctx.redis.keys(f"*{token.user_id}*:code:*") == []
     # The hop slid the session, as any SSO call does.
     assert int(str(await app.ctx.redis.hget(session_key, "last_seen_at"))) > int(time.time() * 1000) - 3000
     # A second client on another origin (its own query kept) gets its code without any page: single sign-on.
     other = params("pay", PAY, scope="openid email")
     back_pay = redirected(await authorize(app.http, other), PAY)
     assert back_pay["tenant"] == "1" and back_pay["state"] == other["state"]
-    assert (await _code(app, back_pay["code"]))["scope"] == "openid"  # unknown scopes are left out
+    assert _code(app, back_pay["code"])["scope"] == "openid"  # unknown scopes are left out
     # Hundreds of hops of one session at once: every one a redirect with its own code.
     hops = await asyncio.gather(*(authorize(app.http, params()) for _ in range(200)))
     codes = {redirected(h, SHOP)["code"] for h in hops}
@@ -140,9 +129,8 @@ async def test_the_sign_in_page_signs_in_and_redirects_back_with_a_code(app: App
     )
     back = redirected(done, SHOP)
     assert done.status_code == 303 and back["state"] == sent["state"]
-    record = await _code(app, back["code"])
-    assert record["nonce"] == sent["nonce"] and record["username"] == "alice"
-    assert abs(int(record["auth_time"]) - time.time()) < 5
+    record = _code(app, back["code"])
+    assert record["nonce"] == sent["nonce"]
     # The cookie is set as the login sets it, and the session is like any other.
     set_cookie = done.headers.get_list("set-cookie")
     assert any(c.startswith("peak_sid=") and "HttpOnly" in c and "SameSite=lax" in c for c in set_cookie)
@@ -169,12 +157,15 @@ async def test_max_age_and_prompt(app: App) -> None:
     # A session without auth_time (opened before it was recorded) counts from its creation.
     await app.ctx.redis.hdel(session_key, "auth_time")
     assert "code" in redirected(await authorize(app.http, params(max_age="1000")), SHOP)
-    # The sign-in after max_age's page records a new auth_time, which the code carries.
+    # The sign-in after max_age's page records a new auth_time (the ID token's, from the session it names).
     form = form_of(stale)
     done = await app.http.post(
         "/sso/signin", data={**form, "username": "alice", "password": PASSWORD}, headers=SITE
     )
-    assert abs(int((await _code(app, redirected(done, SHOP)["code"]))["auth_time"]) - time.time()) < 5
+    fresh = _code(app, redirected(done, SHOP)["code"])
+    signed_in = await app.ctx.redis.hget(keys.session(fresh["user_id"], fresh["sid"]), "auth_time")
+    assert abs(int(str(signed_in)) - time.time()) < 5
+    assert "code" in redirected(await authorize(app.http, params(max_age="50")), SHOP)
 
 
 _REFUSALS: list[tuple[dict[str, str | None], str]] = [
@@ -330,25 +321,62 @@ async def test_the_page_is_throttled_like_the_api_and_unknown_users_look_alike(
         assert "location" not in held.headers
 
 
-async def test_the_code_script_is_safe_to_retry_and_survives_a_script_flush(app: App) -> None:
+async def test_the_hop_survives_a_script_flush(app: App) -> None:
     await add_client(app, "shop", SHOP)
-    cookie = OpaqueToken.parse(await _cookie(app, "alice"))
-    assert cookie is not None
-    code = OpaqueToken.new(cookie.user_id, cookie.session_id)
-    record = scripts.CodeRecord("shop", SHOP, "openid", "n", "", "", cookie.session_id, cookie.user_id, 1)
-    call = {"user_id": cookie.user_id, "session_id": cookie.session_id, "code_digest": code.digest,
-            "cookie_digest": cookie.digest, "now_ms": int(time.time() * 1000), "idle_ms": 900_000,
-            "max_age_s": None, "ttl_ms": 60_000, "record": record}  # fmt: skip
-    send = ScriptBatcher(app.ctx.redis, scripts.CODE_ISSUE)
-    await scripts.issue_code(send, **call)  # type: ignore[arg-type]
-    assert (await _code(app, str(code)))["client_id"] == "shop"
-    # The same call again (a retry after a lost answer) answers the same and changes nothing.
-    await app.ctx.redis.hset(
-        keys.auth_code(cookie.user_id, code.digest),
-        "r",
-        orjson.dumps(list(record._replace(client_id="kept"))),
-    )
-    await scripts.issue_code(send, **call)  # type: ignore[arg-type]
-    assert (await _code(app, str(code)))["client_id"] == "kept"
-    await app.ctx.redis.script_flush()
+    await _cookie(app, "alice")
     assert "code" in redirected(await authorize(app.http, params()), SHOP)
+    await app.ctx.redis.script_flush()
+    await asyncio.sleep(0.6)  # past the read window: the next hop runs the touch script again
+    assert "code" in redirected(await authorize(app.http, params()), SHOP)
+
+
+async def test_a_hop_right_after_a_touch_still_sees_a_logout_and_a_forged_cookie(app: App) -> None:
+    """For half a second after a touch found its session live, a process only reads the session
+    (sso/oidc/cookie_check.py): that read must refuse all the touch would."""
+    await add_client(app, "shop", SHOP)
+    real = await _cookie(app, "alice")
+    cookie = OpaqueToken.parse(real)
+    assert cookie is not None
+    assert "code" in redirected(await authorize(app.http, params()), SHOP)
+    forged = (
+        f"{cookie.user_id}.{cookie.session_id}.{OpaqueToken.new(cookie.user_id, cookie.session_id).secret}"
+    )
+    app.http.cookies.clear()
+    answers = await asyncio.gather(*(
+        authorize(app.http, params(prompt="none"), headers={"cookie": f"peak_sid={value}"})
+        for value in [forged] * 50 + [real] * 50
+    ))  # fmt: skip
+    outcomes = [redirected(a, SHOP) for a in answers]
+    assert all(o.get("error") == "login_required" for o in outcomes[:50]), outcomes[:3]
+    assert all("code" in o for o in outcomes[50:]), outcomes[50:53]
+    # Logged out: the next hop, within the read window, gets no code.
+    as_alice = {"cookie": f"peak_sid={real}"}
+    ended = await app.http.post("/sso/logout", headers={**SITE, **as_alice})
+    assert ended.status_code == 204, ended.text
+    again = redirected(await authorize(app.http, params(prompt="none"), headers=as_alice), SHOP)
+    assert again.get("error") == "login_required", again
+
+
+@pytest.mark.skipif(TEST_REDIS == "cluster", reason="the proxy stands in front of one redis-server")
+async def test_the_hop_is_a_503_while_redis_is_unreachable_and_codes_again_after(
+    servers: Servers, make_settings: Callable[..., Settings]
+) -> None:
+    """Redis gone: the plain read between touches and the touch itself are each a 503 that says to retry,
+    never a code, a 500 or a sign-in page; once Redis is back, the next hop has its code."""
+    redis_port = int(servers.redis.url.rsplit(":", 1)[1].split("/")[0])
+    async with (
+        FaultProxy("127.0.0.1", redis_port) as proxy,
+        sso_app(make_settings(PEAK_REDIS_URL=proxy.url())) as app,
+    ):
+        await add_client(app, "shop", SHOP)
+        await _cookie(app, "alice")
+        assert "code" in redirected(await authorize(app.http, params()), SHOP)  # touched: reads come next
+        proxy.reset_rate = 1.0
+        between = await authorize(app.http, params())
+        await asyncio.sleep(0.6)  # past the read window: the touch script
+        touch = await authorize(app.http, params())
+        for down in (between, touch):
+            assert down.status_code == 503 and "location" not in down.headers, down.text[:200]
+            assert error_code(down) == "unavailable" and "retry-after" in down.headers
+        proxy.heal()
+        assert "code" in redirected(await authorize(app.http, params()), SHOP)

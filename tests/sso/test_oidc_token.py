@@ -19,9 +19,12 @@ from redis.typing import EncodableT, FieldT
 from kit.redis import create_redis
 from kit.settings import Settings
 from loadtest.faultproxy import FaultProxy
-from sso import code_scripts, keys, scripts
+from sso import code_scripts, keys
+from sso.oidc import codes
+from sso.oidc.codes import CodeSeal
 from sso.oidc.grant import s256
 from sso.oidc.idtoken import at_hash
+from sso.service import Sso
 from sso.tokens import OpaqueToken
 from tests.conftest import TEST_REDIS, Servers
 from tests.sso.conftest import SITE, App, bearer, error_code, issuer, register, sso_app
@@ -57,30 +60,25 @@ async def code_for(app: App, client_id: str, redirect_uri: str, **extra: str | N
 
 async def forged_code(
     app: App, login: dict[str, Any], client_id: str, redirect_uri: str, challenge: str = "", *,
-    legacy: bool = False,
+    stored: bool = False, issued_at_ms: int | None = None,
 ) -> str:  # fmt: skip
-    """A code record written straight into Redis as GET /sso/authorize writes it (``legacy``: as the release
-    before wrote it): for codes the hop never issues (a public client's without PKCE), to check the token
-    endpoint refuses them on its own."""
+    """A code sealed with the app's own key as GET /sso/authorize seals it (``stored``: a record written into
+    Redis as the release before wrote it), for codes the hop never issues (a public client's without PKCE),
+    to check the token endpoint refuses them on its own."""
     sid = login["session_id"]
     user_id = jwt.decode(login["access_token"], options={"verify_signature": False})["sub"]
+    now_ms = int(time.time() * 1000) if issued_at_ms is None else issued_at_ms
+    method = "S256" if challenge else ""
+    if not stored:
+        sealed = code_scripts.Code(client_id, code_scripts.redirect_digest(redirect_uri), challenge, method,
+                                   "openid", "", now_ms)  # fmt: skip
+        return app.ctx.get(Sso).codes.seal(user_id, sid, sealed)
     code = OpaqueToken.new(user_id, sid)
-    fields = scripts.CodeRecord(
-        client_id=client_id,
-        redirect_uri=redirect_uri,
-        scope="openid",
-        nonce="",
-        code_challenge=challenge,
-        code_challenge_method="S256" if challenge else "",
-        sid=sid,
-        user_id=user_id,
-        issued_at=int(time.time() * 1000),
+    fields = code_scripts.CodeRecord(
+        client_id, redirect_uri, "openid", "", challenge, method, sid, user_id, now_ms
     )
-    record: dict[FieldT, EncodableT] = {"username": "u", "auth_time": int(time.time())}
-    if legacy:  # as the release before 2026-12-04 wrote it: a field each
-        record.update(fields._asdict())
-    else:
-        record["r"] = orjson.dumps(list(fields)).decode()
+    record: dict[FieldT, EncodableT] = {"r": orjson.dumps(list(fields)).decode(), "username": "u",
+                                        "auth_time": int(time.time())}  # fmt: skip
     await app.ctx.redis.hset(keys.auth_code(user_id, code.digest), mapping=record)
     await app.ctx.redis.expire(keys.auth_code(user_id, code.digest), 60)
     return str(code)
@@ -170,14 +168,16 @@ async def test_code_redemption_refuses_every_attack_and_revokes_on_reuse(app: Ap
 
 
 async def test_a_nonce_of_quotes_escapes_and_other_scripts_comes_back_byte_for_byte(app: App) -> None:
-    """The hop packs the request into one JSON value (Python's orjson) that the token endpoint's script reads
-    (Redis's cjson): what a client put in its nonce, quotes, backslashes, escapes and any script, is what
-    its ID token says, and the redirect URI still matches exactly."""
+    """The hop seals the request as one JSON value (orjson) that the token endpoint opens and hands its script
+    as arguments: what a client put in its nonce, quotes, backslashes, escapes and any script, up to the
+    longest nonce taken (512 characters of four UTF-8 bytes each), is what its ID token says, and the
+    redirect URI still matches exactly."""
     secret = await add_client(app, "shop", X)
     await sign_in(app, "dave")
-    for nonce in ['a"b\\c\\"d', "\\u0041 %41 &amp; <x>", "é中文 🎉", "[1,2]", "null"]:
+    longest = "🎉" * 511 + '"'
+    for nonce in ['a"b\\c\\"d', "\\u0041 %41 &amp; <x>", "é中文 🎉", "[1,2]", "null", longest]:
         code, verifier, sent = await code_for(app, "shop", X, nonce=nonce)
-        assert sent == nonce
+        assert sent == nonce and len(code) <= codes.MAX_LENGTH
         answer = await app.http.post(
             TOKEN, data={"grant_type": "authorization_code", "redirect_uri": X, "code": code,
                          "code_verifier": verifier}, headers=basic("shop", secret),
@@ -187,12 +187,12 @@ async def test_a_nonce_of_quotes_escapes_and_other_scripts_comes_back_byte_for_b
 
 
 async def test_a_code_the_release_before_wrote_redeems_once(app: App) -> None:
-    """A code written a field each (before 2026-12-04; they live 60 s after the deploy) redeems as before:
-    only with its verifier, once, and a second redemption revokes what the first issued."""
+    """A code whose record the hop wrote to Redis (before 2026-12-05; they live 60 s after the deploy) redeems
+    as before: only with its verifier, once, and a second redemption revokes what the first issued."""
     secret = await add_client(app, "shop", X)
     login = await sign_in(app, "carol")
     verifier, challenge = pkce()
-    code = await forged_code(app, login, "shop", X, challenge, legacy=True)
+    code = await forged_code(app, login, "shop", X, challenge, stored=True)
     grant = {"grant_type": "authorization_code", "redirect_uri": X, "code": code}
     wrong = await app.http.post(
         TOKEN, data={**grant, "code_verifier": pkce()[0]}, headers=basic("shop", secret)
@@ -210,6 +210,80 @@ async def test_a_code_the_release_before_wrote_redeems_once(app: App) -> None:
     )
     assert oauth_error(again) == (400, "invalid_grant")
     assert (await app.http.get("/sso/userinfo", headers=bearer(first.json()))).status_code == 401
+
+
+async def test_a_sealed_code_opens_only_as_it_was_sealed(make_settings: Callable[..., Settings]) -> None:
+    """A code carries its record sealed (AES-GCM, PEAK_SECRET_KEY's key of the hour): altered, moved to another
+    session, sealed with another key or in an hour long gone, it is invalid_grant (never a 500) and marks
+    nothing; the code shows none of what it carries."""
+    async with sso_app(make_settings()) as app:
+        secret = await add_client(app, "x", X)
+        other = await sign_in(app, "erin")
+        login = await sign_in(app, "dora")  # the client's jar holds dora's cookie: the hop signs her in
+        code, verifier, nonce = await code_for(app, "x", X, nonce="a-nonce-nobody-should-read")
+        user_id, session_id, payload = code.split(".")
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        assert user_id == jwt.decode(login["access_token"], options={"verify_signature": False})["sub"]
+        assert nonce.encode() not in raw and b"openid" not in raw and X.encode() not in raw
+        other_user = jwt.decode(other["access_token"], options={"verify_signature": False})["sub"]
+        flipped = payload[:30] + ("A" if payload[30] != "A" else "B") + payload[31:]
+        # Other spellings of the same bytes (base64 decoders skip stray characters and a last character's
+        # unused bits): not the same code again, nor a code of their own.
+        b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        spelled = [payload + "=", payload + "==", payload + "!", payload[:10] + "\n" + payload[10:]]
+        if len(raw) % 3:
+            spelled.append(payload[:-1] + b64[b64.index(payload[-1]) ^ 1])
+            assert base64.urlsafe_b64decode(spelled[-1] + "=" * (-len(spelled[-1]) % 4)) == raw
+        spellings = [f"{user_id}.{session_id}.{v}" for v in spelled]
+        forgeries = [
+            *spellings,
+            f"{user_id}.{session_id}.{flipped}",  # one character of the sealed part changed
+            f"{user_id}.{session_id}.{payload[:-2]}",  # truncated
+            f"{other_user}.{other['session_id']}.{payload}",  # moved to another user's session
+            f"{user_id}.{other['session_id']}.{payload}",
+            f"{user_id}.{session_id}.{payload}.x",
+            f"{user_id.upper()}.{session_id}.{payload}",
+            f"{user_id}.{session_id}." + "A" * 3000,
+            await forged_code(app, login, "x", X, s256(verifier), issued_at_ms=int(time.time() * 1000) - 7_300_000),
+        ]  # fmt: skip
+        opened = app.ctx.get(Sso).codes.open(code, now_ms=int(time.time() * 1000))
+        assert opened is not None and opened.code.nonce == nonce
+        forgeries.append(
+            CodeSeal("another PEAK_SECRET_KEY " + "k" * 40).seal(user_id, session_id, opened.code)
+        )
+        grant = {"grant_type": "authorization_code", "redirect_uri": X, "code_verifier": verifier}
+        for forged in forgeries:
+            answer = await app.http.post(TOKEN, data={**grant, "code": forged}, headers=basic("x", secret))
+            assert oauth_error(answer) == (400, "invalid_grant"), forged[:80]
+        too_long = {**grant, "code": f"{user_id}.{session_id}." + "A" * 5000}
+        assert oauth_error(await app.http.post(TOKEN, data=too_long, headers=basic("x", secret))) == (
+            400, "invalid_request")  # fmt: skip
+        assert await app.ctx.redis.keys("*:code:*") == []  # nothing marked: the real code is unused
+        first = await app.http.post(TOKEN, data={**grant, "code": code}, headers=basic("x", secret))
+        assert first.status_code == 200, first.text
+        claims = jwt.decode(first.json()["id_token"], options={"verify_signature": False})
+        assert claims["nonce"] == nonce and claims["sub"] == user_id and claims["sid"] == session_id
+
+
+async def test_a_second_redemption_after_expiry_still_revokes(make_settings: Callable[..., Settings]) -> None:
+    """The mark of a code's first use outlives the code: a replay after its 1 s life is refused and still
+    revokes what the first redemption issued."""
+    async with sso_app(make_settings(PEAK_SSO_CODE_TTL_S="1")) as app:
+        secret = await add_client(app, "x", X)
+        await sign_in(app, "fay")
+        code, verifier, _ = await code_for(app, "x", X)
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": X,
+            "code_verifier": verifier,
+        }
+        first = await app.http.post(TOKEN, data=form, headers=basic("x", secret))
+        assert first.status_code == 200, first.text
+        await asyncio.sleep(1.2)
+        assert oauth_error(await app.http.post(TOKEN, data=form, headers=basic("x", secret))) == (
+            400, "invalid_grant")  # fmt: skip
+        assert (await app.http.get("/sso/userinfo", headers=bearer(first.json()))).status_code == 401
 
 
 async def test_pkce_downgrade_and_code_expiry(make_settings: Callable[..., Settings]) -> None:
@@ -395,7 +469,7 @@ async def test_a_lost_answer_is_resent_safely_and_an_outage_is_a_503(
             await add_client(app, "x", X)
             login = await sign_in(app, "frank")
             code, verifier, _ = await code_for(app, "x", X)
-            parsed = OpaqueToken.parse(code)
+            parsed = app.ctx.get(Sso).codes.open(code, now_ms=int(time.time() * 1000))
             assert parsed is not None
             # The redemption runs, its answer is lost with the connection: the Redis client sends the same
             # call again, which must not count as a second redemption (that would revoke what it answers).
@@ -405,7 +479,8 @@ async def test_a_lost_answer_is_resent_safely_and_an_outage_is_a_503(
                 proxy.drop_replies = 1
                 redeemed = await code_scripts.redeem_code(
                     through, user_id=parsed.user_id, session_id=parsed.session_id, code_digest=parsed.digest,
-                    client_id="x", redirect_uri=X, challenge=s256(verifier), refresh_digest="r" * 64,
+                    client_id="x", redirect_uri=X, challenge=s256(verifier), sealed=parsed.code,
+                    code_ttl_ms=60_000, refresh_digest="r" * 64,
                     token_id="jti-1", now_ms=int(time.time() * 1000), idle_ms=900_000, used_keep_ms=660_000,
                     revoked_ttl_ms=960_000, oidc_keep_ms=86_400_000,
                 )  # fmt: skip
