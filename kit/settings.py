@@ -128,7 +128,9 @@ class Settings:
     secret_key: str | None = setting(
         "PEAK_SECRET_KEY",
         None,
-        "passphrase that encrypts private signing keys at rest (`peak up` generates one under data_dir)",
+        "passphrase that encrypts private signing keys at rest (`peak up` generates one under data_dir); keys "
+        "derived from it also seal authorization codes, sign the sign-in form's CSRF tokens and derive refresh "
+        "token successors, so every API instance needs the same one",
         secret=True,
     )
 

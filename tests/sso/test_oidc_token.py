@@ -84,6 +84,16 @@ async def forged_code(
     return str(code)
 
 
+def exchange(code: str, verifier: str, redirect_uri: str = X) -> dict[str, str]:
+    """The token request's form for ``code``."""
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": verifier,
+    }
+
+
 def oauth_error(response: httpx.Response) -> tuple[int, str]:
     body = response.json()
     assert set(body) <= {"error", "error_description"} and isinstance(body["error"], str), body
@@ -96,7 +106,7 @@ async def test_code_redemption_refuses_every_attack_and_revokes_on_reuse(app: Ap
     y_secret = await add_client(app, "y", Y)
     login = await sign_in(app, "alice")
     code, verifier, nonce = await code_for(app, "x", X)
-    good = {"grant_type": "authorization_code", "code": code, "redirect_uri": X, "code_verifier": verifier}
+    good = exchange(code, verifier)
 
     # Each refusal leaves the code unused: the real client still redeems it afterwards.
     wrong_secret = await app.http.post(TOKEN, data=good, headers=basic("x", "not-the-secret"))
@@ -272,12 +282,7 @@ async def test_a_second_redemption_after_expiry_still_revokes(make_settings: Cal
         secret = await add_client(app, "x", X)
         await sign_in(app, "fay")
         code, verifier, _ = await code_for(app, "x", X)
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": X,
-            "code_verifier": verifier,
-        }
+        form = exchange(code, verifier)
         first = await app.http.post(TOKEN, data=form, headers=basic("x", secret))
         assert first.status_code == 200, first.text
         await asyncio.sleep(1.2)
@@ -339,7 +344,7 @@ async def test_a_crowd_redeeming_one_code_gets_one_answer(app: App) -> None:
     secret = await add_client(app, "x", X)
     await sign_in(app, "carol")
     code, verifier, _ = await code_for(app, "x", X)
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": X, "code_verifier": verifier}
+    form = exchange(code, verifier)
     answers = await asyncio.gather(
         *[app.http.post(TOKEN, data=form, headers=basic("x", secret)) for _ in range(200)]
     )
@@ -401,7 +406,7 @@ async def test_client_refresh_tokens_rotate_per_client_in_one_session(app: App) 
     info = (await app.http.get("/sso/userinfo", headers=bearer(rotated.json()))).json()
     assert info["sub"] == access["sub"] and info["preferred_username"] == info["name"] == "dave"
     code, verifier, _ = await code_for(app, "x", X, scope="openid")
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": X, "code_verifier": verifier}
+    form = exchange(code, verifier)
     narrow = (await app.http.post(TOKEN, data=form, headers=basic("x", x_secret))).json()
     info = (await app.http.get("/sso/userinfo", headers=bearer(narrow))).json()
     assert info["sub"] == access["sub"] and "preferred_username" not in info and "name" not in info
@@ -453,7 +458,7 @@ async def test_hostile_token_requests_never_fail_the_server(app: App) -> None:
             **basic("x", secret), "content-type": "application/x-www-form-urlencoded"})  # fmt: skip
         assert 400 <= answer.status_code < 500, (raw[:40], answer.status_code, answer.text[:200])
     # Still redeemable after all that (none of it touched the code), once.
-    good = {"grant_type": "authorization_code", "code": code, "redirect_uri": X, "code_verifier": verifier}
+    good = exchange(code, verifier)
     assert (await app.http.post(TOKEN, data=good, headers=basic("x", secret))).status_code == 200
     # Without client credentials, the first-party refresh's own answers, as before issue 19.
     assert error_code(await app.http.post(TOKEN, data={"grant_type": "password"})) == "unsupported_grant_type"
@@ -495,12 +500,7 @@ async def test_a_lost_answer_is_resent_safely_and_an_outage_is_a_503(
             secret = await add_client(app, "x", X)
             await sign_in(app, "grace")
             code, verifier, _ = await code_for(app, "x", X)
-            form = {
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": X,
-                "code_verifier": verifier,
-            }
+            form = exchange(code, verifier)
             proxy.reset_rate = 1.0
             down = await app.http.post(TOKEN, data=form, headers=basic("x", secret))
             assert down.status_code == 503 and error_code(down) == "unavailable", down.text
