@@ -5,7 +5,8 @@ script: 14.9 µs in ``INFO commandstats``, its EXISTS and HMGET inside it 3.2 µ
 ``read_many`` sends its commands as they are: every command of a read names keys of one slot (one hash tag),
 the reads of a batch go out in one write per primary, and each read gets its replies in order, or the error
 that stopped it. Reads change nothing, so one that met a redirection or a lost connection is simply sent
-again through redis-py, which follows the cluster's redirections and refreshes its slot map.
+again through redis-py, which follows the cluster's redirections and refreshes its slot map. ``ReadBatcher`` gathers concurrent callers' reads into
+one ``read_many`` (``kit.coalescer``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 import hiredis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
+from kit.coalescer import Coalescer
 from kit.lane import Lane
 from kit.lua import REDIRECTIONS
 from kit.redis import LaneCluster, RedisClient
 
-__all__ = ["Read", "read_many"]
+__all__ = ["Read", "ReadBatcher", "read_many"]
 
 # One read: the commands (each a tuple of its words), all on keys of one slot; the first word after the
 # command's name is a key, and the read goes to the primary of the first command's key.
@@ -49,6 +51,21 @@ async def read_many(redis: RedisClient, reads: Sequence[Read]) -> list[list[Any]
             except Exception as exc:
                 results[at] = exc
     return results
+
+
+class ReadBatcher:
+    """Concurrent reads in one write (``read_many``): each caller gets its read's replies in order, an error
+    reply in its place; a read that could not reach Redis raises to its caller."""
+
+    def __init__(self, redis: RedisClient, *, max_in_flight: int = 2) -> None:
+        self._redis = redis
+        self._coalescer: Coalescer[None, Read, list[Any]] = Coalescer(self._send, max_in_flight=max_in_flight)
+
+    def __call__(self, read: Read) -> asyncio.Future[list[Any]]:
+        return self._coalescer(None, read)
+
+    async def _send(self, _: None, reads: list[Read]) -> list[list[Any] | Exception]:
+        return await read_many(self._redis, reads)
 
 
 async def _on_lane(lane: Lane, reads: Sequence[Read]) -> list[list[Any] | Exception]:

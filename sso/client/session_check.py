@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit.coalescer import Coalescer, ScriptBatcher
-from kit.reads import Read, read_many
+from kit.coalescer import ScriptBatcher
+from kit.reads import ReadBatcher
 from kit.redis import RedisClient
 from sso import scripts
 from sso.client.principal import Principal
@@ -65,10 +65,9 @@ class RecentTouches:
 
 class SessionCheck:
     def __init__(self, redis: RedisClient, *, idle_ms: int, remembered: int = 20_000) -> None:
-        self._redis = redis
         self._idle_ms = idle_ms
         self._touch = ScriptBatcher(redis, scripts.SESSION_TOUCH, same_keys_same_answer=True)
-        self._reads: Coalescer[None, Read, list[Any]] = Coalescer(self._send, max_in_flight=2)
+        self._reads = ReadBatcher(redis)
         self._recent = RecentTouches(idle_ms, remembered)
 
     async def __call__(self, principal: Principal, now_ms: int) -> Any:
@@ -80,15 +79,12 @@ class SessionCheck:
         )  # fmt: skip
         if self._recent.fresh(principal.session_id, now_ms):
             session, marker = keys
-            exists, fields = await self._reads(None, (("EXISTS", marker), ("HMGET", session, *_FIELDS)))
+            exists, fields = await self._reads((("EXISTS", marker), ("HMGET", session, *_FIELDS)))
             return _verdict(exists, fields, now_ms, principal.version)
         reply = await self._touch(keys, args)
         if reply == 1 or isinstance(reply, str):
             self._recent.touched(principal.session_id, now_ms)
         return reply
-
-    async def _send(self, _: None, reads: list[Read]) -> list[list[Any] | Exception]:
-        return await read_many(self._redis, reads)
 
 
 def _verdict(exists: Any, fields: Any, now_ms: int, version: int) -> Any:

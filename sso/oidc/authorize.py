@@ -2,8 +2,9 @@
 
 With a live ``peak_sid`` cookie the browser goes straight back to the client with a code: one Redis round trip
 that checks and slides the session (``sso/oidc/cookie_check.py``), a code sealed in memory
-(``sso/oidc/codes.py``: nothing is written), the client from memory, no page and no PostgreSQL. Without one (or with ``prompt=login``, or a sign-in older than ``max_age``) it gets the
-sign-in page; with ``prompt=none`` instead the client gets ``error=login_required``.
+(``sso/oidc/codes.py``: nothing is written), the client from memory, no page and no PostgreSQL. Without one
+(or with ``prompt=login``, or a sign-in older than ``max_age``) it gets the sign-in page; with ``prompt=none``
+instead the client gets ``error=login_required``.
 """
 
 from __future__ import annotations

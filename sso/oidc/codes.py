@@ -10,8 +10,7 @@ opens in its hour and the ones next to it; its life (``issued_at`` + PEAK_SSO_CO
 Single use is the token endpoint's (``sso/lua/code_redeem.lua``): the first redemption marks the code's digest
 (``sso.keys.auth_code``) in the user's slot, a second one finds the mark and revokes what the first issued.
 Nothing of the code is stored before it is redeemed: a code never redeemed leaves nothing behind. A code of
-the release before (``OpaqueToken``, its record in Redis) is
-the caller's to try when ``open`` answers None.
+the release before (``OpaqueToken``, its record in Redis) is the caller's to try when ``open`` answers None.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit.coalescer import Coalescer, ScriptBatcher
-from kit.reads import Read, read_many
+from kit.coalescer import ScriptBatcher
+from kit.reads import ReadBatcher
 from kit.redis import RedisClient
 from sso import scripts
 from sso.client.session_check import RecentTouches
@@ -27,10 +27,9 @@ _FIELDS = ("absolute_expires_at", "cookie", "auth_time", "created_at")
 
 class CookieCheck:
     def __init__(self, redis: RedisClient, *, idle_ms: int, remembered: int = 20_000) -> None:
-        self._redis = redis
         self._idle_ms = idle_ms
         self._touch = ScriptBatcher(redis, scripts.COOKIE_TOUCH)
-        self._reads: Coalescer[None, Read, list[Any]] = Coalescer(self._send, max_in_flight=2)
+        self._reads = ReadBatcher(redis)
         self._recent = RecentTouches(idle_ms, remembered)
 
     async def auth_time(self, cookie: OpaqueToken, now_ms: int) -> int:
@@ -40,15 +39,12 @@ class CookieCheck:
             cookie.user_id, cookie.session_id, cookie.digest, now_ms=now_ms, idle_ms=self._idle_ms
         )
         if self._recent.fresh(cookie.session_id, now_ms):
-            (fields,) = await self._reads(None, (("HMGET", keys[0], *_FIELDS),))
+            (fields,) = await self._reads((("HMGET", keys[0], *_FIELDS),))
             return scripts.check_cookie_touch(_verdict(fields, args[2], now_ms))
         reply = await self._touch(keys, args)
         auth_time = scripts.check_cookie_touch(reply)
         self._recent.touched(cookie.session_id, now_ms)
         return auth_time
-
-    async def _send(self, _: None, reads: list[Read]) -> list[list[Any] | Exception]:
-        return await read_many(self._redis, reads)
 
 
 def _verdict(fields: Any, cookie_digest: Any, now_ms: int) -> Any:
